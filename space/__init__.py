@@ -1,0 +1,1 @@
+"""Search spaces: pure functions turning an Optuna trial into trainer overrides."""

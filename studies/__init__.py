@@ -1,0 +1,1 @@
+"""Study definitions, storage, the objective that runs one trial, reports."""

@@ -1,0 +1,1 @@
+"""TrainConfig and presets, the training loop, divergence guards, schedules, checkpoints, telemetry."""

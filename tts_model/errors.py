@@ -1,0 +1,15 @@
+"""Errors a user can cause. Every CLI turns a `UserError` into one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input a user can fix: the message says what is wrong, where, and what to do."""
+
+
+class DataError(UserError):
+    """A data set, metadata line or audio file that cannot be used."""
+
+
+class CorpusError(UserError):
+    """The embedded corpus cannot be built or read."""
