@@ -29,7 +29,50 @@ _EE_OK = 0
 _BUFFER_MS = 200
 
 # int SynthCallback(short *wav, int numsamples, espeak_EVENT *events); events are not needed here.
-_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+)
+
+
+class _VoiceSpec(ctypes.Structure):
+    """speak_lib.h's espeak_VOICE. `languages` is a packed list: (priority byte, name, NUL)*, then NUL."""
+
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("languages", ctypes.c_void_p),
+        ("identifier", ctypes.c_char_p),
+        ("gender", ctypes.c_ubyte),
+        ("age", ctypes.c_ubyte),
+        ("variant", ctypes.c_ubyte),
+        ("xx1", ctypes.c_ubyte),
+        ("score", ctypes.c_int),
+        ("spare", ctypes.c_void_p),
+    ]
+
+
+def _languages(addr: int | None) -> list[str]:
+    langs: list[str] = []
+    while addr and ctypes.string_at(addr, 1) != b"\0":
+        lang = ctypes.string_at(addr + 1)
+        langs.append(lang.decode("utf-8", errors="replace"))
+        addr += len(lang) + 2
+    return langs
+
+
+def _voice_names(lib: ctypes.CDLL) -> frozenset[str]:
+    """Every name a voice answers to: file name ("en-us"), full name, or language code ("en-gb")."""
+    names: set[str] = set()
+    voices = lib.espeak_ListVoices(None)
+    i = 0
+    while voices[i]:
+        voice = voices[i].contents
+        if voice.name:
+            names.add(voice.name.decode("utf-8", errors="replace").lower())
+        if voice.identifier:
+            names.add(voice.identifier.decode("utf-8", errors="replace").rsplit("/", 1)[-1].lower())
+        names.update(lang.lower() for lang in _languages(voice.languages))
+        i += 1
+    return frozenset(names)
 
 
 @dataclass(slots=True)
@@ -40,14 +83,26 @@ class _Engine:
     callback: object = None  # the ctypes callback; kept referenced so it is never garbage-collected
     chunks: list[np.ndarray] = field(default_factory=list)
     voice: str | None = None
+    voices: frozenset[str] = frozenset()
 
     def set_voice(self, voice: str) -> None:
         if voice == self.voice:
             return
-        if self.lib.espeak_SetVoiceByName(voice.encode("utf-8")) != _EE_OK:
+        if not voice.strip():
+            raise CorpusError("empty eSpeak NG voice name: pass a language code such as en-us")
+        # Checked against the list first: selecting by language matches prefixes ("no-such" -> Norwegian).
+        ok = voice.lower() in self.voices
+        if ok:  # by file name ("en-us", "en-gb-x-rp"), else by language code ("en-gb" lives in file "en")
+            ok = self.lib.espeak_SetVoiceByName(voice.encode("utf-8")) == _EE_OK
+            if not ok:
+                lang = ctypes.create_string_buffer(voice.encode("utf-8"))
+                spec = _VoiceSpec(languages=ctypes.addressof(lang))
+                ok = self.lib.espeak_SetVoiceByProperties(ctypes.byref(spec)) == _EE_OK
+        if not ok:
             self.voice = None
             raise CorpusError(
-                f"unknown eSpeak NG voice {voice!r}: pick one from `espeak-ng --voices` (e.g. en-us, en-gb, de)"
+                f"unknown eSpeak NG voice {voice!r}: use one of its {len(self.voices)} language codes or "
+                "voice names, e.g. en-us, en-gb, en-gb-x-rp, de, fr, es"
             )
         self.voice = voice
 
@@ -65,6 +120,10 @@ def _engine() -> _Engine:
     lib.espeak_Initialize.restype = ctypes.c_int
     lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
     lib.espeak_SetVoiceByName.restype = ctypes.c_int
+    lib.espeak_SetVoiceByProperties.argtypes = [ctypes.POINTER(_VoiceSpec)]
+    lib.espeak_SetVoiceByProperties.restype = ctypes.c_int
+    lib.espeak_ListVoices.argtypes = [ctypes.POINTER(_VoiceSpec)]
+    lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_VoiceSpec))
     lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
     lib.espeak_SetSynthCallback.restype = None
     lib.espeak_Synth.argtypes = [
@@ -78,6 +137,10 @@ def _engine() -> _Engine:
         ctypes.c_void_p,
     ]
     lib.espeak_Synth.restype = ctypes.c_int
+    lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+    lib.espeak_ng_SetRandSeed.restype = None
+    lib.espeak_Info.argtypes = [ctypes.c_void_p]
+    lib.espeak_Info.restype = ctypes.c_char_p
     lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
     lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
 
@@ -87,7 +150,7 @@ def _engine() -> _Engine:
         raise CorpusError(
             f"eSpeak NG initialised at {rate} Hz, expected {SAMPLE_RATE}: reinstall `espeakng-loader`"
         )
-    engine = _Engine(lib=lib)
+    engine = _Engine(lib=lib, voices=_voice_names(lib))
 
     def on_audio(wav: ctypes._Pointer, n: int, _events: int | None) -> int:
         if wav and n > 0:
@@ -99,10 +162,16 @@ def _engine() -> _Engine:
     return engine
 
 
-def synthesize(text: str, voice: str = DEFAULT_VOICE) -> np.ndarray:
-    """Speak `text` with `voice`; returns int16 mono samples at `SAMPLE_RATE`. Not thread-safe."""
+def synthesize(text: str, voice: str = DEFAULT_VOICE, *, seed: int = 0) -> np.ndarray:
+    """Speak `text` with `voice`; returns int16 mono samples at `SAMPLE_RATE`. Not thread-safe.
+
+    eSpeak's noise generator is reseeded per call, but its wave generator also carries phase from one
+    call to the next (a few samples of length): the same texts spoken in the same order by a fresh
+    process give identical samples; the same text twice in one process differs slightly.
+    """
     engine = _engine()
     engine.set_voice(voice)
+    engine.lib.espeak_ng_SetRandSeed(seed)
     data = text.encode("utf-8") + b"\0"
     buf = ctypes.create_string_buffer(data, len(data))
     engine.chunks.clear()
@@ -133,3 +202,9 @@ def phonemize(text: str, voice: str = DEFAULT_VOICE) -> str:
             if clause:
                 clauses.append(clause)
     return " ".join(clauses)
+
+
+def version() -> str:
+    """The eSpeak NG library version, recorded in the corpus manifest (a new version speaks differently)."""
+    raw = _engine().lib.espeak_Info(None)
+    return raw.decode("utf-8", errors="replace") if raw else "unknown"

@@ -1,0 +1,208 @@
+"""`python search.py --study stability --trials 50`: find, with evidence, the settings that train stably.
+
+A thin CLI: parse, pick a study, then run / resume it, export its best preset, or train with it.
+Everything a user can get wrong is checked before a study is created or changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from tts_model.cli import OneLineParser, run_cli
+from tts_model.errors import UserError
+
+
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog="search.py", description="Stability search for TTS training (Optuna).")
+    p.add_argument("--study", default="stability", help="study name (stability, stability-quick)")
+    p.add_argument("--trials", type=int, default=None, help="total finished trials the study should reach")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes on this study")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under runs/STUDY/)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--model-size", default=None, help="override the study's model size")
+    p.add_argument("--train-data", type=Path, default=None, help="LJSpeech-style folder (default: embedded corpus)")
+    p.add_argument("--val-data", type=Path, default=None)
+    p.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial's training")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where studies and telemetry live")
+    p.add_argument("--export-preset", type=Path, default=None, metavar="FILE", help="write the best trial as a preset")
+    p.add_argument(
+        "--train-best", action="store_true", help="full training with the best trial; other flags go to the trainer"
+    )
+    p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)  # set by --workers
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and not args.train_best:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    # Checks first: a bad flag must leave no study created or changed.
+    from studies.registry import get_study
+    from studies.storage import resolve_storage
+    from tts_model.config import MODEL_SIZES
+
+    study_def = get_study(args.study)
+    if args.model_size is not None:
+        if args.model_size not in MODEL_SIZES:
+            raise UserError(f"--model-size {args.model_size!r}: unknown; known sizes: {', '.join(sorted(MODEL_SIZES))}")
+        study_def = dataclasses.replace(study_def, model_size=args.model_size)
+    trials = study_def.n_trials if args.trials is None else args.trials
+    if trials <= 0:
+        raise UserError(f"--trials must be > 0, got {trials}")
+    if args.workers <= 0:
+        raise UserError(f"--workers must be > 0, got {args.workers}")
+    url = resolve_storage(args.storage, study_def.name, args.runs_dir)
+
+    if args.export_preset is not None or args.train_best:
+        return _export_or_train(args, rest, study_def, url)
+    return _search(args, study_def, url, trials)
+
+
+def _open_existing(study_def, url: str):
+    import optuna
+
+    from studies.storage import open_storage, sqlite_path
+
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise UserError(f"no study {study_def.name!r} at {path}: run the search first")
+    storage = open_storage(url, heartbeat=False)
+    try:
+        return optuna.load_study(study_name=study_def.name, storage=storage)
+    except KeyError:
+        raise UserError(f"no study {study_def.name!r} in {url}: run the search first") from None
+
+
+def _export_or_train(args, rest: list[str], study_def, url: str) -> int:
+    from rich.console import Console
+
+    from studies.export import export_best
+
+    study = _open_existing(study_def, url)
+    path = args.export_preset or args.runs_dir / study_def.name / "best_preset.json"
+    export_best(study, study_def, path)
+    Console(stderr=True).print(f"exported the best trial of {study_def.name} to {path}")
+    if not args.train_best:
+        return 0
+    from trainer.cli import main as train_main
+
+    out = ["--out", str(args.runs_dir / study_def.name / "train-best")] if "--out" not in rest else []
+    return train_main(["--preset", str(path), *out, *rest])
+
+
+def _search(args, study_def, url: str, trials: int) -> int:
+    import optuna
+    import torch
+    from rich.console import Console
+    from rich.live import Live
+
+    from studies.export import DATA_ATTR
+    from studies.live import LiveView
+    from studies.objective import TrialSetup, make_objective
+    from studies.presets_seed import enqueue_presets
+    from studies.registry import make_pruner, make_sampler
+    from studies.runner import counts, requeue_interrupted, run_worker, spawn_workers, wait_workers
+    from studies.storage import open_storage, sqlite_path
+    from studies.summary import print_summary
+    from trainer.cli import resolve_device
+    from trainer.config import config_to_dict, preset
+    from trainer.data import load_train_data
+    from tts_model.dataset import DataConfig
+
+    console = Console(stderr=True)
+    worker = args.worker_index is not None
+    if worker and os.environ.get("TTS_SEARCH_THREADS"):
+        torch.set_num_threads(int(os.environ["TTS_SEARCH_THREADS"]))
+    device = resolve_device(args.device)
+    data = load_train_data(args.train_data, args.val_data, DataConfig(), console=None if worker else console)
+
+    # From here on the study exists.
+    heartbeat = sqlite_path(url) is None  # RDB servers get heartbeats and stale-trial retries
+    storage = open_storage(url, heartbeat=heartbeat, create_dir=True)
+    seed = args.seed + (args.worker_index or 0)
+    study = optuna.create_study(
+        study_name=study_def.name,
+        storage=storage,
+        sampler=make_sampler(study_def, seed),
+        pruner=make_pruner(study_def),
+        direction="minimize",
+        load_if_exists=True,
+    )
+    setup = TrialSetup(
+        study=study_def,
+        data=data,
+        device=device,
+        telemetry_path=args.runs_dir / study_def.name / "telemetry.db",
+        seed=args.seed,
+    )
+    if worker:
+        run_worker(study, make_objective(setup), trials)
+        return 0
+
+    previous = study.user_attrs.get(DATA_ATTR)
+    if previous is not None and previous != data.fingerprint:
+        console.print(f"[yellow]note: this study was started on other data ({previous}); now {data.fingerprint}[/]")
+    study.set_user_attr(DATA_ATTR, data.fingerprint)
+    presets = {name: config_to_dict(preset(name)) for name in study_def.presets}
+    enqueued = enqueue_presets(study, presets, study_def.space)
+    requeued = requeue_interrupted(study)
+    c = counts(study)
+    console.print(
+        f"study [bold]{study_def.name}[/] in {url}: {c.finished} of {trials} trials finished"
+        + (f"; seeded presets {', '.join(enqueued)}" if enqueued else "")
+        + (f"; re-queued interrupted trials {requeued}" if requeued else "")
+    )
+    view = LiveView(study, trials)
+    try:
+        with Live(view.render(), console=console, auto_refresh=False, transient=False) as live:
+
+            def refresh() -> None:
+                live.update(view.render(), refresh=True)
+
+            if args.workers == 1:
+
+                def on_step(number: int, m) -> None:
+                    view.step_info[number] = f"{m.step}"
+                    if view.due():
+                        refresh()
+
+                run_worker(study, make_objective(setup, on_step=on_step), trials, on_trial_end=refresh)
+            else:
+                threads = max(1, (os.cpu_count() or 1) // args.workers)
+                procs = spawn_workers(_worker_argv(args, trials), args.workers, threads)
+                errors = wait_workers(procs, refresh)
+                for e in errors:
+                    console.print(f"[red]worker: {e}[/]")
+            refresh()
+    except KeyboardInterrupt:
+        requeue_interrupted(study)
+        c = counts(study)
+        console.print(
+            f"interrupted: {c.finished} of {trials} trials finished and kept; run the same command to resume"
+        )
+        return 130
+    print_summary(study, console)
+    return 0
+
+
+def _worker_argv(args, trials: int) -> list[str]:
+    argv = [os.path.abspath(__file__), "--study", args.study, "--trials", str(trials), "--seed", str(args.seed)]
+    argv += ["--device", args.device, "--runs-dir", str(args.runs_dir)]
+    for flag, value in (
+        ("--storage", args.storage),
+        ("--model-size", args.model_size),
+        ("--train-data", args.train_data),
+        ("--val-data", args.val_data),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

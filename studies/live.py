@@ -1,0 +1,116 @@
+"""The live view: progress over trials with an ETA, running and recent trials, outcomes, best so far.
+
+It reads only the study's storage, so it shows the same thing whether trials run in this process
+or in worker processes on this or other machines.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Group
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from studies.presets_seed import PRESET_ATTR
+
+SHOWN_PARAMS = ("lr", "grad_clip", "mel_weight", "kl_weight", "warmup_steps")
+
+
+def outcome(t: FrozenTrial) -> str:
+    """One word for a trial: stable / unaligned / no-stop / pruned / diverged:<kind> / running / failed."""
+    if t.state == TrialState.RUNNING:
+        return "running"
+    if t.state == TrialState.WAITING:
+        return "waiting"
+    if t.state == TrialState.FAIL:
+        return "failed"
+    if t.user_attrs.get("diverged"):
+        return f"diverged:{t.user_attrs.get('verdict', '?')}"
+    return str(t.user_attrs.get("verdict", "pruned" if t.state == TrialState.PRUNED else "complete"))
+
+
+def feasible(t: FrozenTrial) -> bool:
+    return t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())
+
+
+def last_value(t: FrozenTrial) -> float | None:
+    if t.value is not None:
+        return t.value
+    if t.intermediate_values:
+        return t.intermediate_values[max(t.intermediate_values)]
+    return None
+
+
+def fmt(x: object) -> str:
+    if isinstance(x, bool):
+        return "on" if x else "off"
+    if isinstance(x, float):
+        return "nan" if math.isnan(x) else f"{x:.3g}"
+    return str(x)
+
+
+class LiveView:
+    def __init__(self, study: optuna.Study, total: int) -> None:
+        self.study = study
+        self.total = total
+        self.progress = Progress(
+            TextColumn("[bold]trials"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+        )
+        self.task = self.progress.add_task("trials", total=total)
+        self._start_done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials())
+        self.step_info: dict[int, str] = {}  # trial number -> live step text (in-process runs)
+        self._last = 0.0
+
+    def render(self) -> Group:
+        trials = self.study.get_trials(deepcopy=False)
+        done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        self.progress.update(self.task, completed=len(done))
+        table = Table(title="running and recent trials", expand=False)
+        for col in ("#", "preset", *SHOWN_PARAMS, "step", "val mel", "verdict"):
+            table.add_column(col)
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        recent = sorted(done, key=lambda t: t.number)[-8:]
+        for t in running + recent[::-1]:
+            step = self.step_info.get(t.number) or str(t.user_attrs.get("last_step", t.user_attrs.get("steps_run", "")))
+            value = last_value(t)
+            table.add_row(
+                str(t.number),
+                str(t.user_attrs.get(PRESET_ATTR, "")),
+                *(fmt(t.params.get(p, "")) for p in SHOWN_PARAMS),
+                step,
+                "" if value is None else f"{value:.4f}",
+                outcome(t),
+            )
+        tally = Counter(outcome(t) for t in trials if t.state != TrialState.WAITING)
+        counts = "  ".join(f"{k}: {v}" for k, v in sorted(tally.items()))
+        best = [t for t in trials if feasible(t)]
+        best_line = "best feasible: none yet"
+        if best:
+            b = min(best, key=lambda t: t.value)
+            params = ", ".join(f"{p} {fmt(b.params[p])}" for p in SHOWN_PARAMS if p in b.params)
+            best_line = f"best feasible: trial {b.number}  val mel {b.value:.4f}  ({params})"
+        return Group(self.progress, table, counts, best_line)
+
+    def due(self, every: float = 1.0) -> bool:
+        now = time.monotonic()
+        if now - self._last >= every:
+            self._last = now
+            return True
+        return False

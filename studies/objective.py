@@ -1,0 +1,138 @@
+"""The objective: one Optuna trial = one short, guarded run of the real trainer.
+
+The trainer knows nothing of Optuna; this module adapts its callbacks to `trial.report` /
+`trial.should_prune` and turns its verdict into Optuna's terms. A diverged trial ends PRUNED with
+an infeasible constraint and its reason as user attributes, never FAIL: samplers learn nothing
+from FAIL trials, and the map of where training diverges is what the user came for.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+
+from space.stability import suggest
+from studies.registry import StudyDef, train_overrides, trial_steps
+from trainer.config import apply_overrides, preset
+from trainer.data import TrainData
+from trainer.evaluate import EvalMetrics
+from trainer.loop import StepMetrics, TrainResult, train
+from trainer.telemetry import Telemetry
+
+# Constraint keys (> 0 infeasible). TPE ranks every infeasible trial below every feasible one.
+DIVERGED, UNALIGNED, NO_STOP = "diverged", "unaligned", "decode_no_stop"
+BASE_LEVEL = "basic"  # knobs the space does not search (stop weight, alignment form...) come from here
+
+
+@dataclass(frozen=True, slots=True)
+class TrialSetup:
+    study: StudyDef
+    data: TrainData
+    device: torch.device
+    telemetry_path: Path
+    seed: int
+
+
+def trial_config(setup: TrialSetup, overrides: dict, *, where: str):
+    """The TrainConfig a trial runs: base level + the study's shared settings + the trial's knobs."""
+    cfg = apply_overrides(preset(BASE_LEVEL), train_overrides(setup.study), where=where)
+    steps = trial_steps(setup.study, int(overrides["warmup_steps"]))
+    return apply_overrides(cfg, {**overrides, "max_steps": steps, "seed": setup.seed}, where=where)
+
+
+def make_objective(
+    setup: TrialSetup, on_step: Callable[[int, StepMetrics], None] | None = None
+) -> Callable[[optuna.Trial], float]:
+    def objective(trial: optuna.Trial) -> float:
+        cfg = trial_config(setup, suggest(trial, setup.study.space), where=f"trial {trial.number}")
+        trial.set_user_attr("max_steps", cfg.max_steps)
+
+        def on_eval(ev: EvalMetrics, _sample) -> bool:
+            trial.report(ev.val_mel, ev.step)
+            trial.set_user_attr("last_step", ev.step)
+            return trial.should_prune()
+
+        step_cb = (lambda m: on_step(trial.number, m)) if on_step is not None else None
+        with Telemetry(setup.telemetry_path) as telemetry:
+            result = train(
+                cfg,
+                setup.data,
+                device=setup.device,
+                mode="trial",
+                on_step=step_cb,
+                on_eval=on_eval,
+                telemetry=telemetry,
+                run_id=f"{setup.study.name}/trial-{trial.number}",
+            )
+        return score(trial, result, setup.study)
+
+    return objective
+
+
+def score(trial: optuna.Trial, result: TrainResult, study: StudyDef) -> float:
+    """Record the evidence, set the constraints, and return val mel or end the trial PRUNED."""
+    s = result.summary
+    attrs = {
+        "steps_run": result.steps,
+        # The seed's raw criteria, as information: loss weights move both.
+        "seed_loss_in_1_10": round(s.loss_in_seed_band, 4),
+        "seed_grad_norm_below_1": round(s.grad_norm_below_one, 4),
+        "grad_norm_median": _finite(s.grad_norm_median),
+        "grad_norm_p95": _finite(s.grad_norm_p95),
+        "nonfinite_events": s.nonfinite_events,
+    }
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+    if result.verdict is not None:  # diverged: stopped at the step a guard fired
+        v = result.verdict
+        trial.set_user_attr("diverged", True)
+        trial.set_user_attr("verdict", v.kind)
+        trial.set_user_attr("divergence_step", v.step)
+        trial.set_user_attr("divergence_detail", v.detail)
+        trial.set_constraint(DIVERGED, 1.0)
+        trial.set_constraint(UNALIGNED, 0.0)
+        trial.set_constraint(NO_STOP, 0.0)
+        raise optuna.TrialPruned(f"diverged: {v.kind} at step {v.step}: {v.detail}")
+
+    trial.set_constraint(DIVERGED, -1.0)
+    final = result.final_eval
+    if result.stopped_by_callback or final is None:  # pruned on val mel at a rung: stable so far
+        trial.set_user_attr("verdict", "pruned")
+        trial.set_constraint(UNALIGNED, 0.0)
+        trial.set_constraint(NO_STOP, 0.0)
+        raise optuna.TrialPruned(f"pruned on val mel at step {result.steps}")
+
+    # Finished: feasible only if the attention aligned and the free-running decode stops sanely.
+    guards = study_guard_thresholds(study)
+    unaligned = guards["aligned_diagonality"] - final.diagonality
+    decode = final.decode
+    no_stop = 1.0 if decode is None or not decode.sane(max_length_ratio=guards["decode_length_ratio"]) else -1.0
+    trial.set_constraint(UNALIGNED, unaligned)
+    trial.set_constraint(NO_STOP, no_stop)
+    trial.set_user_attr("diagonality", round(final.diagonality, 4))
+    trial.set_user_attr("sharpness", round(final.sharpness, 4))
+    if decode is not None:
+        trial.set_user_attr("decode_stop_rate", decode.stop_rate)
+        trial.set_user_attr("decode_length_ratio", round(decode.length_ratio, 3))
+        trial.set_user_attr("decode_dtw", round(decode.dtw, 4))
+    feasible = unaligned <= 0 and no_stop <= 0
+    trial.set_user_attr("verdict", "stable" if feasible else ("unaligned" if unaligned > 0 else "no-stop"))
+    return final.val_mel
+
+
+def study_guard_thresholds(study: StudyDef) -> dict[str, float]:
+    from trainer.config import GuardConfig
+
+    guards = apply_overrides(preset(BASE_LEVEL), train_overrides(study), where=study.name).guards
+    assert isinstance(guards, GuardConfig)
+    return {"aligned_diagonality": guards.collapse_diagonality, "decode_length_ratio": guards.decode_length_ratio}
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None

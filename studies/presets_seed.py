@@ -1,0 +1,52 @@
+"""Seed a study with the presets it judges ("basic", the pre-fix "enhanced"), once per study.
+
+Every study must give the presets a verdict, so they run as enqueued trials, tagged with the user
+attr ``preset=<name>``. The tag, not the params, marks a preset as seeded: a sampled trial that
+happens to match a preset does not count, and a preset trial re-queued after a crash keeps its tag.
+
+Race: two workers starting at the same moment may both see no tagged trial and both enqueue, so
+a preset can run twice. Optuna's storage offers no compare-and-set for this, and a duplicate costs
+one trial and harms nothing: reports group trials by the tag and see both runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from space.stability import SpaceSpec, preset_params
+from tts_model.errors import UserError
+
+PRESET_ATTR = "preset"
+
+
+def seeded_presets(study: optuna.Study) -> set[str]:
+    """Names of presets already enqueued or run in the study (any state)."""
+    return {
+        str(t.user_attrs[PRESET_ATTR])
+        for t in study.get_trials(deepcopy=False)
+        if PRESET_ATTR in t.user_attrs
+    }
+
+
+def enqueue_presets(study: optuna.Study, presets: dict[str, dict[str, Any]], spec: SpaceSpec) -> list[str]:
+    """Enqueue each preset not yet in the study; return the names enqueued by this call.
+
+    ``presets`` maps a name to its TrainConfig fields (at least the space's knobs); the warmup is
+    scaled into the study's range by ``spec``. Idempotent across re-runs.
+    """
+    params_by_name: dict[str, dict[str, Any]] = {}
+    for name, values in presets.items():
+        try:
+            params_by_name[name] = preset_params(values, spec)
+        except ValueError as e:
+            raise UserError(f"preset {name!r} cannot be judged by this study: {e}") from None
+    enqueued: list[str] = []
+    for name, params in params_by_name.items():
+        # Re-read before each enqueue: keeps the window for a concurrent duplicate small.
+        if name in seeded_presets(study):
+            continue
+        study.enqueue_trial(params, user_attrs={PRESET_ATTR: name})
+        enqueued.append(name)
+    return enqueued

@@ -1,0 +1,113 @@
+"""A pruner that stops diverged trials at once and slow ones at fixed rungs, and understands NaN.
+
+Optuna's own pruners get NaN wrong for this search: ``MedianPruner``/``PercentilePruner`` judge a
+trial by its *best* value over steps (``nanmin``), so a trial whose latest eval is NaN survives on
+an earlier good value; and they compare only against COMPLETE trials, while most trials of a
+stability search end PRUNED. Here:
+
+- divergence prunes now: a non-finite latest value, ``user_attrs["diverged"]``, or a violated
+  constraint (``trial.set_constraint(key, v > 0)``, Optuna 5);
+- at a step >= ``min_step`` and past the trial's own warmup (param ``warmup_steps``; a trial
+  still ramping its lr up is not judged against trials at peak lr) the latest value is compared with the finite values that other
+  finished (COMPLETE or PRUNED) trials reported at that *same* step; the trial survives only if
+  it is within the best ``keep_fraction`` of them (0.5 = median rule, 1/3 = successive halving
+  with reduction factor 3). Peers' NaN/Inf never enter the comparison, and peers that diverged
+  later are left out by default, so fast-learning settings that blow up do not set the bar for
+  stable ones.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import optuna
+from optuna.pruners import BasePruner
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
+
+from space.stability import WARMUP
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+DIVERGED_ATTR = "diverged"
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def is_diverged(trial: FrozenTrial) -> bool:
+    """True when the objective marked the trial diverged (user attr or a violated constraint)."""
+    if trial.user_attrs.get(DIVERGED_ATTR):
+        return True
+    return any(value > 0.0 for value in trial.constraints.values())
+
+
+class StabilityPruner(BasePruner):
+    """Prune on divergence at once, and on validation mel at rung steps against finished peers.
+
+    Args:
+        keep_fraction: share of peers a trial must be among the best of to continue, in (0, 1].
+        min_step: no mel-based pruning before this step (the trial's report steps).
+        n_startup_trials: no mel-based pruning until this many trials have finished.
+        n_min_peers: no mel-based pruning at a step with fewer finite peer values than this.
+        exclude_diverged_peers: leave out peers that diverged (their early values are often good).
+        respect_warmup: no mel-based pruning before the trial's own ``warmup_steps`` param.
+    """
+
+    def __init__(
+        self,
+        *,
+        keep_fraction: float = 0.5,
+        min_step: int = 0,
+        n_startup_trials: int = 5,
+        n_min_peers: int = 3,
+        exclude_diverged_peers: bool = True,
+        respect_warmup: bool = True,
+    ) -> None:
+        if not 0.0 < keep_fraction <= 1.0:
+            raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+        if min_step < 0:
+            raise ValueError(f"min_step must be >= 0, got {min_step}")
+        if n_startup_trials < 0:
+            raise ValueError(f"n_startup_trials must be >= 0, got {n_startup_trials}")
+        if n_min_peers < 1:
+            raise ValueError(f"n_min_peers must be >= 1, got {n_min_peers}")
+        self._keep_fraction = keep_fraction
+        self._min_step = min_step
+        self._n_startup_trials = n_startup_trials
+        self._n_min_peers = n_min_peers
+        self._exclude_diverged_peers = exclude_diverged_peers
+        self._respect_warmup = respect_warmup
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        # Divergence first: it needs no peers and no warmup.
+        step = trial.last_step
+        if step is not None and not math.isfinite(trial.intermediate_values[step]):
+            return True
+        if is_diverged(trial):
+            return True
+        if step is None or step < self._min_step or self._keep_fraction >= 1.0:
+            return False
+        if self._respect_warmup and step < trial.params.get(WARMUP, 0):
+            return False
+
+        finished = study.get_trials(deepcopy=False, states=_FINISHED)
+        if len(finished) < self._n_startup_trials:
+            return False
+        peers = [
+            t.intermediate_values[step]
+            for t in finished
+            if t.number != trial.number
+            and step in t.intermediate_values
+            and math.isfinite(t.intermediate_values[step])
+            and not (self._exclude_diverged_peers and is_diverged(t))
+        ]
+        if len(peers) < self._n_min_peers:
+            return False
+
+        value = trial.intermediate_values[step]
+        sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
+        # The bar is the keep_fraction quantile of the peers (lower is better after the sign flip).
+        bar = float(np.quantile(sign * np.asarray(peers, dtype=float), self._keep_fraction))
+        return sign * value > bar

@@ -1,0 +1,227 @@
+"""Named study definitions: space, budget, horizon, pruner, sampler, scoring, presets to seed.
+
+A study is plain frozen data so two studies can be diffed, and every number the lead may tune
+(trial budget, horizon, rung spacing, pruning aggressiveness) is a field, not a constant buried in
+the objective. ``stability`` is the seed's setting on a GPU; ``stability-quick`` is the same
+question sized to finish on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from space.stability import SpaceSpec
+from studies.pruner import StabilityPruner
+from tts_model.config import MODEL_SIZES
+from tts_model.errors import UserError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PrunerSpec:
+    """Settings of ``StabilityPruner``; ``min_step`` is in trial steps (warmup included)."""
+
+    keep_fraction: float = 0.5
+    min_step: int = 0
+    n_startup_trials: int = 5
+    n_min_peers: int = 3
+    exclude_diverged_peers: bool = True
+    respect_warmup: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.keep_fraction <= 1.0:
+            raise ValueError(f"PrunerSpec.keep_fraction must be in (0, 1], got {self.keep_fraction}")
+        if self.min_step < 0 or self.n_startup_trials < 0:
+            raise ValueError("PrunerSpec.min_step and n_startup_trials must be >= 0")
+        if self.n_min_peers < 1:
+            raise ValueError(f"PrunerSpec.n_min_peers must be >= 1, got {self.n_min_peers}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SamplerSpec:
+    """TPE settings. ``constant_liar`` keeps parallel workers from piling onto one point."""
+
+    n_startup_trials: int = 10
+    multivariate: bool = True
+    constant_liar: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_startup_trials < 0:
+            raise ValueError(f"SamplerSpec.n_startup_trials must be >= 0, got {self.n_startup_trials}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ScoringSpec:
+    """How a trial that did not diverge is judged.
+
+    The thresholds themselves are the trainer's ``GuardConfig`` (mel ceiling, collapse, decode
+    length); a study only overrides those whose step counts must shrink to fit its horizon, as
+    ``(GuardConfig field, value)`` pairs, so there is one definition of "stable", not two.
+    decode_sentences: validation sentences decoded free-running at the end of a trial.
+    """
+
+    decode_sentences: int = 3
+    guard_overrides: tuple[tuple[str, float | int], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.decode_sentences < 0:
+            raise ValueError(f"ScoringSpec.decode_sentences must be >= 0, got {self.decode_sentences}")
+        names = [name for name, _ in self.guard_overrides]
+        if len(names) != len(set(names)):
+            raise ValueError(f"ScoringSpec.guard_overrides names a field twice: {names}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StudyDef:
+    """Everything that makes one named study; the objective and CLI read it, never mutate it.
+
+    horizon: steps each trial trains at peak lr after its warmup (``trial_steps``).
+    eval_every: validation interval in steps; rungs are its multiples so trials meet at one step.
+    """
+
+    name: str
+    description: str
+    space: SpaceSpec
+    model_size: str
+    precision: str
+    batch_size: int
+    n_trials: int
+    horizon: int
+    eval_every: int
+    pruner: PrunerSpec
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
+    scoring: ScoringSpec = field(default_factory=ScoringSpec)
+    presets: tuple[str, ...] = ("basic", "enhanced")
+
+    def __post_init__(self) -> None:
+        if self.model_size not in MODEL_SIZES:
+            raise ValueError(
+                f"StudyDef.model_size must be one of {', '.join(sorted(MODEL_SIZES))}, got {self.model_size!r}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"StudyDef.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        for name in ("batch_size", "n_trials", "horizon", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"StudyDef.{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every > self.horizon:
+            raise ValueError(f"StudyDef.eval_every ({self.eval_every}) must be <= horizon ({self.horizon})")
+
+
+def _registry() -> dict[str, StudyDef]:
+    # Built on call, not at import: no module-level mutable state.
+    stability = StudyDef(
+        name="stability",
+        description="the seed's ranges on a GPU: model 'normal', fp16 with a GradScaler, as the seed trained",
+        space=SpaceSpec(warmup_max=4000, warmup_step=50, warmup_scale=1.0),
+        model_size="normal",
+        precision="fp16",
+        batch_size=16,
+        n_trials=50,
+        horizon=2000,
+        eval_every=250,
+        pruner=PrunerSpec(keep_fraction=0.5, min_step=1000, n_startup_trials=8, n_min_peers=4),
+        sampler=SamplerSpec(n_startup_trials=10),
+    )
+    quick = StudyDef(
+        name="stability-quick",
+        description="the same space and scoring sized for a 2-core CPU: model 'tiny', fp32, a short horizon",
+        # 20 trials in <= 15 min at 5-8 steps/s: mean trial ~ 100 (mean warmup) + 100 = 200 steps.
+        space=SpaceSpec(warmup_max=200, warmup_step=10, warmup_scale=0.05),
+        model_size="tiny",
+        precision="fp32",
+        batch_size=16,
+        n_trials=20,
+        horizon=100,
+        eval_every=40,
+        pruner=PrunerSpec(keep_fraction=0.5, min_step=80, n_startup_trials=4, n_min_peers=3),
+        sampler=SamplerSpec(n_startup_trials=8),
+        # Guards' minimum steps scaled to a ~200-step trial. Collapse keeps its default (2000 steps):
+        # a tiny model is not expected to align within a quick trial, so collapse is not judged here.
+        scoring=ScoringSpec(
+            decode_sentences=2,
+            guard_overrides=(("explosion_min_steps", 30), ("spike_min_steps", 30), ("ceiling_min_steps", 40)),
+        ),
+    )
+    return {d.name: d for d in (stability, quick)}
+
+
+def study_names() -> tuple[str, ...]:
+    return tuple(_registry())
+
+
+def get_study(name: str) -> StudyDef:
+    """The named study; a ``UserError`` listing the known names otherwise."""
+    studies = _registry()
+    if name not in studies:
+        raise UserError(f"unknown study {name!r}; known studies: {', '.join(studies)}")
+    return studies[name]
+
+
+def trial_steps(study: StudyDef, warmup: int) -> int:
+    """Warmup + horizon: a trial that ends inside its warmup says nothing about stability."""
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    return warmup + study.horizon
+
+
+def rungs(study: StudyDef, total_steps: int) -> list[int]:
+    """Eval steps of a trial: multiples of ``eval_every``, plus the last step.
+
+    Every trial evaluates at the same absolute steps, so the pruner always finds peers there; the
+    final step differs with the warmup and is never a pruning point for other trials.
+    """
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    steps = list(range(study.eval_every, total_steps + 1, study.eval_every))
+    if not steps or steps[-1] != total_steps:
+        steps.append(total_steps)
+    return steps
+
+
+def train_overrides(study: StudyDef) -> dict[str, Any]:
+    """TrainConfig overrides every trial of the study shares (the space adds the searched knobs).
+
+    ``max_steps`` is per trial (``trial_steps``); the objective adds it.
+    """
+    return {
+        "model_size": study.model_size,
+        "precision": study.precision,
+        "batch_size": study.batch_size,
+        "eval_every": study.eval_every,
+        "guards": dict(study.scoring.guard_overrides),
+    }
+
+
+def make_pruner(study: StudyDef) -> StabilityPruner:
+    p = study.pruner
+    return StabilityPruner(
+        keep_fraction=p.keep_fraction,
+        min_step=p.min_step,
+        n_startup_trials=p.n_startup_trials,
+        n_min_peers=p.n_min_peers,
+        exclude_diverged_peers=p.exclude_diverged_peers,
+        respect_warmup=p.respect_warmup,
+    )
+
+
+def make_sampler(study: StudyDef, seed: int | None) -> optuna.samplers.TPESampler:
+    """TPE seeded by ``--seed``.
+
+    No ``constraints_func``: it is deprecated in Optuna 5.0. The objective calls
+    ``trial.set_constraint("diverged", 1.0 or -1.0)`` instead, and TPE reads ``trial.constraints``
+    of COMPLETE and PRUNED trials by itself, ranking infeasible trials below every feasible one.
+    ``group`` is left off: the space is static, so group decomposition buys nothing.
+    """
+    s = study.sampler
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        n_startup_trials=s.n_startup_trials,
+        multivariate=s.multivariate,
+        constant_liar=s.constant_liar,
+    )

@@ -1,0 +1,185 @@
+"""Where a study lives: a SQLite file under ``runs/`` by default, any Optuna RDB URL on request.
+
+SQLite suits one machine (several local workers are fine with WAL and a busy timeout);
+PostgreSQL or MySQL suit many machines. A bad URL must fail before any trial runs, in one line,
+and checking it must create nothing: a typo should not leave an empty database behind.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import warnings
+from pathlib import Path
+
+import optuna
+import sqlalchemy.exc
+from sqlalchemy.engine import URL, make_url
+
+from tts_model.errors import UserError
+
+HEARTBEAT_INTERVAL_S = 60
+GRACE_PERIOD_S = 180
+MAX_RETRY = 3
+SQLITE_BUSY_TIMEOUT_S = 30
+CONNECT_TIMEOUT_S = 10
+
+# Python module of a driver -> what to pip install for it.
+_DRIVER_PACKAGES = {
+    "psycopg": "psycopg[binary]",
+    "psycopg2": "psycopg2-binary",
+    "pymysql": "PyMySQL",
+    "MySQLdb": "mysqlclient",
+}
+_EXAMPLES = "e.g. sqlite:///runs/study.db or postgresql://user:password@host/db"
+
+
+class StorageError(UserError):
+    """A storage URL that is malformed, points nowhere usable, or cannot be reached."""
+
+
+def default_storage_url(study: str, runs_dir: Path) -> str:
+    return f"sqlite:///{(runs_dir / study / 'study.db').resolve().as_posix()}"
+
+
+def resolve_storage(url: str | None, study: str, runs_dir: Path) -> str:
+    """``--storage`` if given (validated), else the study's SQLite file ``runs/<study>/study.db``.
+
+    The default is not validated here: its folder is created when the study opens
+    (``open_storage(..., create_dir=True)``).
+    """
+    if url is None:
+        return default_storage_url(study, runs_dir)
+    url = url.strip()
+    validate_storage_url(url)
+    return url
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for other dialects and in-memory SQLite."""
+    parsed = _parse(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def validate_storage_url(url: str) -> None:
+    """Raise ``StorageError`` (one line) for a URL that cannot work; connects to and creates nothing."""
+    parsed = _parse(url)
+    try:
+        dialect = parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        hint = " (did you mean postgresql://?)" if parsed.drivername.split("+")[0] == "postgres" else ""
+        raise StorageError(
+            f"storage URL {redact(url)!r}: unknown database {parsed.drivername!r}{hint}; use an Optuna RDB URL, {_EXAMPLES}"
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as e:
+        raise StorageError(_driver_missing(url, e)) from None
+    path = sqlite_path(url)
+    if path is not None:
+        _check_sqlite_path(url, path)
+
+
+def open_storage(url: str, *, heartbeat: bool, create_dir: bool = False) -> optuna.storages.RDBStorage:
+    """Open (creating tables if needed) the storage; every failure becomes one ``StorageError`` line.
+
+    heartbeat: record a heartbeat every 60 s while a trial runs under ``study.optimize``; a trial
+    whose worker died (no heartbeat for 180 s) is marked FAIL by the next worker and re-queued up to
+    3 times with its params and user attrs. Useful for SQLite too: a resumed run re-queues the trial
+    a killed run left RUNNING. Trials run with ask/tell record no heartbeat and are never failed.
+    """
+    path = sqlite_path(url)
+    if path is not None and create_dir:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    validate_storage_url(url)
+    parsed = _parse(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine_kwargs: dict = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+        if path is not None:
+            _enable_wal(url, path)
+    else:
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
+    try:
+        with warnings.catch_warnings():
+            # heartbeat_interval and the retry callback are marked experimental; that is no news to a user.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            heartbeat_kwargs: dict = {}
+            if heartbeat:
+                heartbeat_kwargs = {
+                    "heartbeat_interval": HEARTBEAT_INTERVAL_S,
+                    "grace_period": GRACE_PERIOD_S,
+                    "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=MAX_RETRY
+                    ),
+                }
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
+    except ImportError as e:
+        raise StorageError(_driver_missing(url, e)) from None
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        verb = "open" if path is not None else "reach"
+        raise StorageError(f"cannot {verb} storage {redact(url)}: {reason}") from None
+    except RuntimeError as e:  # Optuna's schema-version check; its message names the upgrade command.
+        reason = str(e).strip().splitlines()[0]
+        raise StorageError(f"cannot use storage {redact(url)}: {reason}") from None
+
+
+def _parse(url: str) -> URL:
+    if "://" not in url:
+        raise StorageError(f"storage URL {url!r} has no scheme; {_EXAMPLES}")
+    try:
+        return make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise StorageError(f"storage URL {redact(url)!r} is malformed; {_EXAMPLES}") from None
+
+
+def _driver_missing(url: str, error: ImportError) -> str:
+    module = error.name or str(error)
+    package = _DRIVER_PACKAGES.get(module, module)
+    return (
+        f"storage URL {redact(url)!r}: its database driver {module!r} is not installed; "
+        f"pip install {package!r}, or name an installed driver in the URL (dialect+driver://...)"
+    )
+
+
+def _check_sqlite_path(url: str, path: Path) -> None:
+    folder = path.parent
+    where = f"storage {redact(url)}"
+    if not folder.is_dir():
+        raise StorageError(f"{where}: folder {folder} does not exist; create it or choose another path")
+    if path.is_dir():
+        raise StorageError(f"{where}: {path} is a folder, not a database file; name a file")
+    if not _writable(folder) or (path.exists() and not _writable(path)):
+        raise StorageError(
+            f"{where}: {path if path.exists() else folder} is read-only; SQLite needs to write there "
+            "(its journal too), choose a writable path"
+        )
+
+
+def _writable(path: Path) -> bool:
+    if not os.access(path, os.W_OK):
+        return False
+    try:
+        return not os.statvfs(path).f_flag & os.ST_RDONLY
+    except OSError:
+        return True
+
+
+def _enable_wal(url: str, path: Path) -> None:
+    """WAL lets local workers read while one writes; the mode is stored in the file, so set it once."""
+    try:
+        with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.close()
+    except sqlite3.DatabaseError as e:
+        raise StorageError(f"cannot use storage {redact(url)}: {e}") from None

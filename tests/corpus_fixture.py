@@ -1,0 +1,65 @@
+"""A small real eSpeak corpus shared by the trainer tests, built once per pytest session.
+
+Trainer tests need real speech (the tiny model must be able to align on it), but a full corpus costs
+time. The corpus and its feature cache live under the session's base temp folder, found by a fixed
+name, so every test module that imports these fixtures reuses one build: the first module builds it,
+the others find a finished corpus and cached features. Nothing is written to the home folder:
+TTS_STABILITY_CACHE points into the temp folder for the whole session.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from trainer.data import TrainData, load_train_data
+from tts_model.cache import CACHE_ENV
+from tts_model.corpus import CorpusPaths, CorpusSpec, ensure_corpus
+from tts_model.dataset import DataConfig
+
+SMALL_SPEC = CorpusSpec(train_utterances=24, eval_utterances=8, seed=0, min_seconds=1.0, max_seconds=3.0)
+CORPUS_DIR = "small_corpus"
+CACHE_DIR = "tts_cache"
+
+
+def _quiet() -> Console:
+    return Console(quiet=True)
+
+
+def small_corpus(tmp_root: Path) -> CorpusPaths:
+    """The 24 + 8 utterance corpus under `tmp_root`, built on first use (seed 0)."""
+    return ensure_corpus(SMALL_SPEC, Path(tmp_root) / CORPUS_DIR, console=_quiet())
+
+
+def small_train_data(paths: CorpusPaths) -> TrainData:
+    """Train/val sets of `paths` with the default features (cache: wherever TTS_STABILITY_CACHE points)."""
+    return load_train_data(paths.train, paths.eval, DataConfig(), console=_quiet())
+
+
+def subset(data: TrainData, n: int) -> TrainData:
+    """A TrainData whose train *and* val sets are the first `n` training utterances (overfit tests)."""
+    small = dataclasses.replace(data.train, items=list(data.train.items[:n]))
+    return dataclasses.replace(data, train=small, val=small)
+
+
+@pytest.fixture(scope="session")
+def cache_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point the project's cache at the session's temp folder while the tests run."""
+    root = tmp_path_factory.getbasetemp() / CACHE_DIR
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(root))
+        yield root
+
+
+@pytest.fixture(scope="session")
+def corpus_paths(tmp_path_factory: pytest.TempPathFactory, cache_env: Path) -> CorpusPaths:
+    return small_corpus(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def train_data(corpus_paths: CorpusPaths, cache_env: Path) -> TrainData:
+    return small_train_data(corpus_paths)

@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from test_space import BASIC, ENHANCED
+
+from space.stability import distributions, preset_params, suggest
+from studies.presets_seed import PRESET_ATTR, enqueue_presets, seeded_presets
+from studies.pruner import StabilityPruner
+from studies.registry import (
+    PrunerSpec,
+    ScoringSpec,
+    StudyDef,
+    get_study,
+    make_pruner,
+    make_sampler,
+    rungs,
+    study_names,
+    train_overrides,
+    trial_steps,
+)
+from tts_model.errors import UserError
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+PRESETS = {"basic": BASIC, "enhanced": ENHANCED}
+
+
+def test_known_studies() -> None:
+    assert {"stability", "stability-quick"} <= set(study_names())
+    gpu, quick = get_study("stability"), get_study("stability-quick")
+    assert (gpu.model_size, gpu.precision, gpu.n_trials, gpu.space.warmup_max) == ("normal", "fp16", 50, 4000)
+    assert (quick.model_size, quick.precision, quick.n_trials) == ("tiny", "fp32", 20)
+    assert quick.presets == gpu.presets == ("basic", "enhanced")
+    assert quick.scoring.decode_sentences > 0
+
+
+def test_unknown_study_is_one_line_listing_the_known_ones() -> None:
+    with pytest.raises(UserError) as info:
+        get_study("stabilty")
+    message = str(info.value)
+    assert "\n" not in message and "stability-quick" in message and "'stabilty'" in message
+
+
+def test_quick_study_fits_its_cpu_budget() -> None:
+    # 20 trials in <= 15 minutes at the slow end (5 steps/s) of the tiny model on 2 cores.
+    quick = get_study("stability-quick")
+    mean_steps = trial_steps(quick, quick.space.warmup_max // 2)
+    assert 150 <= mean_steps <= 250
+    assert quick.n_trials * mean_steps / 5.0 <= 15 * 60
+    assert quick.pruner.min_step in rungs(quick, trial_steps(quick, 0))
+
+
+@pytest.mark.parametrize("name", ["stability", "stability-quick"])
+def test_presets_land_inside_every_study_space(name: str) -> None:
+    study = get_study(name)
+    dists = distributions(study.space)
+    for values in PRESETS.values():
+        for param, value in preset_params(values, study.space).items():
+            assert dists[param]._contains(dists[param].to_internal_repr(value)), (name, param)
+
+
+def test_trial_steps_and_rungs() -> None:
+    quick = get_study("stability-quick")
+    assert trial_steps(quick, 150) == 150 + quick.horizon
+    assert rungs(quick, 120) == [40, 80, 120]
+    assert rungs(quick, 250) == [40, 80, 120, 160, 200, 240, 250]
+    assert rungs(quick, 30) == [30]
+    with pytest.raises(ValueError):
+        trial_steps(quick, -1)
+
+
+def test_study_def_checks_its_fields() -> None:
+    quick = get_study("stability-quick")
+    with pytest.raises(ValueError, match="precision"):
+        dataclasses.replace(quick, precision="fp8")
+    with pytest.raises(ValueError, match="model_size"):
+        dataclasses.replace(quick, model_size="huge")
+    with pytest.raises(ValueError, match="eval_every"):
+        dataclasses.replace(quick, eval_every=quick.horizon + 1)
+    with pytest.raises(ValueError, match="keep_fraction"):
+        PrunerSpec(keep_fraction=0.0)
+    with pytest.raises(ValueError, match="twice"):
+        ScoringSpec(guard_overrides=(("mel_ceiling", 5.0), ("mel_ceiling", 6.0)))
+    assert isinstance(quick, StudyDef)
+
+
+def test_make_sampler_and_pruner_warn_nothing() -> None:
+    quick = get_study("stability-quick")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. the deprecated constraints_func would raise here
+        sampler = make_sampler(quick, seed=3)
+        pruner = make_pruner(quick)
+    assert isinstance(sampler, optuna.samplers.TPESampler) and isinstance(pruner, StabilityPruner)
+
+
+def test_sampler_is_seeded_and_reads_constraints() -> None:
+    quick = get_study("stability-quick")
+
+    def objective(trial: optuna.Trial) -> float:
+        overrides = suggest(trial, quick.space)
+        diverged = overrides["lr"] > 1e-3
+        trial.set_constraint("diverged", 1.0 if diverged else -1.0)
+        return 10.0 if diverged else overrides["lr"]
+
+    def run(seed: int) -> list[float]:
+        study = optuna.create_study(sampler=make_sampler(quick, seed))
+        study.optimize(objective, n_trials=quick.sampler.n_startup_trials + 4)
+        return [t.params["lr"] for t in study.trials]
+
+    assert run(1) == run(1) != run(2)
+    study = optuna.create_study(sampler=make_sampler(quick, 0))
+    study.optimize(objective, n_trials=12)
+    assert study.best_trial.constraints == {"diverged": -1.0}
+
+
+def test_train_overrides_are_valid_trainer_overrides() -> None:
+    config = pytest.importorskip("trainer.config")
+    for name in study_names():
+        study = get_study(name)
+        params = preset_params(BASIC, study.space)
+        overrides = {
+            **train_overrides(study),
+            **params,
+            "max_steps": trial_steps(study, params["warmup_steps"]),
+        }
+        cfg = config.apply_overrides(config.preset("basic"), overrides, where=f"study {name}")
+        assert cfg.model_size == study.model_size and cfg.max_steps == trial_steps(study, cfg.warmup_steps)
+
+
+# enqueue_presets (studies/presets_seed.py)
+
+
+def test_enqueue_presets_once_per_study() -> None:
+    spec = get_study("stability-quick").space
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    assert enqueue_presets(study, PRESETS, spec) == ["basic", "enhanced"]
+    assert enqueue_presets(study, PRESETS, spec) == []
+    assert seeded_presets(study) == {"basic", "enhanced"}
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs[PRESET_ATTR] for t in waiting] == ["basic", "enhanced"]
+
+    trial = study.ask()  # the enqueued params are used as they are
+    assert suggest(trial, spec)["warmup_steps"] == 150
+    assert trial.params == preset_params(BASIC, spec) and trial.user_attrs[PRESET_ATTR] == "basic"
+    study.tell(trial, 1.0)
+    assert enqueue_presets(study, PRESETS, spec) == []
+
+
+def test_a_preset_already_run_is_not_enqueued_again() -> None:
+    spec = get_study("stability").space
+    study = optuna.create_study()
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.PRUNED,
+            params=preset_params(ENHANCED, spec),
+            distributions=distributions(spec),
+            user_attrs={PRESET_ATTR: "enhanced"},
+        )
+    )
+    assert enqueue_presets(study, PRESETS, spec) == ["basic"]
+
+
+def test_a_preset_outside_the_space_is_a_user_error() -> None:
+    spec = get_study("stability").space
+    study = optuna.create_study()
+    with pytest.raises(UserError, match="preset 'wild'.*lr"):
+        enqueue_presets(study, {"wild": {**BASIC, "lr": 0.5}}, spec)
+    assert study.trials == []

@@ -1,0 +1,3 @@
+from trainer.cli import cli
+
+raise SystemExit(cli())

@@ -1,0 +1,98 @@
+"""The trainer's view of the data: train/val sets loaded once, and a batch stream that can resume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from rich.console import Console
+
+from tts_model.batching import Batch, BucketBatchSampler, collate
+from tts_model.corpus import CorpusSpec, ensure_corpus
+from tts_model.dataset import DataConfig, Example, SpeechDataset, load_dataset
+from tts_model.text import TextEncoder
+
+DECODE_SENTENCES = 3  # free-running decodes at the last eval: enough to see stopping, cheap on CPU
+
+
+class _Position(Protocol):
+    epoch: int
+    batch_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrainData:
+    train: SpeechDataset
+    val: SpeechDataset
+    data_cfg: DataConfig
+    train_dir: Path
+    val_dir: Path
+
+    @property
+    def n_symbols(self) -> int:
+        return TextEncoder(self.data_cfg.frontend).n_symbols
+
+    @property
+    def n_mels(self) -> int:
+        return self.data_cfg.features.n_mels
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.train.fingerprint[:12]}-{self.val.fingerprint[:12]}"
+
+    def val_batches(self, batch_size: int, reduction_factor: int) -> list[Batch]:
+        """Validation in a fixed order, shortest first, so every eval sees the same batches."""
+        order = sorted(range(len(self.val)), key=lambda i: self.val[i].mel.shape[0])
+        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        return [collate([self.val[i] for i in chunk], reduction_factor) for chunk in chunks]
+
+    def decode_examples(self, n: int = DECODE_SENTENCES) -> list[Example]:
+        """The first `n` validation sentences, shortest-first by text, so the decode is cheap and fixed."""
+        order = sorted(range(len(self.val)), key=lambda i: (self.val[i].text.shape[0], self.val[i].id))
+        return [self.val[i] for i in order[:n]]
+
+
+def load_train_data(
+    train_dir: Path | None,
+    val_dir: Path | None,
+    data_cfg: DataConfig,
+    *,
+    corpus: CorpusSpec | None = None,
+    console: Console | None = None,
+) -> TrainData:
+    """Load the user's folders, or build/reuse the embedded eSpeak corpus when neither is given."""
+    if train_dir is None and val_dir is None:
+        paths = ensure_corpus(corpus or CorpusSpec(), console=console)
+        train_dir, val_dir = paths.train, paths.eval
+    elif train_dir is None or val_dir is None:
+        from tts_model.errors import DataError
+
+        raise DataError("give both --train-data and --val-data, or neither to use the embedded corpus")
+    train = load_dataset(train_dir, data_cfg, console=console)
+    val = load_dataset(val_dir, data_cfg, console=console)
+    return TrainData(train=train, val=val, data_cfg=data_cfg, train_dir=train_dir, val_dir=val_dir)
+
+
+class BatchStream:
+    """Bucketed batches in an order fixed by (seed, epoch), addressed by a position a checkpoint stores."""
+
+    def __init__(self, dataset: SpeechDataset, *, batch_size: int, seed: int, reduction_factor: int) -> None:
+        self._dataset = dataset
+        self._r = reduction_factor
+        lengths = [ex.mel.shape[0] for ex in dataset.items]
+        self._sampler = BucketBatchSampler(lengths, batch_size=batch_size, seed=seed)
+        self._epoch = -1
+        self._batches: list[list[int]] = []
+
+    def __len__(self) -> int:
+        return len(self._sampler)
+
+    def next_batch(self, pos: _Position) -> Batch:
+        if pos.batch_index >= len(self._sampler):
+            pos.epoch, pos.batch_index = pos.epoch + 1, 0
+        if pos.epoch != self._epoch:
+            self._epoch, self._batches = pos.epoch, self._sampler.batches(pos.epoch)
+        indices = self._batches[pos.batch_index]
+        pos.batch_index += 1
+        return collate([self._dataset[i] for i in indices], self._r)

@@ -1,0 +1,272 @@
+"""Divergence guards: pure checks over a run's recent history, each returning a Verdict or None.
+
+Every check judges what no knob can game: gradient norms against the run's *own* median (loss weights
+scale the raw norm), and the *unweighted* mel loss for spikes and the ceiling (weights scale the total).
+The seed's "loss within 1-10" and "grad norm < 1" are not enforced here: mel weight 25 puts a healthy
+total near 100 and healthy pre-clip norms near 25. Thresholds and their reasons: GuardConfig.
+
+A check receives the current step's values and summaries of the *previous* steps (a bounded window,
+an EMA), so a step never dilutes the statistics it is judged against, and a 100k-step run costs
+O(window) per step. Non-finite inputs return None from every check but `check_nonfinite`.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+from trainer.config import GuardConfig
+
+VerdictKind = Literal["nonfinite", "explosion", "spike", "ceiling", "collapse", "decode"]
+_KINDS = ("nonfinite", "explosion", "spike", "ceiling", "collapse", "decode")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Verdict:
+    """Why and where a run diverged; `detail` is for people and carries the numbers."""
+
+    kind: VerdictKind
+    step: int
+    detail: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(f"unknown verdict kind {self.kind!r}; one of {', '.join(_KINDS)}")
+
+
+class StepRecord(NamedTuple):
+    step: int
+    loss: float  # the weighted total that was backpropagated
+    mel: float  # the unweighted mel loss
+    grad_norm: float | None  # pre-clip global norm; None when not measured
+    skipped: bool  # fp16: the GradScaler found inf/NaN gradients and skipped the update
+
+
+class EvalPoint(NamedTuple):
+    step: int
+    val_mel: float
+    diagonality: float
+
+
+class StepHistory:
+    """The bounded recent history `check_step` reads. Build one per run (and afresh after a recovery,
+    so the rolled-back steps do not count) with the GuardConfig the checks will use."""
+
+    def __init__(self, cfg: GuardConfig | None = None) -> None:
+        cfg = GuardConfig() if cfg is None else cfg
+        self.alpha = cfg.spike_alpha
+        self.records: deque[StepRecord] = deque(maxlen=cfg.explosion_window + 1)  # last = current
+        self.prev_norms: deque[float] = deque(maxlen=cfg.explosion_window)  # finite, previous steps
+        self.n_norms = 0  # finite norms folded into prev_norms so far
+        self.ema_mean: float | None = None  # EMA of the unweighted mel over previous steps
+        self.ema_var = 0.0
+        self.n_mels = 0
+        self.consecutive_skips = 0
+
+    @property
+    def last(self) -> StepRecord | None:
+        return self.records[-1] if self.records else None
+
+    def append(
+        self, *, step: int, loss: float, mel: float, grad_norm: float | None, skipped: bool = False
+    ) -> None:
+        """Record the current step; the step before it joins the statistics now."""
+        previous = self.last
+        if previous is not None and not previous.skipped:
+            self._fold(previous)
+        self.records.append(StepRecord(step, float(loss), float(mel), grad_norm, skipped))
+        self.consecutive_skips = self.consecutive_skips + 1 if skipped else 0
+
+    def _fold(self, record: StepRecord) -> None:
+        if record.grad_norm is not None and math.isfinite(record.grad_norm):
+            self.prev_norms.append(float(record.grad_norm))
+            self.n_norms += 1
+        if not math.isfinite(record.mel):
+            return
+        self.n_mels += 1
+        if self.ema_mean is None:
+            self.ema_mean = record.mel
+            return
+        # West's exponentially weighted mean and variance.
+        diff = record.mel - self.ema_mean
+        self.ema_mean += self.alpha * diff
+        self.ema_var = (1.0 - self.alpha) * (self.ema_var + self.alpha * diff * diff)
+
+
+def check_nonfinite(
+    step: int,
+    *,
+    loss: float,
+    mel: float,
+    grad_norm: float | None,
+    skipped: bool,
+    consecutive_skips: int,
+    cfg: GuardConfig,
+) -> Verdict | None:
+    """NaN/Inf in the loss or the gradient norm. A GradScaler skip left the weights untouched, so it
+    is counted, not a divergence, until more than `max_consecutive_skips` come in a row."""
+    if skipped:
+        if consecutive_skips > cfg.max_consecutive_skips:
+            detail = (
+                f"GradScaler skipped {consecutive_skips} steps in a row (limit {cfg.max_consecutive_skips}): "
+                "the gradients overflow at any loss scale"
+            )
+            return Verdict(kind="nonfinite", step=step, detail=detail)
+        return None
+    for name, value in (("loss", loss), ("unweighted mel loss", mel), ("gradient norm", grad_norm)):
+        if value is not None and not math.isfinite(value):
+            return Verdict(kind="nonfinite", step=step, detail=f"{name} is {value} at step {step}")
+    return None
+
+
+def check_explosion(
+    step: int, grad_norm: float | None, previous_norms: Sequence[float], *, n_seen: int, cfg: GuardConfig
+) -> Verdict | None:
+    """The pre-clip gradient norm jumps above `explosion_factor` x the median of the previous window."""
+    if grad_norm is None or not math.isfinite(grad_norm):
+        return None
+    if n_seen < cfg.explosion_min_steps or not previous_norms:
+        return None
+    median = statistics.median(previous_norms)
+    if median <= 0.0 or grad_norm <= cfg.explosion_factor * median:
+        return None
+    detail = (
+        f"gradient norm {grad_norm:.4g} is {grad_norm / median:.1f}x the median {median:.4g} of the "
+        f"previous {len(previous_norms)} steps (limit {cfg.explosion_factor:g}x)"
+    )
+    return Verdict(kind="explosion", step=step, detail=detail)
+
+
+def check_spike(
+    step: int, mel: float, *, mean: float | None, var: float, n_seen: int, cfg: GuardConfig
+) -> Verdict | None:
+    """The unweighted mel jumps more than `spike_z` EMA standard deviations above its EMA mean *and* to
+    more than `spike_ratio` x that mean (both scale-free, so a loss weight cannot trip it)."""
+    if not math.isfinite(mel) or mean is None or n_seen < cfg.spike_min_steps:
+        return None
+    if mean <= 0.0 or var <= 0.0 or mel <= cfg.spike_ratio * mean:
+        return None
+    z = (mel - mean) / math.sqrt(var)
+    if z <= cfg.spike_z:
+        return None
+    detail = (
+        f"unweighted mel loss {mel:.4g} is {z:.1f} sigma and {mel / mean:.1f}x above its running mean "
+        f"{mean:.4g} (limits {cfg.spike_z:g} sigma and {cfg.spike_ratio:g}x)"
+    )
+    return Verdict(kind="spike", step=step, detail=detail)
+
+
+def check_ceiling(step: int, mel: float, *, warmup_steps: int, cfg: GuardConfig) -> Verdict | None:
+    """After warmup the unweighted mel loss must stay below `mel_ceiling` (worse than untrained)."""
+    if not math.isfinite(mel) or step <= max(warmup_steps, cfg.ceiling_min_steps):
+        return None
+    if mel <= cfg.mel_ceiling:
+        return None
+    detail = f"unweighted mel loss {mel:.4g} is above the ceiling {cfg.mel_ceiling:g} after warmup"
+    return Verdict(kind="ceiling", step=step, detail=detail)
+
+
+def check_step(history: StepHistory, cfg: GuardConfig, *, warmup_steps: int = 0) -> Verdict | None:
+    """Run the per-step checks on the newest step, first verdict wins: non-finite, explosion, spike,
+    ceiling. A GradScaler-skipped step is judged only by the skip count (its gradients are inf)."""
+    r = history.last
+    if r is None:
+        return None
+    verdict = check_nonfinite(
+        r.step,
+        loss=r.loss,
+        mel=r.mel,
+        grad_norm=r.grad_norm,
+        skipped=r.skipped,
+        consecutive_skips=history.consecutive_skips,
+        cfg=cfg,
+    )
+    if verdict is not None or r.skipped:
+        return verdict
+    return (
+        check_explosion(r.step, r.grad_norm, history.prev_norms, n_seen=history.n_norms, cfg=cfg)
+        or check_spike(
+            r.step, r.mel, mean=history.ema_mean, var=history.ema_var, n_seen=history.n_mels, cfg=cfg
+        )
+        or check_ceiling(r.step, r.mel, warmup_steps=warmup_steps, cfg=cfg)
+    )
+
+
+def _point(e: Any) -> EvalPoint:
+    """An eval as (step, val_mel, diagonality): a tuple, or any object with those attributes."""
+    if hasattr(e, "val_mel"):
+        return EvalPoint(e.step, e.val_mel, e.diagonality)
+    return EvalPoint(*e)
+
+
+def check_eval(evals: Sequence[Any], cfg: GuardConfig, *, warmup_steps: int = 0) -> Verdict | None:
+    """Collapse, over the eval history [(step, val_mel, diagonality)] (tuples or objects with those
+    attributes): after max(`collapse_min_steps`, warmup) the val mel sits on a high plateau (fell less
+    than `collapse_min_drop` from the first eval, or less than `collapse_tolerance` over the last
+    `collapse_window` evals) while the attention never aligned (latest diagonality below
+    `collapse_diagonality`). A run still warming up is slow, not collapsed. A post-norm transformer at a high lr without warmup fails this way instead of
+    going NaN, with a loss the seed's 1-10 band calls healthy. A non-finite eval is "nonfinite"."""
+    if not evals:
+        return None
+    step, val_mel, diagonality = _point(evals[-1])
+    if not (math.isfinite(val_mel) and math.isfinite(diagonality)):
+        detail = f"validation mel {val_mel}, diagonality {diagonality} at step {step}"
+        return Verdict(kind="nonfinite", step=step, detail=detail)
+    if step < max(cfg.collapse_min_steps, warmup_steps) or len(evals) < 2:
+        return None
+    if diagonality >= cfg.collapse_diagonality:
+        return None
+    first = _point(evals[0]).val_mel
+    drop = (first - val_mel) / first if first > 0 else 0.0
+    if drop < cfg.collapse_min_drop:
+        why = f"fell only {drop:.1%} from the first eval's {first:.4g} (needs {cfg.collapse_min_drop:.0%})"
+    elif len(evals) > cfg.collapse_window:
+        ref = _point(evals[-1 - cfg.collapse_window]).val_mel
+        gain = (ref - val_mel) / ref if ref > 0 else 0.0
+        if gain >= cfg.collapse_tolerance:
+            return None
+        why = (
+            f"improved only {gain:.1%} over the last {cfg.collapse_window} evals "
+            f"(needs {cfg.collapse_tolerance:.0%})"
+        )
+    else:
+        return None
+    detail = (
+        f"validation mel {val_mel:.4g} {why}, and the attention never aligned "
+        f"(diagonality {diagonality:.2f} < {cfg.collapse_diagonality:g})"
+    )
+    return Verdict(kind="collapse", step=step, detail=detail)
+
+
+def check_decode(
+    step: int,
+    *,
+    stopped: Sequence[bool],
+    frames: Sequence[int],
+    reference_frames: Sequence[int],
+    cfg: GuardConfig,
+) -> Verdict | None:
+    """Greedy free-running decoding of a few validation sentences must stop within a sane length:
+    teacher-forced mel alone can look excellent for a model whose attention never aligned. A sentence
+    is bad if it never stopped or its length is outside [1/r, r] x the reference (r = decode_length_ratio)."""
+    if not (len(stopped) == len(frames) == len(reference_frames)):
+        raise ValueError("stopped, frames and reference_frames must have one entry per sentence")
+    if not stopped:
+        return None
+    bad = [
+        i
+        for i, (ok, n, ref) in enumerate(zip(stopped, frames, reference_frames, strict=True))
+        if not ok or not (ref / cfg.decode_length_ratio <= n <= ref * cfg.decode_length_ratio)
+    ]
+    if len(bad) <= cfg.decode_max_bad_fraction * len(stopped):
+        return None
+    unstopped = sum(1 for ok in stopped if not ok)
+    detail = (
+        f"{len(bad)} of {len(stopped)} greedy decodes failed ({unstopped} never stopped; the others "
+        f"outside {1 / cfg.decode_length_ratio:g}-{cfg.decode_length_ratio:g}x the reference length)"
+    )
+    return Verdict(kind="decode", step=step, detail=detail)
