@@ -27,6 +27,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--train-data", type=Path, default=None, help="LJSpeech-style folder (default: embedded corpus)")
     p.add_argument("--val-data", type=Path, default=None)
     p.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial's training")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads per worker (default: cores / workers)"
+    )
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where studies and telemetry live")
     p.add_argument("--export-preset", type=Path, default=None, metavar="FILE", help="write the best trial as a preset")
     p.add_argument(
@@ -56,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--trials must be > 0, got {trials}")
     if args.workers <= 0:
         raise UserError(f"--workers must be > 0, got {args.workers}")
+    if args.threads is not None and args.threads <= 0:
+        raise UserError(f"--threads must be > 0, got {args.threads}")
     url = resolve_storage(args.storage, study_def.name, args.runs_dir)
 
     if args.export_preset is not None or args.train_best:
@@ -115,9 +120,13 @@ def _search(args, study_def, url: str, trials: int) -> int:
     from tts_model.dataset import DataConfig
 
     console = Console(stderr=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     worker = args.worker_index is not None
+    # More busy threads than free cores makes torch's CPU kernels spin: ~10x slower, measured here.
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     if worker and os.environ.get("TTS_SEARCH_THREADS"):
-        torch.set_num_threads(int(os.environ["TTS_SEARCH_THREADS"]))
+        threads = int(os.environ["TTS_SEARCH_THREADS"])
+    torch.set_num_threads(threads)
     device = resolve_device(args.device)
     data = load_train_data(args.train_data, args.val_data, DataConfig(), console=None if worker else console)
 
@@ -173,7 +182,6 @@ def _search(args, study_def, url: str, trials: int) -> int:
 
                 run_worker(study, make_objective(setup, on_step=on_step), trials, on_trial_end=refresh)
             else:
-                threads = max(1, (os.cpu_count() or 1) // args.workers)
                 procs = spawn_workers(_worker_argv(args, trials), args.workers, threads)
                 errors = wait_workers(procs, refresh)
                 for e in errors:
@@ -183,7 +191,7 @@ def _search(args, study_def, url: str, trials: int) -> int:
         requeue_interrupted(study)
         c = counts(study)
         console.print(
-            f"interrupted: {c.finished} of {trials} trials finished and kept; run the same command to resume"
+            f"\ninterrupted: {c.finished} of {trials} trials finished and kept; run the same command to resume"
         )
         return 130
     print_summary(study, console)

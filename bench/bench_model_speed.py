@@ -66,13 +66,15 @@ def real_batches(folder: Path, batch_size: int, r: int) -> list[tuple[torch.Tens
     return out
 
 
-def time_steps(model: TransformerTTS, batches: list, steps: int, warmup: int) -> float:
+def time_steps(model: TransformerTTS, batches: list, steps: int, warmup: int) -> tuple[float, float]:
+    """(steps/s of wall time, CPU seconds per step over all threads). With more runnable threads than
+    cores (other jobs), torch's 2-thread kernels slow down far more than the CPU time per step does."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     r = model.r
-    start = 0.0
+    start = cpu_start = 0.0
     for i in range(warmup + steps):
         if i == warmup:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
         text, tl, mel, ml, stop = batches[i % len(batches)]
         out = model(text, tl, mel, ml)
         dec_lengths = -(-ml // r)
@@ -86,7 +88,7 @@ def time_steps(model: TransformerTTS, batches: list, steps: int, warmup: int) ->
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-    return steps / (time.perf_counter() - start)
+    return steps / (time.perf_counter() - start), (time.process_time() - cpu_start) / steps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     rates = []
     for k in range(args.repeats):
-        rates.append(time_steps(model, batches, args.steps, args.warmup))
-        print(f"  run {k + 1}: {rates[-1]:.2f} steps/s")
+        rate, cpu = time_steps(model, batches, args.steps, args.warmup)
+        rates.append(rate)
+        print(f"  run {k + 1}: {rate:.2f} steps/s ({cpu * 1e3:.0f} ms CPU per step)")
     print(f"median: {statistics.median(rates):.2f} steps/s")
     return 0
 

@@ -83,7 +83,7 @@ class LiveView:
         done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
         self.progress.update(self.task, completed=len(done))
         table = Table(title="running and recent trials", expand=False)
-        for col in ("#", "preset", *SHOWN_PARAMS, "step", "val mel", "verdict"):
+        for col in ("#", "preset", "lr", "clip", "mel w", "kl w", "warmup", "step", "val mel", "verdict"):
             table.add_column(col)
         running = [t for t in trials if t.state == TrialState.RUNNING]
         recent = sorted(done, key=lambda t: t.number)[-8:]

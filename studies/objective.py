@@ -23,10 +23,12 @@ from trainer.data import TrainData
 from trainer.evaluate import EvalMetrics
 from trainer.loop import StepMetrics, TrainResult, train
 from trainer.telemetry import Telemetry
+from tts_model.cache import atomic_write
 
 # Constraint keys (> 0 infeasible). TPE ranks every infeasible trial below every feasible one.
 DIVERGED, UNALIGNED, NO_STOP = "diverged", "unaligned", "decode_no_stop"
 BASE_LEVEL = "basic"  # knobs the space does not search (stop weight, alignment form...) come from here
+SAMPLE_FIELDS = ("target", "predicted", "attention", "decoded")  # EvalSample's tensors, saved per trial
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +71,24 @@ def make_objective(
                 telemetry=telemetry,
                 run_id=f"{setup.study.name}/trial-{trial.number}",
             )
+        save_sample(sample_path(setup.telemetry_path.parent, trial.number), result)
         return score(trial, result, setup.study)
 
     return objective
+
+
+def sample_path(study_dir: Path, number: int) -> Path:
+    return study_dir / "samples" / f"trial-{number}.pt"
+
+
+def save_sample(path: Path, result: TrainResult) -> None:
+    """Keep the last eval's sample (a few small tensors) so the report can show the best trial's mel,
+    attention and voice without training it again."""
+    sample, final = result.last_sample, result.final_eval
+    if sample is None or final is None:
+        return
+    state = {"step": final.step, "val_mel": final.val_mel, **{k: getattr(sample, k) for k in SAMPLE_FIELDS}}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def score(trial: optuna.Trial, result: TrainResult, study: StudyDef) -> float:

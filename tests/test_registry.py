@@ -66,8 +66,8 @@ def test_presets_land_inside_every_study_space(name: str) -> None:
 def test_trial_steps_and_rungs() -> None:
     quick = get_study("stability-quick")
     assert trial_steps(quick, 150) == 150 + quick.horizon
-    assert rungs(quick, 120) == [40, 80, 120]
-    assert rungs(quick, 250) == [40, 80, 120, 160, 200, 240, 250]
+    assert rungs(quick, 120) == [50, 100, 120]
+    assert rungs(quick, 260) == [50, 100, 150, 200, 250, 260]
     assert rungs(quick, 30) == [30]
     with pytest.raises(ValueError):
         trial_steps(quick, -1)

@@ -115,8 +115,10 @@ def train(
     run_id: str = "run",
     resume: bool = False,
     warn: Callable[[str], None] = print,
+    lr_schedule: Callable[[int], float] | None = None,
 ) -> TrainResult:
     """Train `cfg` on `data`. Trial mode stops at the first guard verdict; full mode rolls back and heals."""
+    # lr_schedule: step -> lr, replacing cfg's schedule (the lr range test drives the lr from outside).
     # --- setup: everything is local to this call -------------------------------------------------
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data).to(device)
@@ -156,7 +158,8 @@ def train(
         batch = stream.next_batch(pos).to(device)  # advances pos.epoch / pos.batch_index
 
         # --- lr schedule ---------------------------------------------------------------------------
-        lr = lr_at(step, cfg, total_steps=total_steps) * pos.lr_scale
+        base = lr_schedule(step) if lr_schedule else lr_at(step, cfg, total_steps=total_steps)
+        lr = base * pos.lr_scale
         for group in optimizer.param_groups:
             group["lr"] = lr
 

@@ -107,18 +107,16 @@ def dtw_distance(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> float:
         )
     cost = np.abs(a[:, None, :] - b[None, :, :]).mean(-1)  # (T1, T2)
     t1, t2 = cost.shape
-    acc = np.full((t1 + 1, t2 + 1), np.inf)
-    steps = np.zeros((t1 + 1, t2 + 1), dtype=np.int64)  # path length, to turn the sum into a mean
+    acc = np.full((t1 + 1, t2 + 1), np.inf)  # acc[i, j]: best path cost to cell (i-1, j-1)
+    steps = np.zeros((t1 + 1, t2 + 1), dtype=np.int64)  # its length, to turn the sum into a mean
     acc[0, 0] = 0.0
-    for i in range(1, t1 + 1):
-        row, prev, srow, sprev = acc[i], acc[i - 1], steps[i], steps[i - 1]
-        diag_or_up = np.minimum(prev[:-1], prev[1:])  # best of (i-1, j-1) and (i-1, j) for j = 1..t2
-        from_diag = prev[:-1] <= prev[1:]
-        c = cost[i - 1]
-        for j in range(1, t2 + 1):
-            if row[j - 1] < diag_or_up[j - 1]:
-                row[j], srow[j] = c[j - 1] + row[j - 1], srow[j - 1] + 1
-            else:
-                row[j] = c[j - 1] + diag_or_up[j - 1]
-                srow[j] = (sprev[j - 1] if from_diag[j - 1] else sprev[j]) + 1
+    for k in range(2, t1 + t2 + 1):  # anti-diagonals i + j = k depend only on the two before them
+        i = np.arange(max(1, k - t2), min(t1, k - 1) + 1)
+        j = k - i
+        options = np.stack([acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1]])  # diag, up, left
+        lengths = np.stack([steps[i - 1, j - 1], steps[i - 1, j], steps[i, j - 1]])
+        best = options.argmin(0)  # ties go to the diagonal, then up
+        cols = np.arange(len(i))
+        acc[i, j] = cost[i - 1, j - 1] + options[best, cols]
+        steps[i, j] = lengths[best, cols] + 1
     return float(acc[t1, t2] / steps[t1, t2])

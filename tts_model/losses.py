@@ -53,7 +53,9 @@ def _offsets(text_lengths: Tensor, dec_lengths: Tensor, t_dec: int, n_text: int)
     return n / big_n - t / big_t, valid
 
 
-def alignment_prior(text_lengths: Tensor, dec_lengths: Tensor, width: float, *, shape: tuple[int, int] | None = None) -> Tensor:  # fmt: skip
+def alignment_prior(
+    text_lengths: Tensor, dec_lengths: Tensor, width: float, *, shape: tuple[int, int] | None = None
+) -> Tensor:
     """(B, T_dec, L) diagonal Gaussian prior with std `width` in (n/N - t/T); each valid step sums to 1 over
     its N real text positions; padded cells are 0. `shape` = (T_dec, L) when the tensors are padded wider."""
     t_dec, n_text = shape or (int(dec_lengths.max()), int(text_lengths.max()))

@@ -107,9 +107,14 @@ class Block(nn.Module):
         return (x if self.pre else norm(x)), attn
 
     def forward(
-        self, x: Tensor, *, self_mask: Tensor | None, causal: bool, memory: Tensor | None = None,
+        self,
+        x: Tensor,
+        *,
+        self_mask: Tensor | None,
+        causal: bool,
+        memory: Tensor | None = None,
         memory_mask: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+    ) -> tuple[Tensor, Tensor | None]:
         x, _ = self._residual(
             x, self.norms[0], lambda h: self.self_attn(h, h, key_mask=self_mask, causal=causal)
         )
