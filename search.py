@@ -111,9 +111,10 @@ def _search(args, study_def, url: str, trials: int) -> int:
     from studies.objective import TrialSetup, make_objective
     from studies.presets_seed import enqueue_presets
     from studies.registry import make_pruner, make_sampler
-    from studies.runner import counts, requeue_interrupted, run_worker, spawn_workers, wait_workers
+    from studies.runner import counts, requeue_interrupted, run_worker
     from studies.storage import open_storage, sqlite_path
     from studies.summary import print_summary
+    from studies.workers import sampler_seed, spawn_workers, stop_workers, wait_workers
     from trainer.cli import resolve_device
     from trainer.config import config_to_dict, preset
     from trainer.data import load_train_data
@@ -133,7 +134,7 @@ def _search(args, study_def, url: str, trials: int) -> int:
     # From here on the study exists.
     heartbeat = sqlite_path(url) is None  # RDB servers get heartbeats and stale-trial retries
     storage = open_storage(url, heartbeat=heartbeat, create_dir=True)
-    seed = args.seed + (args.worker_index or 0)
+    seed = sampler_seed(args.seed, args.worker_index, shared=args.storage is not None)
     study = optuna.create_study(
         study_name=study_def.name,
         storage=storage,
@@ -167,6 +168,7 @@ def _search(args, study_def, url: str, trials: int) -> int:
         + (f"; re-queued interrupted trials {requeued}" if requeued else "")
     )
     view = LiveView(study, trials)
+    procs: list = []  # local worker processes, stopped cleanly on Ctrl-C
     try:
         with Live(view.render(), console=console, auto_refresh=False, transient=False) as live:
 
@@ -182,16 +184,19 @@ def _search(args, study_def, url: str, trials: int) -> int:
 
                 run_worker(study, make_objective(setup, on_step=on_step), trials, on_trial_end=refresh)
             else:
-                procs = spawn_workers(_worker_argv(args, trials), args.workers, threads)
+                log_dir = args.runs_dir / study_def.name / "workers"
+                procs = spawn_workers(_worker_argv(args, trials), args.workers, threads, log_dir)
                 errors = wait_workers(procs, refresh)
                 for e in errors:
                     console.print(f"[red]worker: {e}[/]")
             refresh()
     except KeyboardInterrupt:
-        requeue_interrupted(study)
+        stop_workers(procs)
+        requeue_interrupted(study, dead_pids=[p.pid for p in procs])
         c = counts(study)
         console.print(
-            f"\ninterrupted: {c.finished} of {trials} trials finished and kept; run the same command to resume"
+            f"\ninterrupted: {c.finished} of {trials} trials finished and kept; run the same command to resume",
+            soft_wrap=True,
         )
         return 130
     print_summary(study, console)

@@ -1,28 +1,51 @@
-"""Run a study to a total of N finished trials, with any number of local workers, resumably.
+"""Run a study to exactly N finished trials, with any number of workers on any number of machines.
 
 `--trials N` is the total the study should reach: a re-run after Ctrl-C or a crash runs only the
-remainder. A trial interrupted by Ctrl-C ends FAIL (Optuna's own doing) and is re-queued with its
-params and preset tag, so nothing finished is run again and nothing started is lost.
+remainder. Workers share nothing but the study's storage, so every rule here is a read of the study
+followed by a small write, safe to run from many processes at once:
+
+- A trial interrupted by Ctrl-C (or ended by an exception) is tagged ``failed_by`` before Optuna marks
+  it FAIL, and is re-queued with its params and preset tag: nothing started is lost.
+- A worker killed outright (SIGKILL, power loss) leaves its trial RUNNING. On an RDB server Optuna's
+  heartbeat finds it (no heartbeat for the grace period), fails it and re-queues it with
+  ``RetryHeartbeatStaleTrialCallback``. SQLite has no heartbeat here, so a worker fails the RUNNING
+  trials whose process on this host is gone: the same recovery, for one machine.
+- A worker starts a trial only while finished + running < N, and a trial that finds itself beyond N
+  (two workers raced) gives its slot back at once; a worker waits, bounded, while the last slots are
+  held by running trials, because one of them may be stale and need a retry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
-import subprocess
-import sys
+import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from studies.presets_seed import PRESET_ATTR
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-RETRY_ATTR = "retry_of"
+RETRY_ATTR = "retry_of"  # user attr of a re-queued trial: the number of the trial it repeats
+ATTEMPT_ATTR = "attempt"  # how many times these params have been started (1 for a fresh trial)
 HOST_ATTR, PID_ATTR = "host", "pid"
+FAILED_BY_ATTR = (
+    "failed_by"  # why a trial ended FAIL: interrupt / worker died / surplus / duplicate / exc name
+)
+SURPLUS, DUPLICATE, INTERRUPT, DIED = "surplus", "duplicate", "interrupt", "worker died"
+MAX_ATTEMPTS = 4  # params that failed this often are not re-queued again (a trial that kills its worker)
+FIXED = "fixed_params"  # Optuna's system attr holding an enqueued trial's params
+
+
+class SurplusTrial(Exception):
+    """The study already holds N finished or running trials; this one is not needed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,31 +64,189 @@ def counts(study: optuna.Study) -> Counts:
     )
 
 
-def requeue_interrupted(study: optuna.Study) -> list[int]:
-    """Re-queue trials that FAILed (Ctrl-C, crash) and were never retried, with params and preset tag.
+def heartbeat_of(study: optuna.Study) -> tuple[float, float] | None:
+    """(interval, grace) of the study's heartbeat in seconds, or None when it has none (SQLite here)."""
+    interval = getattr(study._storage, "heartbeat_interval", None)
+    if not interval:
+        return None
+    grace = getattr(study._storage, "grace_period", None) or 2 * interval
+    return float(interval), float(grace)
 
-    Also fails and re-queues RUNNING trials whose worker process on this host is gone (SQLite has no
-    heartbeat; a worker killed with SIGKILL leaves its trial RUNNING forever otherwise).
+
+def requeue_interrupted(study: optuna.Study, *, dead_pids: Iterable[int] = ()) -> list[int]:
+    """Re-queue FAIL trials never retried (params + preset tag); return their numbers.
+
+    First fails the RUNNING trials of this host whose worker is gone: those in ``dead_pids`` (workers
+    this process started and has stopped) and, without a heartbeat, any whose pid is not alive. With a
+    heartbeat the pid test is skipped (another machine may share the host name) and trials that Optuna
+    failed as stale are left to its retry callback. Duplicate queued trials from racing workers are
+    dropped last.
     """
+    beat = heartbeat_of(study) is not None
+    host, dead = socket.gethostname(), set(dead_pids)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get(PID_ATTR)
+        if t.user_attrs.get(HOST_ATTR) == host and isinstance(pid, int):
+            if pid in dead or (not beat and not _alive(pid)):
+                _fail(study, t, DIED)
     trials = study.get_trials(deepcopy=False)
-    storage = study._storage
-    host = socket.gethostname()
-    for t in trials:
-        if t.state == TrialState.RUNNING and t.user_attrs.get(HOST_ATTR) == host:
-            pid = t.user_attrs.get(PID_ATTR)
-            if isinstance(pid, int) and not _alive(pid):
-                storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get(RETRY_ATTR) for t in trials}
+    retried = _retried(trials)
     requeued = []
     for t in trials:
-        if t.state == TrialState.FAIL and t.number not in retried and t.user_attrs.get(RETRY_ATTR) is None:
-            attrs = {RETRY_ATTR: t.number}
-            if PRESET_ATTR in t.user_attrs:
-                attrs[PRESET_ATTR] = t.user_attrs[PRESET_ATTR]
-            study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
-            requeued.append(t.number)
+        reason = t.user_attrs.get(FAILED_BY_ATTR)
+        if t.state != TrialState.FAIL or t.number in retried or reason == DUPLICATE:
+            continue
+        if reason is None and beat:  # failed as stale by Optuna: RetryHeartbeatStaleTrialCallback's job
+            continue
+        params = {**t.system_attrs.get(FIXED, {}), **t.params}
+        attempt = _attempt(t)
+        if not params or attempt >= MAX_ATTEMPTS:
+            continue
+        attrs = {RETRY_ATTR: t.number, ATTEMPT_ATTR: attempt if reason == SURPLUS else attempt + 1}
+        if PRESET_ATTR in t.user_attrs:
+            attrs[PRESET_ATTR] = t.user_attrs[PRESET_ATTR]
+        study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
+        requeued.append(t.number)
+    drop_duplicates(study)
     return requeued
+
+
+def drop_duplicates(study: optuna.Study) -> list[int]:
+    """Fail queued trials that repeat another live one: the same preset seeded, or the same trial
+    re-queued, by two workers at once. The oldest copy stays; return the numbers dropped."""
+    seen: set[tuple] = set()
+    dropped = []
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t._trial_id):
+        if t.state == TrialState.FAIL:
+            continue
+        key = _identity(t)
+        if key is None:
+            continue
+        if key in seen and t.state == TrialState.WAITING:
+            if _fail(study, t, DUPLICATE):
+                dropped.append(t.number)
+        seen.add(key)
+    return dropped
+
+
+def run_worker(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    n_trials: int,
+    on_trial_end: Callable[[], None] | None = None,
+    *,
+    poll_s: float | None = None,
+) -> None:
+    """Run trials one at a time until the study holds exactly `n_trials` finished ones.
+
+    While the last slots are held by running trials the worker waits instead of leaving: a running
+    trial may belong to a dead worker, and someone must be there to retry it once it is found stale.
+    The wait is bounded (grace + 3 heartbeats; 10 polls without a heartbeat, where a dead local
+    worker is seen at once), so a worker does not idle through a live peer's long trial.
+    """
+    beat = heartbeat_of(study)
+    poll = poll_s if poll_s is not None else (min(beat[0], 5.0) if beat else 2.0)
+    limit = beat[1] + 3 * beat[0] if beat else 10 * poll
+    host, pid = socket.gethostname(), os.getpid()
+
+    def tagged(trial: optuna.Trial) -> float:
+        trial.set_user_attr(HOST_ATTR, host)
+        trial.set_user_attr(PID_ATTR, pid)
+        if _surplus(study, trial._trial_id, n_trials):
+            trial.set_user_attr(FAILED_BY_ATTR, SURPLUS)
+            raise SurplusTrial(f"the study already has {n_trials} finished or running trials")
+        try:
+            return objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except BaseException as e:  # tagged while RUNNING, so a resume knows to re-queue it
+            trial.set_user_attr(
+                FAILED_BY_ATTR, INTERRUPT if isinstance(e, KeyboardInterrupt) else type(e).__name__
+            )
+            raise
+
+    waited = 0.0
+    with _interrupt_once():
+        while True:
+            requeue_interrupted(study)
+            c = counts(study)
+            if c.finished >= n_trials:
+                return
+            if c.finished + c.running >= n_trials:
+                if waited >= limit:
+                    return
+                if beat:
+                    _fail_stale(study)
+                time.sleep(poll)
+                waited += poll
+            else:
+                waited = 0.0
+                study.optimize(
+                    tagged, n_trials=1, catch=(SurplusTrial,), gc_after_trial=True, show_progress_bar=False
+                )
+            if on_trial_end is not None:
+                on_trial_end()
+
+
+# -- internals -------------------------------------------------------------------------------------
+def _fail(study: optuna.Study, t: FrozenTrial, reason: str) -> bool:
+    """Mark a trial FAIL with its reason; False if another process got there first.
+
+    A WAITING trial is first claimed the way Optuna pops one (WAITING -> RUNNING under a row lock),
+    so a queued copy that a worker has just started is never failed under it.
+    """
+    storage = study._storage
+    try:
+        if t.state == TrialState.WAITING and not storage.set_trial_state_values(
+            t._trial_id, TrialState.RUNNING
+        ):
+            return False
+        storage.set_trial_user_attr(t._trial_id, FAILED_BY_ATTR, reason)
+        return storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _retried(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of trials that some other trial repeats (our re-queue or Optuna's heartbeat retry)."""
+    out: set[int] = set()
+    for t in trials:
+        if isinstance(t.user_attrs.get(RETRY_ATTR), int):
+            out.add(t.user_attrs[RETRY_ATTR])
+        out.update(t.system_attrs.get("retry_history", []))
+    return out
+
+
+def _attempt(t: FrozenTrial) -> int:
+    return int(t.user_attrs.get(ATTEMPT_ATTR, 1)) + len(t.system_attrs.get("retry_history", []))
+
+
+def _identity(t: FrozenTrial) -> tuple | None:
+    """What makes a queued trial unique: the trial it repeats, or the preset it seeds."""
+    history = tuple(t.system_attrs.get("retry_history", []))
+    if RETRY_ATTR in t.user_attrs or history:
+        return ("retry", t.user_attrs.get(RETRY_ATTR), history)
+    if PRESET_ATTR in t.user_attrs:
+        return ("preset", t.user_attrs[PRESET_ATTR])
+    return None
+
+
+def _surplus(study: optuna.Study, trial_id: int, n_trials: int) -> bool:
+    """True when finished trials plus running ones started before this one already make N.
+
+    Two workers that both saw N-1 both start a trial; each then sees the other, and the younger one
+    (higher trial id) steps back, so the study ends with exactly N.
+    """
+    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+    finished = sum(t.state in FINISHED for t in trials)
+    older = sum(t.state == TrialState.RUNNING and t._trial_id < trial_id for t in trials)
+    return finished + older >= n_trials
 
 
 def _alive(pid: int) -> bool:
@@ -78,50 +259,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def run_worker(
-    study: optuna.Study,
-    objective: Callable[[optuna.Trial], float],
-    n_trials: int,
-    on_trial_end: Callable[[], None] | None = None,
-) -> None:
-    """Run trials one at a time until the study holds `n_trials` finished ones (counting running peers)."""
-    host, pid = socket.gethostname(), os.getpid()
+@contextlib.contextmanager
+def _interrupt_once() -> Iterator[None]:
+    """The first Ctrl-C interrupts the trial; more while it is being recorded as FAIL are ignored, so a
+    trial is never left RUNNING half-recorded (a terminal and the parent may both send one)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    previous = signal.SIG_DFL if previous is None else previous
 
-    def tagged(trial: optuna.Trial) -> float:
-        trial.set_user_attr(HOST_ATTR, host)
-        trial.set_user_attr(PID_ATTR, pid)
-        return objective(trial)
+    def handler(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
 
-    while True:
-        c = counts(study)
-        if c.finished + c.running >= n_trials:
-            return
-        study.optimize(tagged, n_trials=1, catch=(), gc_after_trial=True, show_progress_bar=False)
-        if on_trial_end is not None:
-            on_trial_end()
-
-
-def spawn_workers(argv: list[str], n: int, threads_each: int) -> list[subprocess.Popen]:
-    """Start `n` worker processes of this same command; they share the study through its storage."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads_each), "TTS_SEARCH_THREADS": str(threads_each)}
-    procs = []
-    for i in range(n):
-        cmd = [sys.executable, *argv, "--worker-index", str(i)]
-        procs.append(
-            subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        )
-    return procs
-
-
-def wait_workers(procs: list[subprocess.Popen], poll: Callable[[], None], interval: float = 1.0) -> list[str]:
-    """Poll until every worker has exited; return the last stderr line of each that failed."""
-    errors: list[str] = []
-    while any(p.poll() is None for p in procs):
-        poll()
-        time.sleep(interval)
-    poll()
-    for p in procs:
-        if p.returncode not in (0, None):
-            err = (p.stderr.read() if p.stderr else "").strip().splitlines()
-            errors.append(err[-1] if err else f"worker exited with code {p.returncode}")
-    return errors
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -7,6 +7,7 @@ and checking it must create nothing: a typo should not leave an empty database b
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sqlite3
 import warnings
@@ -20,6 +21,8 @@ from tts_model.errors import UserError
 
 HEARTBEAT_INTERVAL_S = 60
 GRACE_PERIOD_S = 180
+# Seconds between heartbeats; the grace period is 3x. Tests set it to a few seconds.
+HEARTBEAT_ENV = "TTS_SEARCH_HEARTBEAT_S"
 MAX_RETRY = 3
 SQLITE_BUSY_TIMEOUT_S = 30
 CONNECT_TIMEOUT_S = 10
@@ -50,8 +53,18 @@ def resolve_storage(url: str | None, study: str, runs_dir: Path) -> str:
     """
     if url is None:
         return default_storage_url(study, runs_dir)
-    url = url.strip()
+    url = _installed_postgres_driver(url.strip())
     validate_storage_url(url)
+    return url
+
+
+def _installed_postgres_driver(url: str) -> str:
+    """A plain ``postgresql://`` means psycopg2 to SQLAlchemy; use psycopg 3 when only it is installed
+    (the ``postgres`` extra installs ``psycopg[binary]``)."""
+    if not url.startswith("postgresql://"):
+        return url
+    if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return url
 
 
@@ -93,8 +106,9 @@ def validate_storage_url(url: str) -> None:
 def open_storage(url: str, *, heartbeat: bool, create_dir: bool = False) -> optuna.storages.RDBStorage:
     """Open (creating tables if needed) the storage; every failure becomes one ``StorageError`` line.
 
-    heartbeat: record a heartbeat every 60 s while a trial runs under ``study.optimize``; a trial
-    whose worker died (no heartbeat for 180 s) is marked FAIL by the next worker and re-queued up to
+    heartbeat: record a heartbeat every 60 s (``heartbeat_settings``) while a trial runs under
+    ``study.optimize``; a trial whose worker died (no heartbeat for 180 s) is marked FAIL by the next
+    worker and re-queued up to
     3 times with its params and user attrs. Useful for SQLite too: a resumed run re-queues the trial
     a killed run left RUNNING. Trials run with ask/tell record no heartbeat and are never failed.
     """
@@ -115,9 +129,10 @@ def open_storage(url: str, *, heartbeat: bool, create_dir: bool = False) -> optu
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             heartbeat_kwargs: dict = {}
             if heartbeat:
+                interval, grace = heartbeat_settings()
                 heartbeat_kwargs = {
-                    "heartbeat_interval": HEARTBEAT_INTERVAL_S,
-                    "grace_period": GRACE_PERIOD_S,
+                    "heartbeat_interval": interval,
+                    "grace_period": grace,
                     "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
                         max_retry=MAX_RETRY
                     ),
@@ -132,6 +147,19 @@ def open_storage(url: str, *, heartbeat: bool, create_dir: bool = False) -> optu
     except RuntimeError as e:  # Optuna's schema-version check; its message names the upgrade command.
         reason = str(e).strip().splitlines()[0]
         raise StorageError(f"cannot use storage {redact(url)}: {reason}") from None
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(interval, grace) in seconds: 60/180, or ``$TTS_SEARCH_HEARTBEAT_S`` and three times it.
+
+    A shorter interval finds a dead worker sooner at the cost of one UPDATE per interval per trial.
+    """
+    raw = os.environ.get(HEARTBEAT_ENV, "").strip()
+    if not raw:
+        return HEARTBEAT_INTERVAL_S, GRACE_PERIOD_S
+    if not raw.isdigit() or int(raw) < 1:
+        raise StorageError(f"${HEARTBEAT_ENV}={raw!r}: must be a whole number of seconds >= 1 (default 60)")
+    return int(raw), 3 * int(raw)
 
 
 def _parse(url: str) -> URL:

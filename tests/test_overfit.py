@@ -23,7 +23,11 @@ from trainer.loop import StepMetrics, train
 UTTERANCES = 8
 STEPS = 500
 MIN_MEL_DROP = 5.0
-# Measured on this corpus (seed 0): __MEASURED__
+# Measured on this corpus (seed 0, the 8 shortest utterances, 94-140 frames): mel L1 3.725 at step 1 ->
+# 0.697 (mean of the last 10 steps, 5.35x) in 500 steps; KL 0.477 -> 0.030; ~37 s of CPU time (58 s wall
+# on a busy 2-core machine). 5x is first reached around step 420: the margin is small on purpose, since
+# every step costs CPU time; a constant lr of 3e-3 was the fastest of the settings tried (1e-3 noam,
+# 5e-3 and 1e-2 constant, cosine, pre-norm).
 CFG = TrainConfig(
     model_size="tiny",
     batch_size=UTTERANCES,  # every step sees all 8 utterances
@@ -57,12 +61,13 @@ def test_mel_loss_falls_at_least_5x(overfit) -> None:
     log, result, seconds = overfit
     first = log[0].mel_l1
     last = statistics.mean(m.mel_l1 for m in log[-10:])  # the last steps, not one noisy step
+    val = result.final_eval.val_mel
     print(
-        f"\noverfit: mel L1 {first:.3f} -> {last:.3f} ({first / last:.2f}x) in {STEPS} steps, {seconds:.1f} s"
+        f"\noverfit: mel L1 {first:.3f} -> {last:.3f} ({first / last:.2f}x), val mel {val:.3f}, {seconds:.1f} s"
     )
     assert first / last >= MIN_MEL_DROP, f"mel L1 {first:.3f} -> {last:.3f} is only {first / last:.2f}x"
     # Teacher-forced validation on the same utterances agrees with the training curve.
-    assert first / result.final_eval.val_mel >= MIN_MEL_DROP
+    assert first / val >= MIN_MEL_DROP
 
 
 def test_attention_kl_to_the_diagonal_prior_falls(overfit) -> None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib
-import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -39,19 +37,9 @@ def write_eval_plot(path: Path, sample: EvalSample, *, step: int, val_mel: float
 
 
 def write_eval_wav(path: Path, sample: EvalSample, features: FeatureConfig) -> Path | None:
-    """Griffin-Lim of the free-running decode (what the model says on its own), if there is one.
-
-    An untrained model often stops after its first decoder step (1-3 frames), and the inverse STFT
-    cannot invert fewer than ~n_fft / hop frames, so short decodes are padded with silence (the log
-    floor): the first evals of every run still leave a (near-silent) WAV instead of crashing the run.
-    """
+    """Griffin-Lim of the free-running decode (what the model says on its own), if there is one."""
     if sample.decoded is None:
         return None
-    decoded = sample.decoded  # (T, n_mels)
-    min_frames = features.n_fft // features.hop_length + 1
-    if decoded.shape[0] < min_frames:
-        pad = torch.full((min_frames - decoded.shape[0], decoded.shape[1]), math.log(features.log_floor))
-        decoded = torch.cat([decoded.float(), pad])
-    wave = griffin_lim(decoded, features)
+    wave = griffin_lim(sample.decoded, features)
     write_wav(path, wave, features.sample_rate)
     return path

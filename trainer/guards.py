@@ -206,10 +206,12 @@ def _point(e: Any) -> EvalPoint:
 def check_eval(evals: Sequence[Any], cfg: GuardConfig, *, warmup_steps: int = 0) -> Verdict | None:
     """Collapse, over the eval history [(step, val_mel, diagonality)] (tuples or objects with those
     attributes): after max(`collapse_min_steps`, warmup) the val mel sits on a high plateau (fell less
-    than `collapse_min_drop` from the first eval, or less than `collapse_tolerance` over the last
-    `collapse_window` evals) while the attention never aligned (latest diagonality below
-    `collapse_diagonality`). A run still warming up is slow, not collapsed. A post-norm transformer at a high lr without warmup fails this way instead of
-    going NaN, with a loss the seed's 1-10 band calls healthy. A non-finite eval is "nonfinite"."""
+    than `collapse_min_drop` from the first eval and is not falling now, or improved less than
+    `collapse_tolerance` over the last `collapse_window` evals) while the attention never aligned
+    (latest diagonality below `collapse_diagonality`). A run still warming up, or one still improving
+    steadily, is slow, not collapsed. A post-norm transformer at a high lr without warmup fails this way
+    instead of going NaN, with a loss the seed's 1-10 band calls healthy. A non-finite eval is
+    "nonfinite"."""
     if not evals:
         return None
     step, val_mel, diagonality = _point(evals[-1])
@@ -222,17 +224,15 @@ def check_eval(evals: Sequence[Any], cfg: GuardConfig, *, warmup_steps: int = 0)
         return None
     first = _point(evals[0]).val_mel
     drop = (first - val_mel) / first if first > 0 else 0.0
-    if drop < cfg.collapse_min_drop:
+    window = min(cfg.collapse_window, len(evals) - 1)
+    ref = _point(evals[-1 - window]).val_mel
+    gain = (ref - val_mel) / ref if ref > 0 else 0.0
+    if drop < cfg.collapse_min_drop and gain < cfg.collapse_min_drop / 2:
+        # Never got going and is not getting going. A slow run that is still improving steadily
+        # (a low lr in a short trial) is slow, not collapsed: it fails feasibility instead.
         why = f"fell only {drop:.1%} from the first eval's {first:.4g} (needs {cfg.collapse_min_drop:.0%})"
-    elif len(evals) > cfg.collapse_window:
-        ref = _point(evals[-1 - cfg.collapse_window]).val_mel
-        gain = (ref - val_mel) / ref if ref > 0 else 0.0
-        if gain >= cfg.collapse_tolerance:
-            return None
-        why = (
-            f"improved only {gain:.1%} over the last {cfg.collapse_window} evals "
-            f"(needs {cfg.collapse_tolerance:.0%})"
-        )
+    elif gain < cfg.collapse_tolerance:
+        why = f"improved only {gain:.1%} over the last {window} evals (needs {cfg.collapse_tolerance:.0%})"
     else:
         return None
     detail = (

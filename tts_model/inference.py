@@ -6,6 +6,7 @@ is what shows it (no stop, or babble), so the stability verdict runs it on a few
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,10 +73,20 @@ def greedy_decode(
 
 
 def griffin_lim(log_mel: Tensor, feature_cfg: FeatureConfig, n_iter: int = 32) -> np.ndarray:
-    """Natural-log power mel (T, n_mels) -> waveform float32, for listening, not for quality."""
+    """Natural-log power mel (T, n_mels) -> waveform float32, for listening, not for quality.
+
+    An untrained model often stops after its first decoder step (1-3 frames), and the inverse STFT
+    cannot invert fewer than ~n_fft / hop frames, so short inputs are padded with silence (the log
+    floor): early evals still give a (near-silent) WAV instead of an error.
+    """
     cfg = feature_cfg
     n_stft = cfg.n_fft // 2 + 1
-    mel = torch.exp(log_mel.detach().float().cpu()).T  # (n_mels, T) power mel
+    log_mel = log_mel.detach().float().cpu()  # (T, n_mels)
+    min_frames = cfg.n_fft // cfg.hop_length + 1
+    if log_mel.shape[0] < min_frames:
+        silence = torch.full((min_frames - log_mel.shape[0], log_mel.shape[1]), math.log(cfg.log_floor))
+        log_mel = torch.cat([log_mel, silence])
+    mel = torch.exp(log_mel).T  # (n_mels, T) power mel
     inverse = torchaudio.transforms.InverseMelScale(
         n_stft=n_stft, n_mels=cfg.n_mels, sample_rate=cfg.sample_rate, f_min=cfg.f_min, f_max=cfg.f_max
     )

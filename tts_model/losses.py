@@ -21,7 +21,9 @@ def _frame_mask(lengths: Tensor, max_len: int) -> Tensor:
 def masked_mel_loss(
     pred: Tensor, target: Tensor, mel_lengths: Tensor, huber_delta: float | None = None
 ) -> Tensor:
-    """Mean over real frames and mel bins of L1 (`huber_delta=None`) or Huber with that delta."""
+    """Mean over real frames and mel bins of L1 (`huber_delta=None`) or Huber with that delta, in fp32
+    (Huber cannot back-propagate a bf16/fp16 prediction against an fp32 target)."""
+    pred, target = pred.float(), target.float()
     mask = _frame_mask(mel_lengths, pred.shape[1])[..., None].to(pred.dtype)  # (B, T, 1)
     if huber_delta is None:
         err = (pred - target).abs()
