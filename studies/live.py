@@ -57,7 +57,9 @@ def fmt(x: object) -> str:
     if isinstance(x, bool):
         return "on" if x else "off"
     if isinstance(x, float):
-        return "nan" if math.isnan(x) else f"{x:.3g}"
+        if math.isnan(x):
+            return "nan"
+        return f"{x:.1e}" if 0 < abs(x) < 1e-2 else f"{x:.3g}"
     return str(x)
 
 

@@ -129,7 +129,7 @@ def score(trial: optuna.Trial, result: TrainResult, study: StudyDef) -> float:
     guards = study_guard_thresholds(study)
     unaligned = guards["aligned_diagonality"] - final.diagonality
     decode = final.decode
-    no_stop = 1.0 if decode is None or not decode.sane(max_length_ratio=guards["decode_length_ratio"]) else -1.0
+    no_stop = decode_violation(decode, max_ratio=guards["decode_length_ratio"])
     trial.set_constraint(UNALIGNED, unaligned)
     trial.set_constraint(NO_STOP, no_stop)
     trial.set_user_attr("diagonality", round(final.diagonality, 4))
@@ -141,6 +141,17 @@ def score(trial: optuna.Trial, result: TrainResult, study: StudyDef) -> float:
     feasible = unaligned <= 0 and no_stop <= 0
     trial.set_user_attr("verdict", "stable" if feasible else ("unaligned" if unaligned > 0 else "no-stop"))
     return final.val_mel
+
+
+def decode_violation(decode, *, max_ratio: float) -> float:
+    """How far the free-running decode is from sane, continuous so TPE can walk towards feasible:
+    the share of sentences that never stopped plus how far the median length ratio lies outside
+    [1/max_ratio, max_ratio]. 0 (feasible) when every sentence stops at a sane length."""
+    if decode is None:
+        return 1.0
+    ratio = decode.length_ratio
+    outside = max(0.0, ratio - max_ratio) + max(0.0, 1.0 / max_ratio - ratio)
+    return (1.0 - decode.stop_rate) + outside
 
 
 def study_guard_thresholds(study: StudyDef) -> dict[str, float]:

@@ -131,15 +131,15 @@ def _registry() -> dict[str, StudyDef]:
     quick = StudyDef(
         name="stability-quick",
         description="the same space and scoring sized for a 2-core CPU: model 'tiny', fp32, a short horizon",
-        # Measured on the tiny model (batch 16, fp32): the free-running decode first stops ~150 steps
-        # into training at lr 1e-3..3e-3, so a trial needs its warmup plus 150 steps at peak lr.
-        # Mean trial ~ 75 (mean warmup) + 150 = 225 steps; pruning and divergence cut that further.
+        # Measured on the tiny model (batch 16, fp32): the free-running decode first stops 150-200 steps
+        # into training at lr 1e-3..3e-3, so a trial needs its warmup plus 200 steps at peak lr.
+        # Mean trial ~ 75 (mean warmup) + 200 = 275 steps; pruning and divergence cut that further.
         space=SpaceSpec(warmup_max=150, warmup_step=10, warmup_scale=0.05),
         model_size="tiny",
         precision="fp32",
         batch_size=16,
         n_trials=20,
-        horizon=150,
+        horizon=200,
         eval_every=50,
         pruner=PrunerSpec(keep_fraction=0.5, min_step=100, n_startup_trials=4, n_min_peers=3),
         sampler=SamplerSpec(n_startup_trials=8),

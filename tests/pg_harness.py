@@ -37,7 +37,9 @@ class PgServer:
         """Drop and recreate the test database, so each test starts from an empty study list."""
         import psycopg
 
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True) as c:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as c:
             c.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
             c.execute(f"CREATE DATABASE {DB_NAME}")
 
@@ -86,19 +88,25 @@ def start_postgres() -> PgServer:
     port = free_port()
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100"
     subprocess.run(
-        _as_owner([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]),
+        _as_owner(
+            [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]
+        ),
         check=True,
         capture_output=True,
         timeout=60,
     )
-    server = PgServer(url=f"postgresql://postgres@127.0.0.1:{port}/{DB_NAME}", port=port, data_dir=data, bin_dir=bin_dir)
+    server = PgServer(
+        url=f"postgresql://postgres@127.0.0.1:{port}/{DB_NAME}", port=port, data_dir=data, bin_dir=bin_dir
+    )
     server.reset()
     return server
 
 
 def stop_postgres(server: PgServer) -> None:
     subprocess.run(
-        _as_owner([str(server.bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-m", "immediate", "-w", "stop"]),
+        _as_owner(
+            [str(server.bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-m", "immediate", "-w", "stop"]
+        ),
         capture_output=True,
         timeout=60,
     )

@@ -46,11 +46,12 @@ def test_unknown_study_is_one_line_listing_the_known_ones() -> None:
 
 
 def test_quick_study_fits_its_cpu_budget() -> None:
-    # 20 trials in <= 15 minutes at the slow end (5 steps/s) of the tiny model on 2 cores.
+    # 20 trials in <= 15 minutes: the tiny model trains ~8.6 steps/s at batch 16 on 2 quiet cores
+    # (bench/bench_model_speed.py); keep 15% of the budget for evals and decodes, before any pruning.
     quick = get_study("stability-quick")
     mean_steps = trial_steps(quick, quick.space.warmup_max // 2)
-    assert 150 <= mean_steps <= 250
-    assert quick.n_trials * mean_steps / 5.0 <= 15 * 60
+    assert 150 <= mean_steps <= 300
+    assert quick.n_trials * mean_steps / 8.0 <= 0.85 * 15 * 60
     assert quick.pruner.min_step in rungs(quick, trial_steps(quick, 0))
 
 
