@@ -35,6 +35,11 @@ def build_parser() -> OneLineParser:
     p.add_argument(
         "--train-best", action="store_true", help="full training with the best trial; other flags go to the trainer"
     )
+    p.add_argument("--report", action="store_true", help="write runs/STUDY/report.html: the study's evidence")
+    p.add_argument("--lr-probe", action="store_true", help="lr range test: lr rises until it diverges")
+    p.add_argument("--validate", nargs="+", default=None, metavar="NAME", help="re-run presets / best, seeds")
+    p.add_argument("--seeds", type=int, default=3, help="--validate: runs per recipe")
+    p.add_argument("--steps", type=int, default=None, help="--validate / --lr-probe: steps per run")
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)  # set by --workers
     return p
 
@@ -63,6 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--threads must be > 0, got {args.threads}")
     url = resolve_storage(args.storage, study_def.name, args.runs_dir)
 
+    if args.report or args.lr_probe or args.validate:
+        if args.export_preset is not None or args.train_best:
+            raise UserError("--report, --lr-probe, --validate: not with --export-preset or --train-best")
+        from studies.validate import check_names
+
+        check_names(args.validate or [], args.seeds, args.steps)
+        return _evidence(args, study_def, url)
     if args.export_preset is not None or args.train_best:
         return _export_or_train(args, rest, study_def, url)
     return _search(args, study_def, url, trials)
@@ -100,6 +112,41 @@ def _export_or_train(args, rest: list[str], study_def, url: str) -> int:
     return train_main(["--preset", str(path), *out, *rest])
 
 
+def _evidence(args, study_def, url: str) -> int:
+    """--lr-probe, then --validate, then --report, on an existing study (any of them, in that order)."""
+    from rich.console import Console
+
+    from studies.report import write_report
+    from studies.runner import counts
+
+    console = Console(stderr=True)
+    study = _open_existing(study_def, url)
+    if args.report and counts(study).finished == 0:
+        raise UserError(f"study {study_def.name!r} has no finished trial yet: nothing to report")
+    if args.lr_probe or args.validate:
+        from studies.lr_probe import run_probe
+        from studies.objective import TrialSetup
+        from studies.validate import resolve, table, validate
+        from trainer.cli import resolve_device
+        from trainer.data import load_train_data
+        from tts_model.dataset import DataConfig
+
+        for name in args.validate or []:
+            resolve(study, study_def, name)  # "best" needs a feasible trial: fail before loading data
+        data = load_train_data(args.train_data, args.val_data, DataConfig(), console=console)
+        telemetry = args.runs_dir / study_def.name / "telemetry.db"
+        setup = TrialSetup(study_def, data, resolve_device(args.device), telemetry, args.seed)
+        if args.lr_probe:
+            run_probe(study, setup, steps=args.steps, console=console)
+        if args.validate:
+            runs = {"seeds": args.seeds, "steps": args.steps, "base_seed": args.seed}
+            results = validate(study, setup, args.validate, **runs, console=console)
+            Console().print(table(results))
+    if args.report:
+        console.print(f"report: {write_report(study, study_def, args.runs_dir / study_def.name)}")
+    return 0
+
+
 def _search(args, study_def, url: str, trials: int) -> int:
     import optuna
     import torch
@@ -110,7 +157,7 @@ def _search(args, study_def, url: str, trials: int) -> int:
     from studies.live import LiveView
     from studies.objective import TrialSetup, make_objective
     from studies.presets_seed import enqueue_presets
-    from studies.registry import make_pruner, make_sampler
+    from studies.registry import make_pruner, make_sampler, trial_steps
     from studies.runner import counts, requeue_interrupted, run_worker
     from studies.storage import open_storage, sqlite_path
     from studies.summary import print_summary
@@ -167,7 +214,7 @@ def _search(args, study_def, url: str, trials: int) -> int:
         + (f"; seeded presets {', '.join(enqueued)}" if enqueued else "")
         + (f"; re-queued interrupted trials {requeued}" if requeued else "")
     )
-    view = LiveView(study, trials)
+    view = LiveView(study, trials, trial_steps(study_def, study_def.space.warmup_max // 2))
     procs: list = []  # local worker processes, stopped cleanly on Ctrl-C
     try:
         with Live(view.render(), console=console, auto_refresh=False, transient=False) as live:
@@ -177,8 +224,8 @@ def _search(args, study_def, url: str, trials: int) -> int:
 
             if args.workers == 1:
 
-                def on_step(number: int, m) -> None:
-                    view.step_info[number] = f"{m.step}"
+                def on_step(number: int, max_steps: int, m) -> None:
+                    view.on_step(number, m.step, max_steps)
                     if view.due():
                         refresh()
 

@@ -79,7 +79,12 @@ def lr_boundary(pts: Sequence[Point], n_buckets: int = CLIP_BUCKETS) -> list[dic
     for i in range(n_buckets):
         lo, hi = edges[i], edges[i + 1]
         inside = [p for p in pts if "grad_clip" in p.params and "lr" in p.params]
-        inside = [p for p in inside if lo <= float(p.params["grad_clip"]) < hi or (i == n_buckets - 1 and float(p.params["grad_clip"]) == hi)]
+        inside = [
+            p
+            for p in inside
+            if lo <= float(p.params["grad_clip"]) < hi
+            or (i == n_buckets - 1 and float(p.params["grad_clip"]) == hi)
+        ]
         stable = [float(p.params["lr"]) for p in inside if not p.outcome.startswith("diverged")]
         diverged = [float(p.params["lr"]) for p in inside if p.outcome.startswith("diverged")]
         buckets.append(
@@ -128,7 +133,9 @@ def rediscovery(pts: Sequence[Point], basic: dict, enhanced: dict) -> dict:
     feasible trial and, less noisily, the median of the best ``TOP_K`` feasible trials; a knob
     "agrees" when that median lies on basic's side of enhanced (or, for a switch, is basic's).
     """
-    stable = sorted((p for p in pts if p.outcome == "stable" and p.val_mel is not None), key=lambda p: p.val_mel)
+    stable = sorted(
+        (p for p in pts if p.outcome == "stable" and p.val_mel is not None), key=lambda p: p.val_mel
+    )
     if not stable:
         return {"rows": [], "agree": 0, "total": 0, "n_stable": 0}
     top = stable[:TOP_K]
@@ -144,8 +151,10 @@ def rediscovery(pts: Sequence[Point], basic: dict, enhanced: dict) -> dict:
             agrees = bool(median) == bool(basic[knob]) if direction else None
         else:
             log = knob in LOG_FLOATS
-            median = math.exp(statistics.median(math.log(float(v)) for v in values)) if log else statistics.median(
-                float(v) for v in values
+            median = (
+                math.exp(statistics.median(math.log(float(v)) for v in values))
+                if log
+                else statistics.median(float(v) for v in values)
             )
             where = _position(float(median), float(basic[knob]), float(enhanced[knob]), log)
             e = float(enhanced[knob])

@@ -64,9 +64,12 @@ def fmt(x: object) -> str:
 
 
 class LiveView:
-    def __init__(self, study: optuna.Study, total: int) -> None:
+    def __init__(self, study: optuna.Study, total: int, mean_trial_steps: int) -> None:
         self.study = study
         self.total = total
+        self.mean_trial_steps = mean_trial_steps
+        self._rate: float | None = None  # training steps per second, EMA over in-process steps
+        self._last_step_time: float | None = None
         self.progress = Progress(
             TextColumn("[bold]trials"),
             MofNCompleteColumn(),
@@ -108,7 +111,38 @@ class LiveView:
             b = min(best, key=lambda t: t.value)
             params = ", ".join(f"{p} {fmt(b.params[p])}" for p in SHOWN_PARAMS if p in b.params)
             best_line = f"best feasible: trial {b.number}  val mel {b.value:.4f}  ({params})"
-        return Group(self.progress, table, counts, best_line)
+        return Group(self.progress, table, counts, best_line, self._eta_line(len(done)))
+
+    def on_step(self, number: int, step: int, max_steps: int | None = None) -> None:
+        """Called for every training step of an in-process trial: live step and a step-rate ETA."""
+        now = time.monotonic()
+        if self._last_step_time is not None and step > 1:
+            rate = 1.0 / max(now - self._last_step_time, 1e-6)
+            self._rate = rate if self._rate is None else 0.95 * self._rate + 0.05 * rate
+        self._last_step_time = now
+        self.step_info[number] = f"{step}" if max_steps is None else f"{step}/{max_steps}"
+        self._current = (step, max_steps or self.mean_trial_steps)
+
+    def _eta_line(self, done: int) -> str:
+        """Before the first trials finish, the bar's ETA knows nothing; the step rate does."""
+        if self._rate is None:
+            return ""
+        step, total = getattr(self, "_current", (0, self.mean_trial_steps))
+        remaining_trials = max(self.total - done - 1, 0)
+        steps_left = max(total - step, 0) + remaining_trials * self.mean_trial_steps
+        seconds = steps_left / self._rate
+        return (
+            f"step rate {self._rate:.2f}/s -> about {_duration(seconds)} left if the remaining "
+            f"{remaining_trials + 1} trials run {self.mean_trial_steps} steps each (pruning shortens it)"
+        )
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
 
     def due(self, every: float = 1.0) -> bool:
         now = time.monotonic()

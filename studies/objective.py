@@ -48,7 +48,7 @@ def trial_config(setup: TrialSetup, overrides: dict, *, where: str):
 
 
 def make_objective(
-    setup: TrialSetup, on_step: Callable[[int, StepMetrics], None] | None = None
+    setup: TrialSetup, on_step: Callable[[int, int, StepMetrics], None] | None = None
 ) -> Callable[[optuna.Trial], float]:
     def objective(trial: optuna.Trial) -> float:
         cfg = trial_config(setup, suggest(trial, setup.study.space), where=f"trial {trial.number}")
@@ -59,7 +59,7 @@ def make_objective(
             trial.set_user_attr("last_step", ev.step)
             return trial.should_prune()
 
-        step_cb = (lambda m: on_step(trial.number, m)) if on_step is not None else None
+        step_cb = (lambda m: on_step(trial.number, cfg.max_steps, m)) if on_step is not None else None
         with Telemetry(setup.telemetry_path) as telemetry:
             result = train(
                 cfg,

@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 DPI = 80
 # Outcome -> marker. Diverged trials say their reason by shape; colour is always val mel.
@@ -32,7 +33,11 @@ MARKERS = {
     "diverged:collapse": "P",
     "diverged:decode": "*",
 }
-LABELS = {"unaligned": "finished, cannot speak", "no-stop": "finished, cannot speak", "pruned": "pruned for mel"}
+LABELS = {
+    "unaligned": "finished, cannot speak",
+    "no-stop": "finished, cannot speak",
+    "pruned": "pruned for mel",
+}
 MARK_COLOURS = {"basic": "tab:blue", "enhanced": "tab:red", "best": "tab:green"}
 
 
@@ -84,7 +89,9 @@ def _scatter_outcomes(ax, points: Sequence[Point], x: str, y: str, norm: Normali
         group = [p for p in points if p.outcome == outcome and x in p.params and y in p.params]
         if not group:
             continue
-        colours = [p.val_mel if p.val_mel is not None and math.isfinite(p.val_mel) else math.nan for p in group]
+        colours = [
+            p.val_mel if p.val_mel is not None and math.isfinite(p.val_mel) else math.nan for p in group
+        ]
         diverged = outcome.startswith("diverged")
         sc = ax.scatter(
             [float(p.params[x]) for p in group],
@@ -109,7 +116,9 @@ def _mark(ax, points: Sequence[Point], x: str, y: str) -> None:
             if x in p.params and y in p.params:
                 px, py = float(p.params[x]), float(p.params[y])
                 ax.scatter([px], [py], s=260, facecolors="none", edgecolors=MARK_COLOURS[name], linewidths=2)
-                ax.annotate(name, (px, py), textcoords="offset points", xytext=(8, 8), color=MARK_COLOURS[name])
+                ax.annotate(
+                    name, (px, py), textcoords="offset points", xytext=(8, 8), color=MARK_COLOURS[name]
+                )
 
 
 def stability_map(
@@ -133,8 +142,10 @@ def stability_map(
                 if b.get("min_diverged_lr") is not None:
                     ax.plot([b["min_diverged_lr"]] * 2, [lo, hi], color="red", linewidth=3, alpha=0.6)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels on a log axis overprint each other
         if log_y:
             ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("peak learning rate")
         ax.set_ylabel(y.replace("_", " "))
         ax.grid(True, which="major", alpha=0.3)
@@ -176,7 +187,14 @@ def curves_plot(curves: Sequence[Curve], path: Path, *, ylabel: str, title: str,
     for c in sorted(curves, key=lambda c: c.highlight is not None):
         colour = MARK_COLOURS.get(c.highlight or "", colours.get(c.outcome, "tab:red"))
         width, alpha = (2.4, 1.0) if c.highlight else (1.0, 0.5)
-        ax.plot(c.steps, c.values, color=colour, linewidth=width, alpha=alpha, label=c.label if c.highlight else None)
+        ax.plot(
+            c.steps,
+            c.values,
+            color=colour,
+            linewidth=width,
+            alpha=alpha,
+            label=c.label if c.highlight else None,
+        )
         if c.end_marker is not None:
             ax.plot(*c.end_marker, "x", color="red", markersize=9, markeredgewidth=2)
     ax.plot([], [], "x", color="red", label="diverged here")
@@ -201,26 +219,37 @@ def importance_plot(importances: dict[str, dict[str, float]], path: Path) -> Pat
     return _save(fig, path)
 
 
-def slice_plot(points: Sequence[Point], knobs: Sequence[str], path: Path) -> Path:
-    """Val mel against each knob (log axes for the log knobs); marker = outcome as on the map."""
+def slice_plot(
+    points: Sequence[Point], knobs: Sequence[str], path: Path, *, log_knobs: Sequence[str] = ()
+) -> Path:
+    """Val mel against each knob, marker = outcome as on the map; a trial that diverged before any
+    eval has no val mel, so it is drawn as a red x on a band above the others (its knob still shows)."""
     cols = 3
     rows = math.ceil(len(knobs) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(15, 3.3 * rows), squeeze=False)
+    finite = [p.val_mel for p in points if p.val_mel is not None]
+    top = (max(finite) + 0.1 * (max(finite) - min(finite) + 0.1)) if finite else 1.0
     for ax, knob in zip(axes.flat, knobs, strict=False):
+        switch = any(isinstance(p.params.get(knob), bool) for p in points)
         for outcome in sorted({p.outcome for p in points}):
-            group = [p for p in points if p.outcome == outcome and p.val_mel is not None and knob in p.params]
-            xs = [float(p.params[knob]) for p in group]
+            group = [p for p in points if p.outcome == outcome and knob in p.params and p.val_mel is not None]
             ax.scatter(
-                xs,
+                [float(p.params[knob]) for p in group],
                 [p.val_mel for p in group],
                 marker=_marker(outcome),
                 edgecolors="red" if outcome.startswith("diverged") else "black",
                 s=35,
                 label=LABELS.get(outcome, outcome),
             )
-        values = [float(p.params[knob]) for p in points if knob in p.params]
-        if values and min(values) > 0 and knob not in ("warmup_steps",) and not isinstance(points[0].params.get(knob), bool):
+        lost = [float(p.params[knob]) for p in points if knob in p.params and p.val_mel is None]
+        if lost:
+            ax.scatter(lost, [top] * len(lost), marker="x", color="red", label="diverged before any eval")
+        if knob in log_knobs:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        if switch:
+            ax.set_xticks([0, 1], ["off", "on"])
+            ax.set_xlim(-0.5, 1.5)
         ax.set_title(knob)
         ax.set_ylabel("val mel")
         ax.grid(True, alpha=0.3)
@@ -236,7 +265,9 @@ def lr_probe_plot(lrs: Sequence[float], losses: Sequence[float], path: Path, *, 
     finite = [(lr, v) for lr, v in zip(lrs, losses, strict=True) if math.isfinite(v)]
     ax.plot([lr for lr, _ in finite], [v for _, v in finite], color="tab:blue", label="training loss")
     if probe.get("divergence_lr"):
-        ax.axvline(probe["divergence_lr"], color="red", linestyle="--", label=f"diverged ({probe['verdict']})")
+        ax.axvline(
+            probe["divergence_lr"], color="red", linestyle="--", label=f"diverged ({probe['verdict']})"
+        )
     if probe.get("min_loss_lr"):
         ax.axvline(probe["min_loss_lr"], color="green", linestyle=":", label="lowest smoothed loss")
     ax.set_xscale("log")
@@ -269,4 +300,3 @@ def validation_plot(results: dict[str, dict], path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
-

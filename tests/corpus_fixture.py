@@ -10,6 +10,8 @@ TTS_STABILITY_CACHE points into the temp folder for the whole session.
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,8 +33,20 @@ def _quiet() -> Console:
 
 
 def small_corpus(tmp_root: Path) -> CorpusPaths:
-    """The 24 + 8 utterance corpus under `tmp_root`, built on first use (seed 0)."""
-    return ensure_corpus(SMALL_SPEC, Path(tmp_root) / CORPUS_DIR, console=_quiet())
+    """The 24 + 8 utterance corpus under `tmp_root`, built on first use (seed 0).
+
+    Built in a fresh process: eSpeak's wave generator carries phase from one call to the next, so
+    audio synthesised after other tests' eSpeak calls differs by a few samples, and the seeded
+    golden-curve tests would depend on test order. A fresh process makes the corpus byte-identical.
+    """
+    root = Path(tmp_root) / CORPUS_DIR
+    code = (
+        "import sys; from pathlib import Path; from tts_model.corpus import CorpusSpec, ensure_corpus; "
+        f"ensure_corpus(CorpusSpec(**{dataclasses.asdict(SMALL_SPEC)!r}), Path(sys.argv[1]))"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code, str(root)], check=True, cwd=repo, capture_output=True)
+    return ensure_corpus(SMALL_SPEC, root, console=_quiet())
 
 
 def small_train_data(paths: CorpusPaths) -> TrainData:

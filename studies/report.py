@@ -1,0 +1,381 @@
+"""`search.py --study NAME --report`: the study's evidence as one HTML page a person can open from disk.
+
+A study's raw trials do not tell a person whether the search rediscovered `basic`; this page does,
+with the stability map, the lr boundary, learning and gradient-norm curves, importances, the presets
+table with their multi-seed validation, a plain-words rediscovery check, and the best trial's mel,
+attention and voice. Images are embedded (the page is one self-contained file) and also saved as
+PNGs beside it under ``report/``. A section with no data says why in a sentence instead of a plot.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import math
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import torch
+
+from space.stability import LOG_FLOATS, PARAM_NAMES, preset_params
+from studies import evidence, plots
+from studies import validate as validation
+from studies.live import fmt
+from studies.lr_probe import ATTR as PROBE_ATTR
+from studies.objective import sample_path
+from studies.plots import Curve, Point
+from studies.registry import StudyDef
+from studies.report_html import Page, table
+from studies.summary import importances
+from trainer.config import config_to_dict, preset
+from trainer.telemetry import read_evals, read_steps
+from tts_model.errors import UserError
+
+
+def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> Path:
+    """Write ``study_dir/report.html`` (and ``study_dir/report/*.png``, ``best.wav``); return its path."""
+    t0 = time.perf_counter()
+    pts = evidence.points(study)
+    if not pts:
+        raise UserError(
+            f"study {study.study_name!r} has no finished trial yet: nothing to report; run the search first "
+            f"(python search.py --study {study.study_name} --trials N)"
+        )
+    out = study_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    telemetry = study_dir / "telemetry.db"
+    tele = telemetry if telemetry.exists() else None
+    marked = evidence.marked_trials(study)
+    probe = study.user_attrs.get(PROBE_ATTR)
+    probe_lr = probe.get("divergence_lr") if isinstance(probe, dict) else None
+    results = validation.stored_results(study)
+    boundary = evidence.lr_boundary(pts)
+
+    page = Page(f"Stability report: {study.study_name}")
+    tally = Counter(p.outcome for p in pts)
+    page.para(
+        f"{study_def.description}. {len(pts)} finished trials ({', '.join(f'{k} {v}' for k, v in sorted(tally.items()))}); "
+        f"model {study_def.model_size}, {study_def.precision}, batch {study_def.batch_size}; each trial is its warmup "
+        f"plus {study_def.horizon} steps at peak lr. Written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC."
+    )
+
+    # --- the presets table and the rediscovery check: the answer first --------------------------------
+    page.section("presets", "The presets and the best, side by side")
+    page.raw(_presets_table(marked, results))
+    page.section("rediscovery", "Did the search rediscover basic?")
+    _rediscovery(page, pts, study_def)
+
+    # --- the stability map and the boundary ----------------------------------------------------------
+    page.section("map", "Stability map")
+    page.image(
+        plots.stability_map(pts, out / "stability_map.png", probe_lr=probe_lr, boundary=boundary), "map"
+    )
+    page.para(
+        "Each point is a trial: its marker says how it ended (circle stable, square pruned for mel, hexagon "
+        "finished but cannot speak, red-edged shapes diverged by reason), its colour its val mel (grey: none). "
+        "Rings mark basic, enhanced and the best feasible trial. The dashed line is the lr probe's divergence lr."
+    )
+    page.section("boundary", "The lr boundary")
+    page.image(plots.boundary_plot(boundary, out / "lr_boundary.png", probe_lr=probe_lr), "boundary")
+    page.raw(_boundary_table(boundary))
+    _probe(page, probe, tele, study_def, out)
+
+    # --- curves ----------------------------------------------------------------------------------------
+    page.section("curves", "Learning curves")
+    curves = _val_curves(study, pts, tele)
+    if curves:
+        page.image(
+            plots.curves_plot(
+                curves, out / "val_mel_curves.png", ylabel="val mel", title="val mel of every trial"
+            ),
+            "val mel curves",
+        )
+    else:
+        page.para("No val mel was recorded yet: every trial ended before its first eval.")
+    norms = _grad_curves(study_def, marked, tele)
+    if norms:
+        page.image(
+            plots.curves_plot(
+                norms,
+                out / "grad_norm_curves.png",
+                ylabel="pre-clip grad norm",
+                title="gradient norm",
+                log_y=True,
+            ),
+            "grad norm curves",
+        )
+    else:
+        page.para(
+            "No per-step telemetry for the presets or the best trial (telemetry.db is missing or empty)."
+        )
+
+    # --- importances and slices ----------------------------------------------------------------------
+    page.section("importance", "What matters: importances and slices")
+    mel_imp, div_imp = importances(study)
+    found = {k: v for k, v in (("val mel", mel_imp), ("divergence", div_imp)) if isinstance(v, dict) and v}
+    for title, imp in (("val mel", mel_imp), ("divergence", div_imp)):
+        if isinstance(imp, str):
+            page.para(f"Importance for {title}: {imp}.")
+    if found:
+        page.image(plots.importance_plot(found, out / "importances.png"), "importances")
+    page.image(plots.slice_plot(pts, PARAM_NAMES, out / "slices.png", log_knobs=tuple(LOG_FLOATS)), "slices")
+
+    # --- validation --------------------------------------------------------------------------------------
+    page.section("validation", "Validation over several seeds")
+    if results:
+        page.raw(_validation_table(results))
+        page.image(plots.validation_plot(results, out / "validation.png"), "validation")
+    else:
+        page.para(
+            f"Not run yet: python search.py --study {study.study_name} --validate basic enhanced best --seeds 3"
+        )
+
+    # --- what the best trial sounds like -----------------------------------------------------------
+    page.section("sample", "The best trial's last eval: mel, attention, voice")
+    _sample(page, study, pts, marked, study_dir, out)
+
+    page.para(f"Rendered in {time.perf_counter() - t0:.1f} s.")
+    path = study_dir / "report.html"
+    path.write_text(page.render(), encoding="utf-8")
+    return path
+
+
+def _presets_table(marked: dict, results: dict[str, dict]) -> str:
+    if not marked:
+        return "<p>No preset or feasible trial has finished yet.</p>"
+    names = list(marked)
+    rows = [["trial", *(str(marked[n].number) for n in names)]]
+    rows += [[p, *(fmt(marked[n].params.get(p, "-")) for n in names)] for p in PARAM_NAMES]
+    attrs = (
+        ("verdict", "verdict"),
+        ("divergence step", "divergence_step"),
+        ("attention diagonality", "diagonality"),
+    )
+    for label, key in attrs:
+        rows.append([label, *(fmt(marked[n].user_attrs.get(key, "-")) for n in names)])
+    rows.append(["val mel", *(_value(marked[n]) for n in names)])
+    for label, get in (
+        ("validation: diverged", lambda s: f"{s['diverged']} of {len(s['runs'])}"),
+        ("validation: divergence steps", lambda s: ", ".join(map(str, s["divergence_steps"])) or "-"),
+        ("validation: stable", lambda s: f"{s['stable']} of {len(s['runs'])}"),
+        ("validation: val mel mean ± std", validation.fmt_mel),
+        ("validation: steps", lambda s: str(s["steps"])),
+    ):
+        rows.append([label, *(get(results[n]) if n in results else "not run" for n in names)])
+    return table(["", *names], rows, table_id="presets-table")
+
+
+def _value(t) -> str:
+    from studies.live import last_value
+
+    v = last_value(t)
+    return "-" if v is None else f"{v:.4f}"
+
+
+def _rediscovery(page: Page, pts: list[Point], study_def: StudyDef) -> None:
+    basic = preset_params(config_to_dict(preset("basic")), study_def.space)
+    enhanced = preset_params(config_to_dict(preset("enhanced")), study_def.space)
+    r = evidence.rediscovery(pts, basic, enhanced)
+    if not r["rows"]:
+        page.para(
+            "Cannot say yet: no trial finished stable (aligned, with a free-running decode that stops), so the "
+            "study has no stable optimum to compare with the seed's move from enhanced to basic."
+        )
+        return
+    rows = [
+        [
+            x["knob"],
+            fmt(x["enhanced"]),
+            fmt(x["basic"]),
+            x["seed_move"],
+            fmt(x["best"]),
+            fmt(x["top_median"]),
+            x["where"],
+            {True: "yes", False: "no", None: "-"}[x["agrees"]],
+        ]
+        for x in r["rows"]
+    ]
+    head = ["knob", "enhanced", "basic", "seed moved it", "best stable", f"median of top {r['top_k']}"]
+    page.raw(table([*head, "where the optimum sits", "seed's way?"], rows, table_id="rediscovery-table"))
+    agree = [x["knob"] for x in r["rows"] if x["agrees"]]
+    disagree = [x["knob"] for x in r["rows"] if x["agrees"] is False]
+    verdict = (
+        "rediscovered"
+        if r["agree"] == r["total"]
+        else ("partly rediscovered" if r["agree"] else "did not rediscover")
+    )
+    page.para(
+        f"<b>The search {verdict} basic</b>: its stable optimum (median of the best {r['top_k']} of {r['n_stable']} "
+        f"stable trials) moves {r['agree']} of {r['total']} knobs the way the seed did"
+        + (f" ({', '.join(agree)})" if agree else "")
+        + (f", and not {', '.join(disagree)}" if disagree else "")
+        + ". Short trials favour fast learners (high lr, short warmup): the validation below judges the presets "
+        "over a longer horizon and several seeds."
+    )
+
+
+def _boundary_table(buckets: list[dict]) -> str:
+    rows = [
+        [
+            f"{b['clip_low']:.3g} - {b['clip_high']:.3g}",
+            str(b["trials"]),
+            f"{b['stable']} / {b['diverged']}",
+            "-" if b["max_stable_lr"] is None else f"{b['max_stable_lr']:.3g}",
+            "-" if b["min_diverged_lr"] is None else f"{b['min_diverged_lr']:.3g}",
+        ]
+        for b in buckets
+    ]
+    head = ["grad clip", "trials", "stable / diverged", "largest stable lr", "smallest diverged lr"]
+    return table(head, rows, table_id="boundary-table") + (
+        "<p>Stable means no divergence guard fired. Where the smallest diverged lr lies below the largest stable "
+        "one, the edge is not set by lr and clip alone (warmup and loss weights move it).</p>"
+    )
+
+
+def _probe(page: Page, probe: object, tele: Path | None, study_def: StudyDef, out: Path) -> None:
+    page.section("probe", "lr range test")
+    if not isinstance(probe, dict):
+        page.para(f"Not run yet: python search.py --study {study_def.name} --lr-probe")
+        return
+    rows = read_steps(tele, f"{study_def.name}/lr-probe") if tele is not None else []
+    if rows:
+        lrs = [float(r["lr"]) for r in rows]
+        losses = [math.nan if r["loss"] is None else float(r["loss"]) for r in rows]
+        page.image(plots.lr_probe_plot(lrs, losses, out / "lr_probe.png", probe=probe), "lr probe")
+    if probe.get("diverged"):
+        page.para(
+            f"The lr rose from {probe['start_lr']:g} each step (basic's clip {probe['grad_clip']:g}, mel weight "
+            f"{probe['mel_weight']:g}, no warmup) and diverged ({probe['verdict']}) at step {probe['divergence_step']}, "
+            f"lr {probe['divergence_lr']:.3g}: {html.escape(str(probe['detail']))}. Lowest smoothed loss at lr "
+            f"{probe['min_loss_lr']:.3g}."
+        )
+    else:
+        page.para(
+            f"The probe ran {probe['steps_run']} steps up to lr {probe['end_lr']:g} and no guard fired."
+        )
+
+
+def _val_curves(study: optuna.Study, pts: list[Point], tele: Path | None) -> list[Curve]:
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    curves = []
+    for p in pts:
+        evals = read_evals(tele, f"{study.study_name}/trial-{p.number}") if tele is not None else []
+        series = [(e["step"], e["val_mel"]) for e in evals if "val_mel" in e]
+        if not series:
+            series = sorted(trials[p.number].intermediate_values.items())
+        series = [(s, v) for s, v in series if v is not None and math.isfinite(v)]
+        if not series:
+            continue
+        end = (p.divergence_step, series[-1][1]) if p.divergence_step is not None else None
+        label = "/".join(p.marks) + f" (trial {p.number})" if p.marks else f"trial {p.number}"
+        curves.append(
+            Curve(
+                label=label,
+                steps=[s for s, _ in series],
+                values=[v for _, v in series],
+                outcome=p.outcome,
+                end_marker=end,
+                highlight=p.marks[-1] if p.marks else None,
+            )
+        )
+    return curves
+
+
+def _grad_curves(study_def: StudyDef, marked: dict, tele: Path | None) -> list[Curve]:
+    if tele is None:
+        return []
+    curves = []
+    for name, t in marked.items():
+        rows = read_steps(tele, f"{study_def.name}/trial-{t.number}")
+        pairs = [
+            (r["step"], r["grad_norm"])
+            for r in rows
+            if r["grad_norm"] is not None and math.isfinite(r["grad_norm"])
+        ]
+        if not pairs:
+            continue
+        step = t.user_attrs.get("divergence_step")
+        curves.append(
+            Curve(
+                label=f"{name} (trial {t.number})",
+                steps=[s for s, _ in pairs],
+                values=[v for _, v in pairs],
+                end_marker=(int(step), pairs[-1][1]) if step is not None else None,
+                highlight=name,
+            )
+        )
+    return curves
+
+
+def _validation_table(results: dict[str, dict]) -> str:
+    rows = []
+    for name, s in results.items():
+        n = len(s["runs"])
+        label = name if s.get("trial") is None else f"{name} (trial {s['trial']})"
+        rows.append(
+            [
+                label,
+                ", ".join(map(str, s["seeds"])),
+                str(s["steps"]),
+                f"{s['diverged']} of {n} ({s['divergence_rate']:.0%})",
+                ", ".join(map(str, s["divergence_steps"])) or "-",
+                f"{s['stable']} of {n}",
+                validation.fmt_mel(s),
+            ]
+        )
+    head = ["recipe", "seeds", "steps", "diverged", "divergence steps", "stable", "val mel (mean ± std)"]
+    return table(head, rows, table_id="validation-table")
+
+
+def _sample(
+    page: Page, study: optuna.Study, pts: list[Point], marked: dict, study_dir: Path, out: Path
+) -> None:
+    from trainer.artifacts import write_eval_plot, write_eval_wav
+    from trainer.evaluate import EvalSample
+    from tts_model.audio import FeatureConfig
+
+    found: tuple[Path, str] | None = None
+    if "best" in marked:
+        n = marked["best"].number
+        candidates = [sample_path(study_dir, n), *validation.sample_files(study_dir, "best")]
+        found = next(((p, f"best feasible trial {n}") for p in candidates if p.exists()), None)
+    if found is None:
+        ranked = sorted(
+            (p for p in pts if not p.outcome.startswith("diverged") and p.val_mel is not None),
+            key=lambda p: p.val_mel,
+        )
+        for p in ranked:
+            path = sample_path(study_dir, p.number)
+            if path.exists():
+                why = (
+                    "no feasible trial has a saved sample" if "best" in marked else "no trial is feasible yet"
+                )
+                found = (
+                    path,
+                    f"trial {p.number} ({p.outcome}), the lowest val mel that did not diverge: {why}",
+                )
+                break
+    if found is None:
+        page.para(
+            "No saved eval sample (trials keep one from this version on); run more trials or --validate best."
+        )
+        return
+    state = torch.load(found[0], weights_only=True)
+    sample = EvalSample(state["target"], state["predicted"], state["attention"], state.get("decoded"))
+    png = write_eval_plot(
+        out / "best_sample.png", sample, step=int(state["step"]), val_mel=float(state["val_mel"])
+    )
+    page.para(f"From {html.escape(found[1])}, its eval at step {state['step']}.")
+    page.image(png, "mel and attention")
+    wav = write_eval_wav(out / "best.wav", sample, FeatureConfig())
+    if wav is None:
+        page.para("No free-running decode in this sample, so no voice to play.")
+    else:
+        data = base64.b64encode(wav.read_bytes()).decode("ascii")
+        page.raw(
+            f'<p>Free-running decode, Griffin-Lim: <audio id="best-wav" controls src="data:audio/wav;base64,{data}">'
+            f"</audio> (also {html.escape(str(wav))})</p>"
+        )

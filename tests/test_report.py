@@ -1,0 +1,196 @@
+"""`--report` end to end: a small real study, the lr probe, a validation, the page opened in Chromium.
+
+The study is real (the tiny model, the smoke study's 20-40-step trials, a corpus of short utterances
+so the end-of-trial decode is cheap); only its size is small. The page is opened in headless
+Chromium, screenshotted, and its DOM read back: a blank page or a plot that does not decode fails.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+from rich.console import Console
+
+import search
+from studies import evidence
+from studies.plots import Point, importance_plot
+from tests.corpus_fixture import cache_env  # noqa: F401  (session fixture)
+from tts_model.cli import run_cli
+from tts_model.corpus import CorpusPaths, CorpusSpec, ensure_corpus
+
+STUDY = "stability-smoke"
+# Short utterances: trials stay short and a decode that never stops is capped at ~2x 1.6 s.
+SHORT_SPEC = CorpusSpec(train_utterances=16, eval_utterances=4, seed=0, min_seconds=0.5, max_seconds=1.6)
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+)
+PLOTS = (
+    "stability_map.png",
+    "lr_boundary.png",
+    "lr_probe.png",
+    "val_mel_curves.png",
+    "grad_norm_curves.png",
+    "slices.png",
+    "validation.png",
+    "best_sample.png",
+)
+
+
+def short_corpus(root: Path) -> CorpusPaths:
+    return ensure_corpus(SHORT_SPEC, root / "short_corpus", console=Console(quiet=True))
+
+
+def data_flags(paths: CorpusPaths) -> list[str]:
+    return ["--train-data", str(paths.train), "--val-data", str(paths.eval), "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory: pytest.TempPathFactory, cache_env: Path) -> Path:  # noqa: F811
+    """A 3-trial smoke study, its lr probe, a 2-seed validation of basic, and the report: the study folder."""
+    paths = short_corpus(tmp_path_factory.getbasetemp())
+    runs = tmp_path_factory.mktemp("report_runs")
+    base = ["--study", STUDY, "--runs-dir", str(runs), *data_flags(paths)]
+    assert run_cli(search.main, [*base, "--trials", "3"]) == 0
+    assert run_cli(search.main, [*base, "--lr-probe", "--steps", "20"]) == 0
+    assert (
+        run_cli(search.main, [*base, "--validate", "basic", "--seeds", "2", "--steps", "6", "--report"]) == 0
+    )
+    return runs / STUDY
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def browse(page: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+    exe = chromium()
+    assert exe is not None
+    profile = tmp / "profile"
+    profile.mkdir(exist_ok=True)
+    cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, page.resolve().as_uri()]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_report_holds_every_part(reported: Path) -> None:
+    html = (reported / "report.html").read_text(encoding="utf-8")
+    for anchor in (
+        "presets",
+        "rediscovery",
+        "map",
+        "boundary",
+        "probe",
+        "curves",
+        "importance",
+        "validation",
+    ):
+        assert f'id="{anchor}"' in html
+    for table_id in ("presets-table", "boundary-table", "validation-table"):
+        assert f'id="{table_id}"' in html
+    for name in PLOTS:
+        assert f'data-file="{name}"' in html, name
+        assert (reported / "report" / name).stat().st_size > 1000
+    assert 'id="best-wav"' in html and (reported / "report" / "best.wav").exists()
+    # Either the comparison table or a sentence saying why there is none (smoke trials rarely align).
+    assert 'id="rediscovery-table"' in html or "Cannot say yet" in html
+
+
+def test_report_renders_in_headless_chromium(reported: Path, tmp_path: Path) -> None:
+    if chromium() is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    shot = tmp_path / "report.png"
+    done = browse(reported / "report.html", tmp_path, f"--screenshot={shot}", "--window-size=1400,7000")
+    assert shot.exists(), done.stderr[-2000:]
+    from PIL import Image
+
+    image = Image.open(shot).convert("L")
+    pixels = list(image.resize((140, 700)).getdata())
+    inked = sum(p < 200 for p in pixels) / len(pixels)
+    assert inked > 0.03, f"the page looks blank: {inked:.1%} of it is not white"
+    assert len(set(pixels)) > 50
+
+    dom = browse(reported / "report.html", tmp_path, "--dump-dom", "--virtual-time-budget=10000").stdout
+    assert 'id="presets-table"' in dom and "basic" in dom
+    total = dom.count('class="plot"')
+    assert total == len(PLOTS)
+    assert f'data-images-loaded="{total}"' in dom and f'data-images-total="{total}"' in dom
+
+
+def test_report_records_probe_and_validation_in_the_study(reported: Path) -> None:
+    storage = f"sqlite:///{reported / 'study.db'}"
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    probe = study.user_attrs["lr_probe"]
+    assert probe["steps"] == 20 and 1 <= probe["steps_run"] <= 20
+    assert probe["diverged"] == (probe["divergence_lr"] is not None)
+    validation = study.user_attrs["validation:basic"]
+    assert validation["seeds"] == [0, 1] and validation["steps"] == 6 and len(validation["runs"]) == 2
+
+
+def test_report_without_a_finished_trial_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    url = f"sqlite:///{tmp_path / STUDY / 'study.db'}"
+    (tmp_path / STUDY).mkdir()
+    optuna.create_study(study_name=STUDY, storage=url)
+    assert run_cli(search.main, ["--study", STUDY, "--runs-dir", str(tmp_path), "--report"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no finished trial" in err and err.count("\n") == 1
+    assert not (tmp_path / STUDY / "report.html").exists()
+
+
+# evidence: the boundary and the rediscovery sentence on hand-made points
+
+
+def _p(n: int, outcome: str, val: float | None, **params: float) -> Point:
+    return Point(number=n, params=params, outcome=outcome, val_mel=val)
+
+
+def test_lr_boundary_per_clip_bucket() -> None:
+    pts = [
+        _p(0, "stable", 3.0, lr=1e-4, grad_clip=0.5),
+        _p(1, "pruned", 3.5, lr=1e-3, grad_clip=0.5),
+        _p(2, "diverged:nonfinite", None, lr=1e-2, grad_clip=0.5),
+        _p(3, "diverged:spike", None, lr=3e-3, grad_clip=4.0),
+    ]
+    buckets = evidence.lr_boundary(pts)
+    assert len(buckets) == 4 and math.isclose(buckets[0]["clip_low"], 0.1)
+    mid = next(b for b in buckets if b["clip_low"] <= 0.5 < b["clip_high"])
+    assert mid["max_stable_lr"] == 1e-3 and mid["min_diverged_lr"] == 1e-2 and mid["trials"] == 3
+    top = buckets[-1]
+    assert top["max_stable_lr"] is None and top["min_diverged_lr"] == 3e-3
+
+
+def test_rediscovery_states_each_knob_either_way() -> None:
+    basic = dict(lr=1e-5, mel_weight=1.0, kl_weight=0.5, grad_clip=0.5, weight_decay=1e-7, warmup_steps=150)
+    basic.update(adaptive_loss_weights=False, label_smoothing=False, huber_loss=False)
+    enhanced = dict(
+        lr=5e-5, mel_weight=2.5, kl_weight=1.0, grad_clip=1.0, weight_decay=1e-6, warmup_steps=100
+    )
+    enhanced.update(adaptive_loss_weights=True, label_smoothing=True, huber_loss=True)
+    optimum = {**basic, "lr": 3e-3, "huber_loss": True}  # higher lr than enhanced: not the seed's way
+    pts = [_p(0, "stable", 2.0, **optimum), _p(1, "diverged:nonfinite", None, **enhanced)]
+    r = evidence.rediscovery(pts, basic, enhanced)
+    by_knob = {row["knob"]: row for row in r["rows"]}
+    assert by_knob["lr"]["agrees"] is False and by_knob["lr"]["where"] == "above enhanced"
+    assert by_knob["lr"]["seed_move"] == "lower"
+    assert by_knob["grad_clip"]["agrees"] is True and by_knob["grad_clip"]["seed_move"] == "tighter"
+    assert by_knob["warmup_steps"]["seed_move"] == "longer" and by_knob["warmup_steps"]["where"] == "at basic"
+    assert by_knob["huber_loss"]["agrees"] is False and by_knob["label_smoothing"]["agrees"] is True
+    assert (r["agree"], r["total"]) == (7, 9)
+    assert evidence.rediscovery([pts[1]], basic, enhanced)["rows"] == []
+
+
+def test_importance_plot_draws_both_targets(tmp_path: Path) -> None:
+    path = importance_plot(
+        {"val mel": {"lr": 0.7, "grad_clip": 0.3}, "divergence": {"lr": 1.0}}, tmp_path / "i.png"
+    )
+    assert path.stat().st_size > 1000
