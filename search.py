@@ -133,7 +133,14 @@ def _evidence(args, study_def, url: str) -> int:
 
         for name in args.validate or []:
             resolve(study, study_def, name)  # "best" needs a feasible trial: fail before loading data
+        if args.threads is not None:
+            import torch
+
+            torch.set_num_threads(args.threads)
         data = load_train_data(args.train_data, args.val_data, DataConfig(), console=console)
+        previous = study.user_attrs.get("data_fingerprint")
+        if previous is not None and previous != data.fingerprint:
+            console.print(f"[yellow]note: the study ran on other data ({previous}); now {data.fingerprint}[/]")
         telemetry = args.runs_dir / study_def.name / "telemetry.db"
         setup = TrialSetup(study_def, data, resolve_device(args.device), telemetry, args.seed)
         if args.lr_probe:
@@ -168,7 +175,8 @@ def _search(args, study_def, url: str, trials: int) -> int:
     from tts_model.dataset import DataConfig
 
     console = Console(stderr=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna logs a failed trial (Ctrl-C included) with a traceback at WARNING; the CLI says it in one line.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     worker = args.worker_index is not None
     # More busy threads than free cores makes torch's CPU kernels spin: ~10x slower, measured here.
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)

@@ -9,15 +9,17 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from space.stability import LOG_FLOATS, PARAM_NAMES, SWITCHES, WARMUP
 from studies.live import feasible, last_value, outcome
-from studies.plots import Point
+from studies.plots import Curve, Point
 from studies.presets_seed import PRESET_ATTR
 from studies.summary import best_feasible
+from trainer.telemetry import read_evals, read_steps
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CLIP_BUCKETS = 4
@@ -199,3 +201,57 @@ def _finite(x: float | None) -> float | None:
 
 def feasible_count(study: optuna.Study) -> int:
     return sum(feasible(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def val_curves(study: optuna.Study, pts: list[Point], tele: Path | None) -> list[Curve]:
+    """Val mel per trial from the telemetry (every eval), else the values reported to Optuna."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    curves = []
+    for p in pts:
+        evals = read_evals(tele, f"{study.study_name}/trial-{p.number}") if tele is not None else []
+        series = [(e["step"], e["val_mel"]) for e in evals if "val_mel" in e]
+        if not series:
+            series = sorted(trials[p.number].intermediate_values.items())
+        series = [(s, v) for s, v in series if v is not None and math.isfinite(v)]
+        if not series:
+            continue
+        end = (p.divergence_step, series[-1][1]) if p.divergence_step is not None else None
+        label = "/".join(p.marks) + f" (trial {p.number})" if p.marks else f"trial {p.number}"
+        curves.append(
+            Curve(
+                label=label,
+                steps=[s for s, _ in series],
+                values=[v for _, v in series],
+                outcome=p.outcome,
+                end_marker=end,
+                highlight=p.marks[-1] if p.marks else None,
+            )
+        )
+    return curves
+
+
+def grad_curves(study_name: str, marked: dict, tele: Path | None) -> list[Curve]:
+    """Pre-clip grad norm per step of the presets and the best: only the telemetry has it."""
+    if tele is None:
+        return []
+    curves = []
+    for name, t in marked.items():
+        rows = read_steps(tele, f"{study_name}/trial-{t.number}")
+        pairs = [
+            (r["step"], r["grad_norm"])
+            for r in rows
+            if r["grad_norm"] is not None and math.isfinite(r["grad_norm"])
+        ]
+        if not pairs:
+            continue
+        step = t.user_attrs.get("divergence_step")
+        curves.append(
+            Curve(
+                label=f"{name} (trial {t.number})",
+                steps=[s for s, _ in pairs],
+                values=[v for _, v in pairs],
+                end_marker=(int(step), pairs[-1][1]) if step is not None else None,
+                highlight=name,
+            )
+        )
+    return curves

@@ -79,7 +79,9 @@ class LiveView:
             TimeRemainingColumn(),
         )
         self.task = self.progress.add_task("trials", total=total)
-        self._start_done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials())
+        self._start_done = sum(
+            t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials()
+        )
         self.step_info: dict[int, str] = {}  # trial number -> live step text (in-process runs)
         self._last = 0.0
 
@@ -93,7 +95,9 @@ class LiveView:
         running = [t for t in trials if t.state == TrialState.RUNNING]
         recent = sorted(done, key=lambda t: t.number)[-8:]
         for t in running + recent[::-1]:
-            step = self.step_info.get(t.number) or str(t.user_attrs.get("last_step", t.user_attrs.get("steps_run", "")))
+            step = self.step_info.get(t.number) or str(
+                t.user_attrs.get("last_step", t.user_attrs.get("steps_run", ""))
+            )
             value = last_value(t)
             table.add_row(
                 str(t.number),
@@ -136,6 +140,13 @@ class LiveView:
             f"{remaining_trials + 1} trials run {self.mean_trial_steps} steps each (pruning shortens it)"
         )
 
+    def due(self, every: float = 1.0) -> bool:
+        now = time.monotonic()
+        if now - self._last >= every:
+            self._last = now
+            return True
+        return False
+
 
 def _duration(seconds: float) -> str:
     if seconds >= 2 * 3600:
@@ -143,10 +154,3 @@ def _duration(seconds: float) -> str:
     if seconds >= 120:
         return f"{seconds / 60:.0f} min"
     return f"{seconds:.0f} s"
-
-    def due(self, every: float = 1.0) -> bool:
-        now = time.monotonic()
-        if now - self._last >= every:
-            self._last = now
-            return True
-        return False

@@ -25,7 +25,7 @@ MARKERS = {
     "stable": "o",
     "pruned": "s",
     "unaligned": "h",
-    "no-stop": "h",
+    "no-stop": "p",
     "diverged:nonfinite": "X",
     "diverged:explosion": "^",
     "diverged:spike": "v",
@@ -34,8 +34,8 @@ MARKERS = {
     "diverged:decode": "*",
 }
 LABELS = {
-    "unaligned": "finished, cannot speak",
-    "no-stop": "finished, cannot speak",
+    "unaligned": "finished, attention unaligned",
+    "no-stop": "finished, decode does not stop",
     "pruned": "pruned for mel",
 }
 MARK_COLOURS = {"basic": "tab:blue", "enhanced": "tab:red", "best": "tab:green"}

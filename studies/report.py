@@ -26,12 +26,12 @@ from studies import validate as validation
 from studies.live import fmt
 from studies.lr_probe import ATTR as PROBE_ATTR
 from studies.objective import sample_path
-from studies.plots import Curve, Point
+from studies.plots import Point
 from studies.registry import StudyDef
 from studies.report_html import Page, table
 from studies.summary import importances
 from trainer.config import config_to_dict, preset
-from trainer.telemetry import read_evals, read_steps
+from trainer.telemetry import read_steps
 from tts_model.errors import UserError
 
 
@@ -74,8 +74,8 @@ def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> P
         plots.stability_map(pts, out / "stability_map.png", probe_lr=probe_lr, boundary=boundary), "map"
     )
     page.para(
-        "Each point is a trial: its marker says how it ended (circle stable, square pruned for mel, hexagon "
-        "finished but cannot speak, red-edged shapes diverged by reason), its colour its val mel (grey: none). "
+        "Each point is a trial: its marker says how it ended (circle stable, square pruned for mel, hexagon / "
+        "pentagon finished unaligned / without a stopping decode, red-edged shapes diverged by reason), its colour its val mel (grey: none). "
         "Rings mark basic, enhanced and the best feasible trial. The dashed line is the lr probe's divergence lr."
     )
     page.section("boundary", "The lr boundary")
@@ -85,7 +85,7 @@ def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> P
 
     # --- curves ----------------------------------------------------------------------------------------
     page.section("curves", "Learning curves")
-    curves = _val_curves(study, pts, tele)
+    curves = evidence.val_curves(study, pts, tele)
     if curves:
         page.image(
             plots.curves_plot(
@@ -95,7 +95,7 @@ def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> P
         )
     else:
         page.para("No val mel was recorded yet: every trial ended before its first eval.")
-    norms = _grad_curves(study_def, marked, tele)
+    norms = evidence.grad_curves(study_def.name, marked, tele)
     if norms:
         page.image(
             plots.curves_plot(
@@ -114,7 +114,12 @@ def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> P
 
     # --- importances and slices ----------------------------------------------------------------------
     page.section("importance", "What matters: importances and slices")
-    mel_imp, div_imp = importances(study)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the importances' scratch study logs its creation
+    try:
+        mel_imp, div_imp = importances(study)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     found = {k: v for k, v in (("val mel", mel_imp), ("divergence", div_imp)) if isinstance(v, dict) and v}
     for title, imp in (("val mel", mel_imp), ("divergence", div_imp)):
         if isinstance(imp, str):
@@ -256,58 +261,6 @@ def _probe(page: Page, probe: object, tele: Path | None, study_def: StudyDef, ou
         page.para(
             f"The probe ran {probe['steps_run']} steps up to lr {probe['end_lr']:g} and no guard fired."
         )
-
-
-def _val_curves(study: optuna.Study, pts: list[Point], tele: Path | None) -> list[Curve]:
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    curves = []
-    for p in pts:
-        evals = read_evals(tele, f"{study.study_name}/trial-{p.number}") if tele is not None else []
-        series = [(e["step"], e["val_mel"]) for e in evals if "val_mel" in e]
-        if not series:
-            series = sorted(trials[p.number].intermediate_values.items())
-        series = [(s, v) for s, v in series if v is not None and math.isfinite(v)]
-        if not series:
-            continue
-        end = (p.divergence_step, series[-1][1]) if p.divergence_step is not None else None
-        label = "/".join(p.marks) + f" (trial {p.number})" if p.marks else f"trial {p.number}"
-        curves.append(
-            Curve(
-                label=label,
-                steps=[s for s, _ in series],
-                values=[v for _, v in series],
-                outcome=p.outcome,
-                end_marker=end,
-                highlight=p.marks[-1] if p.marks else None,
-            )
-        )
-    return curves
-
-
-def _grad_curves(study_def: StudyDef, marked: dict, tele: Path | None) -> list[Curve]:
-    if tele is None:
-        return []
-    curves = []
-    for name, t in marked.items():
-        rows = read_steps(tele, f"{study_def.name}/trial-{t.number}")
-        pairs = [
-            (r["step"], r["grad_norm"])
-            for r in rows
-            if r["grad_norm"] is not None and math.isfinite(r["grad_norm"])
-        ]
-        if not pairs:
-            continue
-        step = t.user_attrs.get("divergence_step")
-        curves.append(
-            Curve(
-                label=f"{name} (trial {t.number})",
-                steps=[s for s, _ in pairs],
-                values=[v for _, v in pairs],
-                end_marker=(int(step), pairs[-1][1]) if step is not None else None,
-                highlight=name,
-            )
-        )
-    return curves
 
 
 def _validation_table(results: dict[str, dict]) -> str:

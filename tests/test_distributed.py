@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -167,7 +168,8 @@ def test_sigint_leaves_nothing_running_and_the_same_command_completes(
     queued = [
         t for t in trials if t.state == TrialState.WAITING and t.user_attrs.get(RETRY_ATTR) == victim.number
     ]
-    assert len(queued) == 1 and queued[0].params == victim.params
+    # A WAITING trial holds its enqueued params as Optuna's fixed_params until a worker picks it up.
+    assert len(queued) == 1 and queued[0].system_attrs["fixed_params"] == victim.params
 
     proc = start(cmd, log)
     assert finish(proc, log) == 0, log.read_text()[-3000:]
@@ -204,3 +206,56 @@ def test_sqlite_two_workers_recover_a_killed_worker_and_a_ctrl_c(corpus_paths, t
     trials = load(url).get_trials()
     assert_complete(url, n, runs)
     assert retry_of(trials, victim.number) is not None
+
+
+# -- the rules themselves, in-process and in milliseconds ------------------------------------------
+def _study(tmp_path: Path, heartbeat: bool) -> optuna.Study:
+    from studies.storage import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat=heartbeat)
+    return optuna.create_study(study_name=STUDY, storage=storage)
+
+
+def _failed(study: optuna.Study, x: float, **user_attrs) -> FrozenTrial:
+    trial = study.ask()
+    study._storage.set_trial_param(trial._trial_id, "x", x, optuna.distributions.FloatDistribution(0, 1))
+    for k, v in user_attrs.items():
+        trial.set_user_attr(k, v)
+    study.tell(trial, state=TrialState.FAIL)
+    return study.get_trials()[trial.number]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_heartbeat_retry_is_not_queued_twice_and_an_interrupt_is(tmp_path: Path, monkeypatch) -> None:
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    from studies.runner import requeue_interrupted
+
+    monkeypatch.setenv(HEARTBEAT_ENV, "1")
+    study = _study(tmp_path, heartbeat=True)
+    interrupted = _failed(study, 0.7, **{FAILED_BY_ATTR: "interrupt", PRESET_ATTR: "basic"})
+    stale = _failed(study, 0.5)  # what fail_stale_trials leaves: FAIL, no failed_by
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback(max_retry=3)(study, stale)  # Optuna queues the retry itself
+    assert requeue_interrupted(study) == [interrupted.number]
+    assert requeue_interrupted(study) == []  # idempotent
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 2
+    again = [t for t in waiting if t.user_attrs.get(RETRY_ATTR) == interrupted.number]
+    assert again[0].user_attrs[PRESET_ATTR] == "basic"
+
+
+def test_racing_copies_of_a_queued_trial_are_dropped_and_surplus_trials_step_back(tmp_path: Path) -> None:
+    from studies.runner import _surplus, drop_duplicates
+
+    study = _study(tmp_path, heartbeat=False)
+    study.enqueue_trial({"x": 0.1}, user_attrs={PRESET_ATTR: "basic"})
+    study.enqueue_trial(
+        {"x": 0.1}, user_attrs={PRESET_ATTR: "basic"}, skip_if_exists=False
+    )  # a second seeder
+    assert drop_duplicates(study) == [1]
+    assert [t.state for t in study.get_trials()] == [TrialState.WAITING, TrialState.FAIL]
+    first, second = study.ask(), study.ask()  # two workers start the last of n = 1 slots at once
+    assert not _surplus(study, first._trial_id, 1)
+    assert _surplus(study, second._trial_id, 1)
