@@ -24,16 +24,22 @@ def build_parser() -> OneLineParser:
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under runs/STUDY/)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--model-size", default=None, help="override the study's model size")
-    p.add_argument("--train-data", type=Path, default=None, help="LJSpeech-style folder (default: embedded corpus)")
+    p.add_argument(
+        "--train-data", type=Path, default=None, help="LJSpeech-style folder (default: embedded corpus)"
+    )
     p.add_argument("--val-data", type=Path, default=None)
     p.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial's training")
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads per worker (default: cores / workers)"
     )
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where studies and telemetry live")
-    p.add_argument("--export-preset", type=Path, default=None, metavar="FILE", help="write the best trial as a preset")
     p.add_argument(
-        "--train-best", action="store_true", help="full training with the best trial; other flags go to the trainer"
+        "--export-preset", type=Path, default=None, metavar="FILE", help="write the best trial as a preset"
+    )
+    p.add_argument(
+        "--train-best",
+        action="store_true",
+        help="full training with the best trial; other flags go to the trainer",
     )
     p.add_argument("--report", action="store_true", help="write runs/STUDY/report.html: the study's evidence")
     p.add_argument("--lr-probe", action="store_true", help="lr range test: lr rises until it diverges")
@@ -57,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     study_def = get_study(args.study)
     if args.model_size is not None:
         if args.model_size not in MODEL_SIZES:
-            raise UserError(f"--model-size {args.model_size!r}: unknown; known sizes: {', '.join(sorted(MODEL_SIZES))}")
+            raise UserError(
+                f"--model-size {args.model_size!r}: unknown; known sizes: {', '.join(sorted(MODEL_SIZES))}"
+            )
         study_def = dataclasses.replace(study_def, model_size=args.model_size)
     trials = study_def.n_trials if args.trials is None else args.trials
     if trials <= 0:
@@ -140,7 +148,9 @@ def _evidence(args, study_def, url: str) -> int:
         data = load_train_data(args.train_data, args.val_data, DataConfig(), console=console)
         previous = study.user_attrs.get("data_fingerprint")
         if previous is not None and previous != data.fingerprint:
-            console.print(f"[yellow]note: the study ran on other data ({previous}); now {data.fingerprint}[/]")
+            console.print(
+                f"[yellow]note: the study ran on other data ({previous}); now {data.fingerprint}[/]"
+            )
         telemetry = args.runs_dir / study_def.name / "telemetry.db"
         setup = TrialSetup(study_def, data, resolve_device(args.device), telemetry, args.seed)
         if args.lr_probe:
@@ -182,7 +192,8 @@ def _search(args, study_def, url: str, trials: int) -> int:
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     if worker and os.environ.get("TTS_SEARCH_THREADS"):
         threads = int(os.environ["TTS_SEARCH_THREADS"])
-    torch.set_num_threads(threads)
+    if args.threads is not None or worker:  # otherwise leave torch's own default (all cores)
+        torch.set_num_threads(threads)
     device = resolve_device(args.device)
     data = load_train_data(args.train_data, args.val_data, DataConfig(), console=None if worker else console)
 
@@ -211,7 +222,9 @@ def _search(args, study_def, url: str, trials: int) -> int:
 
     previous = study.user_attrs.get(DATA_ATTR)
     if previous is not None and previous != data.fingerprint:
-        console.print(f"[yellow]note: this study was started on other data ({previous}); now {data.fingerprint}[/]")
+        console.print(
+            f"[yellow]note: this study was started on other data ({previous}); now {data.fingerprint}[/]"
+        )
     study.set_user_attr(DATA_ATTR, data.fingerprint)
     presets = {name: config_to_dict(preset(name)) for name in study_def.presets}
     enqueued = enqueue_presets(study, presets, study_def.space)
@@ -259,7 +272,15 @@ def _search(args, study_def, url: str, trials: int) -> int:
 
 
 def _worker_argv(args, trials: int) -> list[str]:
-    argv = [os.path.abspath(__file__), "--study", args.study, "--trials", str(trials), "--seed", str(args.seed)]
+    argv = [
+        os.path.abspath(__file__),
+        "--study",
+        args.study,
+        "--trials",
+        str(trials),
+        "--seed",
+        str(args.seed),
+    ]
     argv += ["--device", args.device, "--runs-dir", str(args.runs_dir)]
     for flag, value in (
         ("--storage", args.storage),

@@ -87,7 +87,9 @@ def main() -> int:
             trainer_med.append(t)
             bare_med.append(b)
             ratios.append(t / b)
-            print(f"round {i + 1}: trainer {1000 * t:.1f} ms/step, bare {1000 * b:.1f} ms/step, ratio {t / b:.3f}")
+            print(
+                f"round {i + 1}: trainer {1000 * t:.1f} ms/step, bare {1000 * b:.1f} ms/step, ratio {t / b:.3f}"
+            )
     print(
         f"median step: trainer {1000 * statistics.median(trainer_med):.1f} ms, bare "
         f"{1000 * statistics.median(bare_med):.1f} ms; ratio trainer/bare median {statistics.median(ratios):.3f} "

@@ -159,7 +159,10 @@ def study_guard_thresholds(study: StudyDef) -> dict[str, float]:
 
     guards = apply_overrides(preset(BASE_LEVEL), train_overrides(study), where=study.name).guards
     assert isinstance(guards, GuardConfig)
-    return {"aligned_diagonality": guards.collapse_diagonality, "decode_length_ratio": guards.decode_length_ratio}
+    return {
+        "aligned_diagonality": guards.collapse_diagonality,
+        "decode_length_ratio": guards.decode_length_ratio,
+    }
 
 
 def _finite(x: float) -> float | None:

@@ -311,6 +311,12 @@ def _sample(
                     f"trial {p.number} ({p.outcome}), the lowest val mel that did not diverge: {why}",
                 )
                 break
+    if found is None:  # studies run before trials kept samples: a validation run's last eval, if any
+        for name in ("best", "basic", "enhanced"):
+            files = validation.sample_files(study_dir, name)
+            if files:
+                found = (files[0], f"validation run {files[0].stem} (no trial of this study kept a sample)")
+                break
     if found is None:
         page.para(
             "No saved eval sample (trials keep one from this version on); run more trials or --validate best."

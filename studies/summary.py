@@ -73,7 +73,9 @@ def print_summary(study: optuna.Study, console: Console) -> None:
         top.add_column(col)
     for t in ranked:
         top.add_row(str(t.number), f"{t.value:.4f}", *(fmt(t.params.get(p)) for p in PARAM_NAMES))
-    console.print(top if ranked else "no feasible trial yet: no finished trial aligned and stopped its decode")
+    console.print(
+        top if ranked else "no feasible trial yet: no finished trial aligned and stopped its decode"
+    )
 
     side = Table(title="the presets and the best, side by side")
     side.add_column("")

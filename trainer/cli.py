@@ -34,12 +34,16 @@ def build_parser() -> OneLineParser:
     p.add_argument("--preset", type=Path, default=None, help="JSON preset applied on top of the level")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (0: run the epochs)")
+    p.add_argument(
+        "--max-steps", type=int, default=None, help="stop after this many steps (0: run the epochs)"
+    )
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--checkpoint-every", type=int, default=None)
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--train-data", type=Path, default=None, help="LJSpeech-style folder (default: embedded corpus)")
+    p.add_argument(
+        "--train-data", type=Path, default=None, help="LJSpeech-style folder (default: embedded corpus)"
+    )
     p.add_argument("--val-data", type=Path, default=None)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/train-LEVEL)")
@@ -86,17 +90,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
     if out.exists() and any(out.glob("checkpoints/*.pt")) and not args.resume:
-        raise UserError(f"--out {out}: holds checkpoints of an earlier run; add --resume or pick another --out")
+        raise UserError(
+            f"--out {out}: holds checkpoints of an earlier run; add --resume or pick another --out"
+        )
     data = load_train_data(args.train_data, args.val_data, DataConfig(), console=console)
     out.mkdir(parents=True, exist_ok=True)
-    console.print(f"training [bold]{args.optimization_level}[/] ({cfg.model_size}, {cfg.precision}) on {device}; run folder {out}")
+    console.print(
+        f"training [bold]{args.optimization_level}[/] ({cfg.model_size}, {cfg.precision}) on {device}; run folder {out}"
+    )
     with Telemetry(out / "telemetry.db") as telemetry:
         result = _train_with_progress(cfg, data, device, out, telemetry, resume=args.resume, console=console)
     _report(result, console, out)
     return 0 if result.verdict is None else 1
 
 
-def _train_with_progress(cfg, data, device, out: Path, telemetry, *, resume: bool, console: Console) -> TrainResult:
+def _train_with_progress(
+    cfg, data, device, out: Path, telemetry, *, resume: bool, console: Console
+) -> TrainResult:
     from trainer.artifacts import write_eval_plot, write_eval_wav
 
     total = cfg.max_steps if cfg.max_steps > 0 else None
@@ -120,7 +130,9 @@ def _train_with_progress(cfg, data, device, out: Path, telemetry, *, resume: boo
             progress.update(task, completed=m.step, live=live)
 
         def on_eval(ev, sample) -> bool:
-            png = write_eval_plot(out / "evals" / f"step_{ev.step:08d}.png", sample, step=ev.step, val_mel=ev.val_mel)
+            png = write_eval_plot(
+                out / "evals" / f"step_{ev.step:08d}.png", sample, step=ev.step, val_mel=ev.val_mel
+            )
             write_eval_wav(out / "evals" / f"step_{ev.step:08d}.wav", sample, data.data_cfg.features)
             progress.console.print(
                 f"eval step {ev.step}: val mel {ev.val_mel:.4f}, stop acc {ev.stop_accuracy:.3f}, "
@@ -131,7 +143,9 @@ def _train_with_progress(cfg, data, device, out: Path, telemetry, *, resume: boo
         if total is None:
             from trainer.data import BatchStream
 
-            steps_per_epoch = len(BatchStream(data.train, batch_size=cfg.batch_size, seed=cfg.seed, reduction_factor=1))
+            steps_per_epoch = len(
+                BatchStream(data.train, batch_size=cfg.batch_size, seed=cfg.seed, reduction_factor=1)
+            )
             progress.update(task, total=steps_per_epoch * cfg.epochs)
         return train(
             cfg,
@@ -166,8 +180,14 @@ def _report(result: TrainResult, console: Console, out: Path) -> None:
         table.add_row("final val mel", f"{ev.val_mel:.4f}")
         table.add_row("attention diagonality", f"{ev.diagonality:.3f}")
         if ev.decode is not None:
-            table.add_row("decode stops / length ratio", f"{ev.decode.stop_rate:.2f} / {ev.decode.length_ratio:.2f}")
-    verdict = "stable" if result.verdict is None else f"diverged: {result.verdict.kind} at step {result.verdict.step}"
+            table.add_row(
+                "decode stops / length ratio", f"{ev.decode.stop_rate:.2f} / {ev.decode.length_ratio:.2f}"
+            )
+    verdict = (
+        "stable"
+        if result.verdict is None
+        else f"diverged: {result.verdict.kind} at step {result.verdict.step}"
+    )
     table.add_row("verdict", verdict)
     console.print(table)
     console.print(f"checkpoints, telemetry.db and eval PNG/WAV in {out}")
@@ -175,4 +195,3 @@ def _report(result: TrainResult, console: Console, out: Path) -> None:
 
 def cli(argv: Sequence[str] | None = None) -> int:
     return run_cli(main, argv)
-

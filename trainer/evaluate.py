@@ -78,7 +78,9 @@ def evaluate(
             batch = batch.to(device)
             out = model(batch.text, batch.text_lengths, batch.mel, batch.mel_lengths)
             n_frames = int(batch.mel_lengths.sum())
-            mel_sum += float(masked_mel_loss(out.mel_after.float(), batch.mel, batch.mel_lengths, None)) * n_frames
+            mel_sum += (
+                float(masked_mel_loss(out.mel_after.float(), batch.mel, batch.mel_lengths, None)) * n_frames
+            )
             frames += n_frames
             mask = torch.arange(batch.mel.shape[1], device=device)[None, :] < batch.mel_lengths[:, None]
             predicted_stop = out.stop_logits.float() > 0

@@ -230,7 +230,9 @@ def train(
         is_last = step == total_steps
         if step % cfg.eval_every == 0 or is_last:
             decode = data.decode_examples() if (is_last or mode == "full") else []
-            ev, last_sample = evaluate(model, val_batches, decode, step=step, reduction_factor=r, device=device)
+            ev, last_sample = evaluate(
+                model, val_batches, decode, step=step, reduction_factor=r, device=device
+            )
             evals.append(ev)
             pos.evals.append(_eval_to_dict(ev))
             if telemetry is not None:
@@ -272,7 +274,9 @@ def _mel_for_adaptive(out, batch) -> float:
     return float(masked_mel_loss(out.mel_before.detach().float(), batch.mel, batch.mel_lengths, None))
 
 
-def _heal(verdict, ckpt_dir, initial, model, optimizer, scaler, pos: _Position, cfg: TrainConfig, warn) -> Recovery:
+def _heal(
+    verdict, ckpt_dir, initial, model, optimizer, scaler, pos: _Position, cfg: TrainConfig, warn
+) -> Recovery:
     """Roll back to the last good checkpoint, lower the lr, and go on past the batches that diverged."""
     found = load_latest(ckpt_dir, warn=warn) if ckpt_dir is not None else None
     state = found[0] if found is not None else initial
