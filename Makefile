@@ -13,8 +13,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The CPU-sized study on the embedded corpus, its report, and the best trial exported as a preset.
 run: setup
-	$(PY) -m trainer --model-size tiny --optimization-level basic --batch-size 16 --max-steps 300 --out runs/demo
+	$(PY) search.py --study stability-quick --trials 20
+	$(PY) search.py --study stability-quick --report
+	$(PY) search.py --study stability-quick --export-preset runs/stability-quick/best_preset.json
 
 test: setup
 	$(PY) -m pytest -q

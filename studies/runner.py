@@ -146,7 +146,9 @@ def run_worker(
     """
     beat = heartbeat_of(study)
     poll = poll_s if poll_s is not None else (min(beat[0], 5.0) if beat else 2.0)
-    limit = beat[1] + 3 * beat[0] if beat else 10 * poll
+    # At least 30 s: on a loaded machine heartbeats and polls arrive late, and leaving too early
+    # strands a dead worker's trial RUNNING.
+    limit = max(beat[1] + 3 * beat[0] if beat else 10 * poll, 30.0)
     host, pid = socket.gethostname(), os.getpid()
 
     def tagged(trial: optuna.Trial) -> float:
@@ -165,7 +167,7 @@ def run_worker(
             )
             raise
 
-    waited = 0.0
+    waiting_since: float | None = None
     with _interrupt_once():
         while True:
             requeue_interrupted(study)
@@ -173,14 +175,14 @@ def run_worker(
             if c.finished >= n_trials:
                 return
             if c.finished + c.running >= n_trials:
-                if waited >= limit:
+                waiting_since = waiting_since or time.monotonic()
+                if time.monotonic() - waiting_since >= limit:
                     return
                 if beat:
                     _fail_stale(study)
                 time.sleep(poll)
-                waited += poll
             else:
-                waited = 0.0
+                waiting_since = None
                 study.optimize(
                     tagged, n_trials=1, catch=(SurplusTrial,), gc_after_trial=True, show_progress_bar=False
                 )
