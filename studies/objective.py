@@ -112,7 +112,9 @@ def score(trial: optuna.Trial, result: TrainResult, study: StudyDef) -> float:
         trial.set_user_attr("verdict", v.kind)
         trial.set_user_attr("divergence_step", v.step)
         trial.set_user_attr("divergence_detail", v.detail)
-        trial.set_constraint(DIVERGED, 1.0)
+        # Far worse than any finished-but-infeasible trial (violations <= ~1.5), so TPE learns to
+        # avoid divergence before it learns to align.
+        trial.set_constraint(DIVERGED, 10.0)
         trial.set_constraint(UNALIGNED, 0.0)
         trial.set_constraint(NO_STOP, 0.0)
         raise optuna.TrialPruned(f"diverged: {v.kind} at step {v.step}: {v.detail}")

@@ -181,6 +181,16 @@ def test_no_collapse_while_still_learning():
     assert check_eval(learning, CFG) is None
 
 
+def test_a_run_that_never_left_the_untrained_level_is_slow_not_collapsed():
+    # Measured: lr 1e-6..4e-5 in a quick trial stays within a few % of the untrained model's ~4.0.
+    stalled = [(50, 3.97, 0.19), (100, 3.96, 0.19), (150, 3.955, 0.19)]
+    cfg = CFG.__class__(collapse_min_steps=150)
+    assert check_eval(stalled, cfg).kind == "collapse"  # without a baseline it looks like a plateau
+    assert check_eval(stalled, cfg, baseline=4.0) is None
+    collapsed = [(50, 3.08, 0.19), (100, 3.06, 0.19), (150, 3.05, 0.19)]  # fitted the mean, then flat
+    assert check_eval(collapsed, cfg, baseline=4.0).kind == "collapse"
+
+
 def test_slow_but_steadily_improving_run_is_not_collapse():
     # Measured on the tiny model: basic's lr 1e-5 in a 150-step quick trial falls 6% in 100 steps.
     slow = [(50, 3.967, 0.19), (100, 3.901, 0.19), (150, 3.715, 0.19)]

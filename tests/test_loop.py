@@ -225,8 +225,8 @@ def test_telemetry_rows_match_the_run(train_data: TrainData, tmp_path: Path) -> 
     assert [r["loss"] for r in rows] == [m.loss for m in steps]
     assert [r["mel_l1"] for r in rows] == [m.mel_l1 for m in steps]
     evals = read_evals(db, "t1")
-    assert [e["step"] for e in evals] == [3, 6]
-    assert [e["val_mel"] for e in evals] == [e.val_mel for e in result.evals]
+    assert [e["step"] for e in evals] == [0, 3, 6]  # step 0: the untrained model's baseline
+    assert [e["val_mel"] for e in evals] == [result.baseline_mel] + [e.val_mel for e in result.evals]
     record = read_run(db, "t1")
     assert record is not None and record["status"] == "finished" and record["verdict_kind"] is None
     assert record["config"]["lr"] == BASE.lr

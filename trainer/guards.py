@@ -203,14 +203,18 @@ def _point(e: Any) -> EvalPoint:
     return EvalPoint(*e)
 
 
-def check_eval(evals: Sequence[Any], cfg: GuardConfig, *, warmup_steps: int = 0) -> Verdict | None:
+def check_eval(
+    evals: Sequence[Any], cfg: GuardConfig, *, warmup_steps: int = 0, baseline: float | None = None
+) -> Verdict | None:
     """Collapse, over the eval history [(step, val_mel, diagonality)] (tuples or objects with those
     attributes): after max(`collapse_min_steps`, warmup) the val mel sits on a high plateau (fell less
     than `collapse_min_drop` from the first eval and is not falling now, or improved less than
     `collapse_tolerance` over the last `collapse_window` evals) while the attention never aligned
     (latest diagonality below `collapse_diagonality`). A run still warming up, or one still improving
     steadily, is slow, not collapsed. A post-norm transformer at a high lr without warmup fails this way
-    instead of going NaN, with a loss the seed's 1-10 band calls healthy. A non-finite eval is
+    instead of going NaN, with a loss the seed's 1-10 band calls healthy. A run that never left the untrained model's val mel
+    (`baseline`, measured before step 1) is slow, not collapsed: collapse means it fitted something
+    (the average frame) and stopped there. A non-finite eval is
     "nonfinite"."""
     if not evals:
         return None
@@ -227,6 +231,9 @@ def check_eval(evals: Sequence[Any], cfg: GuardConfig, *, warmup_steps: int = 0)
     window = min(cfg.collapse_window, len(evals) - 1)
     ref = _point(evals[-1 - window]).val_mel
     gain = (ref - val_mel) / ref if ref > 0 else 0.0
+    if baseline is not None and math.isfinite(baseline) and baseline > 0:
+        if (baseline - val_mel) / baseline < cfg.collapse_min_drop:
+            return None  # never left the starting level: too slow to judge, not collapsed
     if drop < cfg.collapse_min_drop and gain < cfg.collapse_min_drop / 2:
         # Never got going and is not getting going. A slow run that is still improving steadily
         # (a low lr in a short trial) is slow, not collapsed: it fails feasibility instead.

@@ -70,6 +70,7 @@ class TrainResult:
     stopped_by_callback: bool
     summary: RunSummary
     last_sample: EvalSample | None = None
+    baseline_mel: float | None = None  # val mel of the untrained model (before step 1)
 
     @property
     def final_eval(self) -> EvalMetrics | None:
@@ -87,6 +88,7 @@ class _Position:
     lr_scale: float = 1.0
     recoveries: int = 0
     best_val_mel: float = math.inf
+    baseline_mel: float | None = None  # val mel of the untrained model: did training move at all?
     evals: list[dict] = field(default_factory=list)
 
 
@@ -150,6 +152,14 @@ def train(
     if telemetry is not None:
         meta = {"mode": mode, "device": str(device), "data": data.fingerprint}
         telemetry.start_run(run_id, config_to_dict(cfg), meta, from_step=resumed_from)
+
+    # --- baseline: the untrained model's val mel, so a collapse (fit the mean, then flat) is told
+    #     apart from a run too slow to leave the starting level (judged by the pruner, not a guard) ---
+    if pos.baseline_mel is None:
+        base, _ = evaluate(model, val_batches, [], step=0, reduction_factor=r, device=device)
+        pos.baseline_mel = base.val_mel
+        if telemetry is not None:
+            telemetry.log_eval(run_id, 0, base.as_dict())
 
     model.train()
     while pos.step < total_steps:
@@ -237,7 +247,7 @@ def train(
             pos.evals.append(_eval_to_dict(ev))
             if telemetry is not None:
                 telemetry.log_eval(run_id, step, ev.as_dict())
-            verdict = check_eval(evals, cfg.guards, warmup_steps=cfg.warmup_steps)
+            verdict = check_eval(evals, cfg.guards, warmup_steps=cfg.warmup_steps, baseline=pos.baseline_mel)
             if on_eval is not None and on_eval(ev, last_sample):
                 stopped_by_callback = True
             if verdict is not None and mode == "trial":
@@ -264,6 +274,7 @@ def train(
         stopped_by_callback=stopped_by_callback,
         summary=summarize(step_log, len(recoveries)),
         last_sample=last_sample,
+        baseline_mel=pos.baseline_mel,
     )
 
 
