@@ -37,10 +37,14 @@ _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def is_diverged(trial: FrozenTrial) -> bool:
-    """True when the objective marked the trial diverged (user attr or a violated constraint)."""
+    """True when the objective marked the trial diverged (user attr or its violated `diverged` constraint).
+
+    Other constraints (unaligned, decode never stops) make a finished trial infeasible, not diverged:
+    its val mel is real and it stays a peer for the mel rule.
+    """
     if trial.user_attrs.get(DIVERGED_ATTR):
         return True
-    return any(value > 0.0 for value in trial.constraints.values())
+    return trial.constraints.get(DIVERGED_ATTR, 0.0) > 0.0
 
 
 class StabilityPruner(BasePruner):

@@ -225,3 +225,16 @@ def test_is_diverged() -> None:
 def test_bad_settings_are_refused(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         StabilityPruner(**kwargs)  # type: ignore[arg-type]
+
+
+def test_infeasible_but_finished_peers_still_count() -> None:
+    # Measured: in a quick study every early trial finished infeasible (unaligned / decode never stops);
+    # treating those as diverged left no peers, so no slow trial was ever pruned on mel.
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    for value in (3.9, 3.35, 2.6, 2.6):
+        add_peer(study, {100: value}, constraints={"diverged": -1.0, "unaligned": 0.1, "decode_no_stop": 1.2})
+    pruner = StabilityPruner(keep_fraction=0.5, n_startup_trials=4, n_min_peers=3)
+    slow = study.ask()
+    slow.report(3.9, 100)
+    assert pruner.prune(study, study._storage.get_trial(slow._trial_id))
+
