@@ -70,6 +70,7 @@ def make_objective(
                 on_eval=on_eval,
                 telemetry=telemetry,
                 run_id=f"{setup.study.name}/trial-{trial.number}",
+                decode_sentences=setup.study.scoring.decode_sentences,
             )
         save_sample(sample_path(setup.telemetry_path.parent, trial.number), result)
         return score(trial, result, setup.study)
@@ -131,7 +132,9 @@ def score(trial: optuna.Trial, result: TrainResult, study: StudyDef) -> float:
     guards = study_guard_thresholds(study)
     unaligned = guards["aligned_diagonality"] - final.diagonality
     decode = final.decode
-    no_stop = decode_violation(decode, max_ratio=guards["decode_length_ratio"])
+    no_stop = decode_violation(
+        decode, max_ratio=guards["decode_length_ratio"], max_bad_fraction=guards["decode_max_bad_fraction"]
+    )
     trial.set_constraint(UNALIGNED, unaligned)
     trial.set_constraint(NO_STOP, no_stop)
     trial.set_user_attr("diagonality", round(final.diagonality, 4))
@@ -145,15 +148,16 @@ def score(trial: optuna.Trial, result: TrainResult, study: StudyDef) -> float:
     return final.val_mel
 
 
-def decode_violation(decode, *, max_ratio: float) -> float:
+def decode_violation(decode, *, max_ratio: float, max_bad_fraction: float) -> float:
     """How far the free-running decode is from sane, continuous so TPE can walk towards feasible:
-    the share of sentences that never stopped plus how far the median length ratio lies outside
-    [1/max_ratio, max_ratio]. 0 (feasible) when every sentence stops at a sane length."""
+    the share of sentences that never stopped beyond the tolerated `max_bad_fraction` (a short trial
+    decodes few sentences: a minority may fail, not a majority), plus how far the median length ratio
+    lies outside [1/max_ratio, max_ratio]. <= 0 is feasible."""
     if decode is None:
         return 1.0
     ratio = decode.length_ratio
     outside = max(0.0, ratio - max_ratio) + max(0.0, 1.0 / max_ratio - ratio)
-    return (1.0 - decode.stop_rate) + outside
+    return max(0.0, (1.0 - decode.stop_rate) - max_bad_fraction) + outside
 
 
 def study_guard_thresholds(study: StudyDef) -> dict[str, float]:
@@ -164,6 +168,7 @@ def study_guard_thresholds(study: StudyDef) -> dict[str, float]:
     return {
         "aligned_diagonality": guards.collapse_diagonality,
         "decode_length_ratio": guards.decode_length_ratio,
+        "decode_max_bad_fraction": guards.decode_max_bad_fraction,
     }
 
 

@@ -237,4 +237,3 @@ def test_infeasible_but_finished_peers_still_count() -> None:
     slow = study.ask()
     slow.report(3.9, 100)
     assert pruner.prune(study, study._storage.get_trial(slow._trial_id))
-

@@ -27,9 +27,6 @@ class DecodeMetrics:
     length_ratio: float  # median decoded frames / target frames
     dtw: float  # mean L1 between decoded and target log-mel along the DTW path
 
-    def sane(self, *, max_length_ratio: float = 2.0, min_length_ratio: float = 0.5) -> bool:
-        return self.stop_rate == 1.0 and min_length_ratio <= self.length_ratio <= max_length_ratio
-
 
 @dataclass(frozen=True, slots=True)
 class EvalMetrics:

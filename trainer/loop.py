@@ -21,7 +21,7 @@ import torch
 from trainer.adaptive import AdaptiveState, update_adaptive
 from trainer.checkpoints import load_latest, rng_state, save_checkpoint, set_rng_state
 from trainer.config import TrainConfig, config_to_dict
-from trainer.data import BatchStream, TrainData
+from trainer.data import DECODE_SENTENCES, BatchStream, TrainData
 from trainer.evaluate import EvalMetrics, EvalSample, evaluate
 from trainer.guards import StepHistory, Verdict, check_eval, check_step
 from trainer.loss_terms import compute_losses
@@ -118,6 +118,7 @@ def train(
     resume: bool = False,
     warn: Callable[[str], None] = print,
     lr_schedule: Callable[[int], float] | None = None,
+    decode_sentences: int = DECODE_SENTENCES,
 ) -> TrainResult:
     """Train `cfg` on `data`. Trial mode stops at the first guard verdict; full mode rolls back and heals."""
     # lr_schedule: step -> lr, replacing cfg's schedule (the lr range test drives the lr from outside).
@@ -239,7 +240,7 @@ def train(
         # --- eval: teacher-forced val mel, attention, and at the last eval a free-running decode --------
         is_last = step == total_steps
         if step % cfg.eval_every == 0 or is_last:
-            decode = data.decode_examples() if (is_last or mode == "full") else []
+            decode = data.decode_examples(decode_sentences) if (is_last or mode == "full") else []
             ev, last_sample = evaluate(
                 model, val_batches, decode, step=step, reduction_factor=r, device=device
             )

@@ -1,0 +1,31 @@
+"""How a finished trial's free-running decode is scored (the `decode_*` guard knobs change it)."""
+
+from __future__ import annotations
+
+from studies.objective import decode_violation
+from trainer.evaluate import DecodeMetrics
+
+
+def decode(stop_rate: float, ratio: float) -> DecodeMetrics:
+    return DecodeMetrics(sentences=3, stop_rate=stop_rate, length_ratio=ratio, dtw=1.0)
+
+
+def test_all_stopping_at_a_sane_length_is_feasible() -> None:
+    assert decode_violation(decode(1.0, 1.1), max_ratio=2.0, max_bad_fraction=0.5) <= 0
+
+
+def test_a_model_that_never_stops_is_infeasible_and_further_off_than_one_that_mostly_stops() -> None:
+    never = decode_violation(decode(0.0, 2.2), max_ratio=2.0, max_bad_fraction=0.0)
+    mostly = decode_violation(decode(2 / 3, 1.5), max_ratio=2.0, max_bad_fraction=0.0)
+    assert never > mostly > 0
+
+
+def test_max_bad_fraction_tolerates_a_minority_of_failed_decodes() -> None:
+    assert decode_violation(decode(2 / 3, 1.5), max_ratio=2.0, max_bad_fraction=0.5) <= 0
+    assert decode_violation(decode(1 / 3, 1.5), max_ratio=2.0, max_bad_fraction=0.5) > 0
+
+
+def test_length_ratio_bound_applies_both_ways() -> None:
+    assert decode_violation(decode(1.0, 0.3), max_ratio=2.0, max_bad_fraction=0.5) > 0
+    assert decode_violation(decode(1.0, 0.3), max_ratio=4.0, max_bad_fraction=0.5) <= 0
+    assert decode_violation(None, max_ratio=2.0, max_bad_fraction=0.5) == 1.0
