@@ -122,14 +122,17 @@ def score(trial: optuna.Trial, result: TrainResult, study: StudyDef) -> float:
 
     trial.set_constraint(DIVERGED, -1.0)
     final = result.final_eval
+    guards = study_guard_thresholds(study)
     if result.stopped_by_callback or final is None:  # pruned on val mel at a rung: stable so far
+        # It never showed it can speak (no final decode): scored like a finished trial whose decode
+        # never stopped, so TPE does not rank a slow, pruned setting above a finished one.
         trial.set_user_attr("verdict", "pruned")
-        trial.set_constraint(UNALIGNED, 0.0)
-        trial.set_constraint(NO_STOP, 0.0)
+        diagonality = final.diagonality if final is not None else 0.0
+        trial.set_constraint(UNALIGNED, guards["aligned_diagonality"] - diagonality)
+        trial.set_constraint(NO_STOP, decode_violation(None, max_ratio=1.0, max_bad_fraction=0.0))
         raise optuna.TrialPruned(f"pruned on val mel at step {result.steps}")
 
     # Finished: feasible only if the attention aligned and the free-running decode stops sanely.
-    guards = study_guard_thresholds(study)
     unaligned = guards["aligned_diagonality"] - final.diagonality
     decode = final.decode
     no_stop = decode_violation(
