@@ -7,9 +7,11 @@ Chromium, screenshotted, and its DOM read back: a blank page or a plot that does
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -145,6 +147,20 @@ def test_report_records_probe_and_validation_in_the_study(reported: Path) -> Non
     assert probe["diverged"] == (probe["divergence_lr"] is not None)
     validation = study.user_attrs["validation:basic"]
     assert validation["seeds"] == [0, 1] and validation["steps"] == 6 and len(validation["runs"]) == 2
+
+
+def test_the_optuna_cli_reads_the_study_untouched(reported: Path) -> None:
+    optuna_cli = Path(sys.executable).with_name("optuna")
+    storage = f"sqlite:///{reported / 'study.db'}"
+    out = subprocess.run(
+        [str(optuna_cli), "trials", "--storage", storage, "--study-name", STUDY, "-f", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    trials = json.loads(out.stdout)
+    assert len(trials) >= 3 and {"number", "params", "state"} <= set(trials[0])
 
 
 def test_report_without_a_finished_trial_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -1,0 +1,70 @@
+"""Export: the best feasible trial becomes a preset file that `python -m trainer --preset` accepts.
+
+A quick CPU trial is too short for the tiny model to align and stop its decode, so the feasible trial
+here is a hand-recorded one (like the pruner tests' hand-written values) in a real SQLite study; what
+is under test is the export and the trainer's acceptance of its file, not a search result.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+
+import search
+from space.stability import distributions, preset_params
+from studies.registry import get_study
+from trainer.cli import build_parser, config_from_args
+from trainer.presets import PRESETS
+from tts_model.cli import run_cli
+
+STUDY = "stability-quick"
+
+
+def record(study: optuna.Study, params: dict, value: float, constraints: dict[str, float]) -> None:
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params,
+            distributions=distributions(get_study(STUDY).space),
+            value=value,
+            system_attrs={f"constraints:{k}": v for k, v in constraints.items()},
+        )
+    )
+
+
+def test_best_feasible_trial_exports_a_preset_the_trainer_accepts(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    (runs / STUDY).mkdir(parents=True)
+    storage = f"sqlite:///{runs / STUDY / 'study.db'}"
+    study = optuna.create_study(study_name=STUDY, storage=storage)
+    spec = get_study(STUDY).space
+    feasible = {"diverged": -1.0, "unaligned": -0.1, "decode_no_stop": 0.0}
+    good = {**preset_params(dict(PRESETS["basic"]), spec), "lr": 2e-3, "warmup_steps": 100}
+    record(study, good, 1.5, feasible)
+    record(study, {**good, "lr": 3e-3}, 1.2, {**feasible, "decode_no_stop": 0.7})  # lower mel, infeasible
+    record(study, {**good, "lr": 1e-3}, 1.8, feasible)
+
+    out = tmp_path / "best.json"
+    assert run_cli(search.main, ["--study", STUDY, "--runs-dir", str(runs), "--export-preset", str(out)]) == 0
+    exported = json.loads(out.read_text())
+    assert exported["lr"] == 2e-3  # the best *feasible* trial, not the lowest mel
+    assert exported["warmup_steps"] == round(100 / spec.warmup_scale)  # back on the seed's scale
+    assert exported["provenance"]["study"] == STUDY and exported["provenance"]["trial"] == 0
+
+    args = build_parser().parse_args(["--preset", str(out), "--max-steps", "2"])
+    cfg = config_from_args(args)
+    assert cfg.lr == 2e-3 and cfg.model_size == "tiny" and cfg.max_steps == 2
+
+
+def test_export_without_a_feasible_trial_says_why(tmp_path: Path, capsys) -> None:
+    runs = tmp_path / "runs"
+    (runs / STUDY).mkdir(parents=True)
+    study = optuna.create_study(study_name=STUDY, storage=f"sqlite:///{runs / STUDY / 'study.db'}")
+    params = preset_params(dict(PRESETS["basic"]), get_study(STUDY).space)
+    record(study, params, 3.3, {"diverged": -1.0, "unaligned": 0.1, "decode_no_stop": 0.7})
+    out = tmp_path / "best.json"
+    assert run_cli(search.main, ["--study", STUDY, "--runs-dir", str(runs), "--export-preset", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no feasible finished trial" in err[0]
+    assert not out.exists()
