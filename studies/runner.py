@@ -26,6 +26,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -252,13 +253,18 @@ def _surplus(study: optuna.Study, trial_id: int, n_trials: int) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """A killed worker that its parent has not reaped yet is a zombie: signal 0 still reaches it."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here: trust the signal
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 @contextlib.contextmanager

@@ -49,7 +49,8 @@ def spawn_workers(argv: list[str], n: int, threads_each: int, log_dir: Path) -> 
 
 def wait_workers(procs: list[subprocess.Popen], poll: Callable[[], None], interval: float = 1.0) -> list[str]:
     """Poll until every worker has exited; return one line for each that failed."""
-    while any(p.poll() is None for p in procs):
+    # Poll every worker each round (no short-circuit): polling reaps a dead one at once.
+    while [p.poll() for p in procs].count(None):
         poll()
         time.sleep(interval)
     poll()
