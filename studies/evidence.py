@@ -18,10 +18,10 @@ from space.stability import LOG_FLOATS, PARAM_NAMES, SWITCHES, WARMUP
 from studies.live import feasible, last_value, outcome
 from studies.plots import Curve, Point
 from studies.presets_seed import PRESET_ATTR
+from studies.runner import FINISHED  # noqa: E402
 from studies.summary import best_feasible
 from trainer.telemetry import read_evals, read_steps
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CLIP_BUCKETS = 4
 TOP_K = 5  # the stable optimum is read as the median of the best few feasible trials, not one lucky trial
 

@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from studies.presets_seed import PRESET_ATTR
+from studies.runner import FINISHED
 
 SHOWN_PARAMS = ("lr", "grad_clip", "mel_weight", "kl_weight", "warmup_steps")
 
@@ -79,15 +80,13 @@ class LiveView:
             TimeRemainingColumn(),
         )
         self.task = self.progress.add_task("trials", total=total)
-        self._start_done = sum(
-            t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials()
-        )
+        self._start_done = sum(t.state in FINISHED for t in study.get_trials())
         self.step_info: dict[int, str] = {}  # trial number -> live step text (in-process runs)
         self._last = 0.0
 
     def render(self) -> Group:
         trials = self.study.get_trials(deepcopy=False)
-        done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        done = [t for t in trials if t.state in FINISHED]
         self.progress.update(self.task, completed=len(done))
         table = Table(title="running and recent trials", expand=False)
         for col in ("#", "preset", "lr", "clip", "mel w", "kl w", "warmup", "step", "val mel", "verdict"):

@@ -14,8 +14,7 @@ from rich.table import Table
 from space.stability import PARAM_NAMES
 from studies.live import feasible, fmt, last_value, outcome
 from studies.presets_seed import PRESET_ATTR
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+from studies.runner import FINISHED
 
 
 def preset_trials(study: optuna.Study) -> dict[str, FrozenTrial]:

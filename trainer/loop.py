@@ -22,13 +22,14 @@ from trainer.adaptive import AdaptiveState, update_adaptive
 from trainer.checkpoints import load_latest, rng_state, save_checkpoint, set_rng_state
 from trainer.config import TrainConfig, config_to_dict
 from trainer.data import DECODE_SENTENCES, BatchStream, TrainData
-from trainer.evaluate import EvalMetrics, EvalSample, evaluate
+from trainer.evaluate import DecodeMetrics, EvalMetrics, EvalSample, evaluate
 from trainer.guards import StepHistory, Verdict, check_eval, check_step
 from trainer.loss_terms import compute_losses
 from trainer.schedules import lr_at
 from trainer.summary import RunSummary, summarize
 from trainer.telemetry import Telemetry
 from tts_model.config import model_config
+from tts_model.losses import masked_mel_loss
 from tts_model.model import TransformerTTS
 
 Mode = Literal["trial", "full"]
@@ -133,7 +134,8 @@ def train(
     val_batches = data.val_batches(cfg.batch_size, r)
     ckpt_dir = out_dir / "checkpoints" if out_dir is not None else None
     pos = _Position()
-    initial = _snapshot(model, optimizer, scaler, pos)  # rollback target before any checkpoint
+    # Rollback target before the first checkpoint; only full mode heals, so trials skip the copy.
+    initial = copy.deepcopy(_state_dict(model, optimizer, scaler, pos, cfg)) if mode == "full" else None
 
     resumed_from: int | None = None
     if resume and ckpt_dir is not None:
@@ -245,7 +247,7 @@ def train(
                 model, val_batches, decode, step=step, reduction_factor=r, device=device
             )
             evals.append(ev)
-            pos.evals.append(_eval_to_dict(ev))
+            pos.evals.append(asdict(ev))
             if telemetry is not None:
                 telemetry.log_eval(run_id, step, ev.as_dict())
             verdict = check_eval(evals, cfg.guards, warmup_steps=cfg.warmup_steps, baseline=pos.baseline_mel)
@@ -281,8 +283,6 @@ def train(
 
 def _mel_for_adaptive(out, batch) -> float:
     """The seed's running mean tracks the raw mel L1 of the decoder output."""
-    from tts_model.losses import masked_mel_loss
-
     return float(masked_mel_loss(out.mel_before.detach().float(), batch.mel, batch.mel_lengths, None))
 
 
@@ -318,18 +318,6 @@ def _state_dict(model, optimizer, scaler, pos: _Position, cfg: TrainConfig) -> d
     }
 
 
-def _snapshot(model, optimizer, scaler, pos: _Position) -> dict:
-    return copy.deepcopy(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "position": {name: getattr(pos, name) for name in _Position.__slots__},
-            "rng": rng_state(),
-        }
-    )
-
-
 def _restore(state: dict, model, optimizer, scaler) -> _Position:
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -338,13 +326,7 @@ def _restore(state: dict, model, optimizer, scaler) -> _Position:
     return _Position(**state["position"])
 
 
-def _eval_to_dict(ev: EvalMetrics) -> dict:
-    return asdict(ev)
-
-
 def _eval_from_dict(d: dict) -> EvalMetrics:
-    from trainer.evaluate import DecodeMetrics
-
     decode = DecodeMetrics(**d["decode"]) if d.get("decode") else None
     return EvalMetrics(**{**d, "decode": decode})
 
