@@ -18,7 +18,7 @@ from space.stability import LOG_FLOATS, PARAM_NAMES, SWITCHES, WARMUP
 from studies.live import feasible, last_value, outcome
 from studies.plots import Curve, Point
 from studies.presets_seed import PRESET_ATTR
-from studies.runner import FINISHED  # noqa: E402
+from studies.runner import FINISHED
 from studies.summary import best_feasible
 from trainer.telemetry import read_evals, read_steps
 
