@@ -27,6 +27,9 @@ from tts_model.cache import atomic_write
 
 # Constraint keys (> 0 infeasible). TPE ranks every infeasible trial below every feasible one.
 DIVERGED, UNALIGNED, NO_STOP = "diverged", "unaligned", "decode_no_stop"
+# Weight of the teacher-forced stop probability in an infeasible decode's violation (`shaped_no_stop`):
+# below the 1/3 a single stopped sentence of three is worth, so a decode that stops always ranks first.
+STOP_SHAPING = 0.3
 BASE_LEVEL = "basic"  # knobs the space does not search (stop weight, alignment form...) come from here
 SAMPLE_FIELDS = ("target", "predicted", "attention", "decoded")  # EvalSample's tensors, saved per trial
 
@@ -128,8 +131,10 @@ def score(trial: optuna.Trial, result: TrainResult, study: StudyDef) -> float:
         # never stopped, so TPE does not rank a slow, pruned setting above a finished one.
         trial.set_user_attr("verdict", "pruned")
         diagonality = final.diagonality if final is not None else 0.0
+        stop_end_prob = final.stop_end_prob if final is not None else 0.0
         trial.set_constraint(UNALIGNED, guards["aligned_diagonality"] - diagonality)
-        trial.set_constraint(NO_STOP, decode_violation(None, max_ratio=1.0, max_bad_fraction=0.0))
+        no_stop = decode_violation(None, max_ratio=1.0, max_bad_fraction=0.0)
+        trial.set_constraint(NO_STOP, shaped_no_stop(no_stop, stop_end_prob))
         raise optuna.TrialPruned(f"pruned on val mel at step {result.steps}")
 
     # Finished: feasible only if the attention aligned and the free-running decode stops sanely.
@@ -139,8 +144,9 @@ def score(trial: optuna.Trial, result: TrainResult, study: StudyDef) -> float:
         decode, max_ratio=guards["decode_length_ratio"], max_bad_fraction=guards["decode_max_bad_fraction"]
     )
     trial.set_constraint(UNALIGNED, unaligned)
-    trial.set_constraint(NO_STOP, no_stop)
+    trial.set_constraint(NO_STOP, shaped_no_stop(no_stop, final.stop_end_prob))
     trial.set_user_attr("diagonality", round(final.diagonality, 4))
+    trial.set_user_attr("stop_end_prob", round(final.stop_end_prob, 4))
     trial.set_user_attr("sharpness", round(final.sharpness, 4))
     if decode is not None:
         trial.set_user_attr("decode_stop_rate", decode.stop_rate)
@@ -161,6 +167,20 @@ def decode_violation(decode, *, max_ratio: float, max_bad_fraction: float) -> fl
     ratio = decode.length_ratio
     outside = max(0.0, ratio - max_ratio) + max(0.0, 1.0 / max_ratio - ratio)
     return max(0.0, (1.0 - decode.stop_rate) - max_bad_fraction) + outside
+
+
+def shaped_no_stop(violation: float, stop_end_prob: float) -> float:
+    """An infeasible decode violation plus how far the stop head is from firing at the last frame.
+
+    A decode that never stops is all or nothing (every such trial scores the same), so TPE, which ranks
+    infeasible trials by their summed violation, could not tell a model one step from stopping from one
+    that has not started. The teacher-forced stop probability at each utterance's last frame is the
+    continuous signal underneath. Feasibility itself is unchanged: a feasible decode (<= 0) stays as it is.
+    """
+    if violation <= 0:
+        return violation
+    p = stop_end_prob if math.isfinite(stop_end_prob) else 0.0
+    return violation + STOP_SHAPING * (1.0 - min(max(p, 0.0), 1.0))
 
 
 def study_guard_thresholds(study: StudyDef) -> dict[str, float]:

@@ -76,3 +76,11 @@ def test_attention_kl_to_the_diagonal_prior_falls(overfit) -> None:
     end = statistics.mean(m.kl for m in log[-10:])
     print(f"\noverfit: KL {start:.3f} -> {end:.3f}; diagonality {result.final_eval.diagonality:.3f}")
     assert end < 0.5 * start
+
+
+def test_stop_head_learns_to_fire_at_the_last_frame(overfit) -> None:
+    # The objective's continuous no-stop signal (teacher-forced stop probability at each last frame).
+    _, result, _ = overfit
+    p = result.final_eval.stop_end_prob
+    print(f"\noverfit: stop probability at the last frame {p:.3f}")
+    assert p > 0.5

@@ -145,7 +145,7 @@ def test_enqueue_presets_once_per_study() -> None:
     assert [t.user_attrs[PRESET_ATTR] for t in waiting] == ["basic", "enhanced"]
 
     trial = study.ask()  # the enqueued params are used as they are
-    assert suggest(trial, spec)["warmup_steps"] == 150
+    assert suggest(trial, spec)["warmup_steps"] == spec.scale_warmup(3000) == 90
     assert trial.params == preset_params(BASIC, spec) and trial.user_attrs[PRESET_ATTR] == "basic"
     study.tell(trial, 1.0)
     assert enqueue_presets(study, PRESETS, spec) == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from studies.objective import decode_violation
+from studies.objective import decode_violation, shaped_no_stop
 from trainer.evaluate import DecodeMetrics
 
 
@@ -29,3 +29,16 @@ def test_length_ratio_bound_applies_both_ways() -> None:
     assert decode_violation(decode(1.0, 0.3), max_ratio=2.0, max_bad_fraction=0.5) > 0
     assert decode_violation(decode(1.0, 0.3), max_ratio=4.0, max_bad_fraction=0.5) <= 0
     assert decode_violation(None, max_ratio=2.0, max_bad_fraction=0.5) == 1.0
+
+
+def test_shaping_ranks_a_stop_head_closer_to_firing_first_and_keeps_feasibility() -> None:
+    never = decode_violation(decode(0.0, 2.2), max_ratio=2.0, max_bad_fraction=0.5)
+    assert shaped_no_stop(never, 0.4) < shaped_no_stop(never, 0.05) < shaped_no_stop(never, float("nan")) + 1e-9
+    assert shaped_no_stop(never, 1.0) == never  # a head that fires at the end adds nothing
+    feasible = decode_violation(decode(1.0, 1.1), max_ratio=2.0, max_bad_fraction=0.5)
+    assert shaped_no_stop(feasible, 0.0) == feasible <= 0
+    # One stopped sentence of three still ranks above any decode that never stopped, whatever the head says.
+    one_of_three = decode_violation(decode(1 / 3, 2.2), max_ratio=2.0, max_bad_fraction=0.0)
+    assert shaped_no_stop(one_of_three, 0.0) < shaped_no_stop(
+        decode_violation(decode(0.0, 2.2), max_ratio=2.0, max_bad_fraction=0.0), 1.0
+    )

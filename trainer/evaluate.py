@@ -33,6 +33,9 @@ class EvalMetrics:
     step: int
     val_mel: float  # unweighted L1 of the postnet log-mel, teacher forced: the search's objective
     stop_accuracy: float
+    # Mean teacher-forced stop probability at each utterance's last frame: how close the stop head is to
+    # firing where it should. Continuous where the free-running decode's stop/no-stop is all or nothing.
+    stop_end_prob: float
     diagonality: float  # attention mass near the diagonal, 1 = perfectly aligned
     sharpness: float
     decode: DecodeMetrics | None = None
@@ -68,7 +71,7 @@ def evaluate(
     model.eval()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(EVAL_SEED)
-        mel_sum = stop_correct = stop_total = diag_sum = sharp_sum = 0.0
+        mel_sum = stop_correct = stop_total = stop_end_sum = diag_sum = sharp_sum = 0.0
         frames = utterances = 0
         sample: EvalSample | None = None
         for batch in batches:
@@ -83,6 +86,8 @@ def evaluate(
             predicted_stop = out.stop_logits.float() > 0
             stop_correct += float(((predicted_stop == (batch.stop_target > 0.5)) & mask).sum())
             stop_total += float(mask.sum())
+            last = (batch.mel_lengths - 1).clamp_min(0)[:, None]
+            stop_end_sum += float(torch.sigmoid(out.stop_logits.float().gather(1, last)).sum())
             dec_lengths = decoder_lengths(batch.mel_lengths, reduction_factor)
             bsz = batch.text.shape[0]
             diag_sum += attention_diagonality(out.attention.float(), batch.text_lengths, dec_lengths) * bsz
@@ -103,6 +108,7 @@ def evaluate(
         step=step,
         val_mel=mel_sum / max(frames, 1),
         stop_accuracy=stop_correct / max(stop_total, 1.0),
+        stop_end_prob=stop_end_sum / max(utterances, 1),
         diagonality=diag_sum / max(utterances, 1),
         sharpness=sharp_sum / max(utterances, 1),
         decode=decode,
