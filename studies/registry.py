@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,7 @@ class SamplerSpec:
 
     gamma_fraction: the share of finished trials TPE models as "good" (capped at 25 trials). Optuna's
     default, 0.1, suits hundreds of trials; in a 20-trial study it leaves one or two, so TPE samples
-    near whichever trial happened to rank first. Hyperopt's original TPE used 0.25.
+    near whichever trial happened to rank first.
     """
 
     n_startup_trials: int = 10
@@ -259,13 +260,17 @@ def make_sampler(study: StudyDef, seed: int | None) -> optuna.samplers.TPESample
     ``group`` is left off: the space is static, so group decomposition buys nothing.
     """
     s = study.sampler
-    return optuna.samplers.TPESampler(
-        seed=seed,
-        n_startup_trials=s.n_startup_trials,
-        multivariate=s.multivariate,
-        constant_liar=s.constant_liar,
-        gamma=functools.partial(tpe_gamma, s.gamma_fraction),
-    )
+    with warnings.catch_warnings():
+        # `gamma` is deprecated since Optuna 4.9 (removal planned for 6.0; pyproject pins optuna < 6),
+        # but its default leaves a 20-trial study's TPE with one or two "good" trials.
+        warnings.filterwarnings("ignore", message=".*`gamma`.*", category=FutureWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=s.n_startup_trials,
+            multivariate=s.multivariate,
+            constant_liar=s.constant_liar,
+            gamma=functools.partial(tpe_gamma, s.gamma_fraction),
+        )
 
 
 def tpe_gamma(fraction: float, n_finished: int) -> int:
