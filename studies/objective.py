@@ -128,13 +128,18 @@ def score(trial: optuna.Trial, result: TrainResult, study: StudyDef) -> float:
     guards = study_guard_thresholds(study)
     if result.stopped_by_callback or final is None:  # pruned on val mel at a rung: stable so far
         # It never showed it can speak (no final decode): scored like a finished trial whose decode
-        # never stopped, so TPE does not rank a slow, pruned setting above a finished one.
+        # never stopped, ranked among those by its alignment and stop head at its last eval. A pruned
+        # trial whose stop head was already firing tells TPE as much as a finished one that was not.
         trial.set_user_attr("verdict", "pruned")
         diagonality = final.diagonality if final is not None else 0.0
         stop_end_prob = final.stop_end_prob if final is not None else 0.0
         trial.set_constraint(UNALIGNED, guards["aligned_diagonality"] - diagonality)
-        no_stop = decode_violation(None, max_ratio=1.0, max_bad_fraction=0.0)
+        no_stop = decode_violation(
+            None, max_ratio=guards["decode_length_ratio"], max_bad_fraction=guards["decode_max_bad_fraction"]
+        )
         trial.set_constraint(NO_STOP, shaped_no_stop(no_stop, stop_end_prob))
+        if final is not None:
+            trial.set_user_attr("stop_end_prob", round(stop_end_prob, 4))
         raise optuna.TrialPruned(f"pruned on val mel at step {result.steps}")
 
     # Finished: feasible only if the attention aligned and the free-running decode stops sanely.
@@ -161,12 +166,18 @@ def decode_violation(decode, *, max_ratio: float, max_bad_fraction: float) -> fl
     """How far the free-running decode is from sane, continuous so TPE can walk towards feasible:
     the share of sentences that never stopped beyond the tolerated `max_bad_fraction` (a short trial
     decodes few sentences: a minority may fail, not a majority), plus how far the median length ratio
-    lies outside [1/max_ratio, max_ratio]. <= 0 is feasible."""
+    lies outside [1/max_ratio, max_ratio]. <= 0 is feasible.
+
+    The median length is a stopped sentence's only when more than half stopped; otherwise it is the
+    length cap, which says nothing, so such an infeasible decode (and a trial with none, pruned) scores
+    the stop share alone: one stopped sentence of three then always ranks above none."""
     if decode is None:
-        return 1.0
+        return 1.0 - max_bad_fraction
+    missed = max(0.0, (1.0 - decode.stop_rate) - max_bad_fraction)
+    if decode.stop_rate <= 0.5 and missed > 0:
+        return missed
     ratio = decode.length_ratio
-    outside = max(0.0, ratio - max_ratio) + max(0.0, 1.0 / max_ratio - ratio)
-    return max(0.0, (1.0 - decode.stop_rate) - max_bad_fraction) + outside
+    return missed + max(0.0, ratio - max_ratio) + max(0.0, 1.0 / max_ratio - ratio)
 
 
 def shaped_no_stop(violation: float, stop_end_prob: float) -> float:

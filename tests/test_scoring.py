@@ -28,7 +28,9 @@ def test_max_bad_fraction_tolerates_a_minority_of_failed_decodes() -> None:
 def test_length_ratio_bound_applies_both_ways() -> None:
     assert decode_violation(decode(1.0, 0.3), max_ratio=2.0, max_bad_fraction=0.5) > 0
     assert decode_violation(decode(1.0, 0.3), max_ratio=4.0, max_bad_fraction=0.5) <= 0
-    assert decode_violation(None, max_ratio=2.0, max_bad_fraction=0.5) == 1.0
+    # Nothing stopped: the length is only the cap, so a pruned trial (no decode) scores the same.
+    assert decode_violation(None, max_ratio=2.0, max_bad_fraction=0.5) == 0.5
+    assert decode_violation(decode(0.0, 2.2), max_ratio=2.0, max_bad_fraction=0.5) == 0.5
 
 
 def test_shaping_ranks_a_stop_head_closer_to_firing_first_and_keeps_feasibility() -> None:
@@ -44,3 +46,8 @@ def test_shaping_ranks_a_stop_head_closer_to_firing_first_and_keeps_feasibility(
     assert shaped_no_stop(one_of_three, 0.0) < shaped_no_stop(
         decode_violation(decode(0.0, 2.2), max_ratio=2.0, max_bad_fraction=0.0), 1.0
     )
+
+
+def test_half_stopped_still_needs_a_sane_median_length() -> None:
+    two = DecodeMetrics(sentences=2, stop_rate=0.5, length_ratio=2.2, dtw=1.0)
+    assert decode_violation(two, max_ratio=2.0, max_bad_fraction=0.5) > 0
