@@ -132,14 +132,14 @@ def score(trial: optuna.Trial, result: TrainResult, study: StudyDef) -> float:
         # trial whose stop head was already firing tells TPE as much as a finished one that was not.
         trial.set_user_attr("verdict", "pruned")
         diagonality = final.diagonality if final is not None else 0.0
-        stop_end_prob = final.stop_end_prob if final is not None else 0.0
+        stop_end_margin = final.stop_end_margin if final is not None else 0.0
         trial.set_constraint(UNALIGNED, guards["aligned_diagonality"] - diagonality)
         no_stop = decode_violation(
             None, max_ratio=guards["decode_length_ratio"], max_bad_fraction=guards["decode_max_bad_fraction"]
         )
-        trial.set_constraint(NO_STOP, shaped_no_stop(no_stop, stop_end_prob))
+        trial.set_constraint(NO_STOP, shaped_no_stop(no_stop, stop_end_margin))
         if final is not None:
-            trial.set_user_attr("stop_end_prob", round(stop_end_prob, 4))
+            trial.set_user_attr("stop_end_margin", round(stop_end_margin, 4))
         raise optuna.TrialPruned(f"pruned on val mel at step {result.steps}")
 
     # Finished: feasible only if the attention aligned and the free-running decode stops sanely.
@@ -149,9 +149,9 @@ def score(trial: optuna.Trial, result: TrainResult, study: StudyDef) -> float:
         decode, max_ratio=guards["decode_length_ratio"], max_bad_fraction=guards["decode_max_bad_fraction"]
     )
     trial.set_constraint(UNALIGNED, unaligned)
-    trial.set_constraint(NO_STOP, shaped_no_stop(no_stop, final.stop_end_prob))
+    trial.set_constraint(NO_STOP, shaped_no_stop(no_stop, final.stop_end_margin))
     trial.set_user_attr("diagonality", round(final.diagonality, 4))
-    trial.set_user_attr("stop_end_prob", round(final.stop_end_prob, 4))
+    trial.set_user_attr("stop_end_margin", round(final.stop_end_margin, 4))
     trial.set_user_attr("sharpness", round(final.sharpness, 4))
     if decode is not None:
         trial.set_user_attr("decode_stop_rate", decode.stop_rate)
@@ -180,18 +180,19 @@ def decode_violation(decode, *, max_ratio: float, max_bad_fraction: float) -> fl
     return missed + max(0.0, ratio - max_ratio) + max(0.0, 1.0 / max_ratio - ratio)
 
 
-def shaped_no_stop(violation: float, stop_end_prob: float) -> float:
-    """An infeasible decode violation plus how far the stop head is from firing at the last frame.
+def shaped_no_stop(violation: float, stop_end_margin: float) -> float:
+    """An infeasible decode violation plus how far the stop head is from knowing where speech ends.
 
     A decode that never stops is all or nothing (every such trial scores the same), so TPE, which ranks
     infeasible trials by their summed violation, could not tell a model one step from stopping from one
-    that has not started. The teacher-forced stop probability at each utterance's last frame is the
-    continuous signal underneath. Feasibility itself is unchanged: a feasible decode (<= 0) stays as it is.
+    that has not started. The teacher-forced stop margin (p(stop) at the last frame minus before it) is
+    the continuous signal underneath; the last-frame probability alone is not, since an untrained head
+    says ~0.5 everywhere. Feasibility is unchanged: a feasible decode (<= 0) stays as it is.
     """
     if violation <= 0:
         return violation
-    p = stop_end_prob if math.isfinite(stop_end_prob) else 0.0
-    return violation + STOP_SHAPING * (1.0 - min(max(p, 0.0), 1.0))
+    margin = stop_end_margin if math.isfinite(stop_end_margin) else 0.0
+    return violation + STOP_SHAPING * (1.0 - min(max(margin, 0.0), 1.0))
 
 
 def study_guard_thresholds(study: StudyDef) -> dict[str, float]:

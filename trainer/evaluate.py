@@ -33,9 +33,10 @@ class EvalMetrics:
     step: int
     val_mel: float  # unweighted L1 of the postnet log-mel, teacher forced: the search's objective
     stop_accuracy: float
-    # Mean teacher-forced stop probability at each utterance's last frame: how close the stop head is to
-    # firing where it should. Continuous where the free-running decode's stop/no-stop is all or nothing.
-    stop_end_prob: float
+    # Teacher-forced stop probability at each utterance's last frame minus its mean over the other frames,
+    # averaged: how well the stop head knows where speech ends (0: not at all; an untrained head says ~0.5
+    # everywhere; 1: fires at the end only). Continuous where the free-running decode's stop is all or nothing.
+    stop_end_margin: float
     diagonality: float  # attention mass near the diagonal, 1 = perfectly aligned
     sharpness: float
     decode: DecodeMetrics | None = None
@@ -71,7 +72,7 @@ def evaluate(
     model.eval()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(EVAL_SEED)
-        mel_sum = stop_correct = stop_total = stop_end_sum = diag_sum = sharp_sum = 0.0
+        mel_sum = stop_correct = stop_total = stop_margin_sum = diag_sum = sharp_sum = 0.0
         frames = utterances = 0
         sample: EvalSample | None = None
         for batch in batches:
@@ -86,8 +87,7 @@ def evaluate(
             predicted_stop = out.stop_logits.float() > 0
             stop_correct += float(((predicted_stop == (batch.stop_target > 0.5)) & mask).sum())
             stop_total += float(mask.sum())
-            last = (batch.mel_lengths - 1).clamp_min(0)[:, None]
-            stop_end_sum += float(torch.sigmoid(out.stop_logits.float().gather(1, last)).sum())
+            stop_margin_sum += float(stop_end_margins(out.stop_logits.float(), batch.mel_lengths).sum())
             dec_lengths = decoder_lengths(batch.mel_lengths, reduction_factor)
             bsz = batch.text.shape[0]
             diag_sum += attention_diagonality(out.attention.float(), batch.text_lengths, dec_lengths) * bsz
@@ -108,7 +108,7 @@ def evaluate(
         step=step,
         val_mel=mel_sum / max(frames, 1),
         stop_accuracy=stop_correct / max(stop_total, 1.0),
-        stop_end_prob=stop_end_sum / max(utterances, 1),
+        stop_end_margin=stop_margin_sum / max(utterances, 1),
         diagonality=diag_sum / max(utterances, 1),
         sharpness=sharp_sum / max(utterances, 1),
         decode=decode,
@@ -116,6 +116,16 @@ def evaluate(
     if decoded is not None:
         sample = EvalSample(sample.target, sample.predicted, sample.attention, decoded)
     return metrics, sample
+
+
+def stop_end_margins(stop_logits: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
+    """(B,) p(stop) at each utterance's last real frame minus its mean p(stop) over the frames before it."""
+    p = torch.sigmoid(stop_logits)  # (B, T)
+    last = (mel_lengths - 1).clamp_min(0)
+    frames = torch.arange(p.shape[1], device=p.device)[None, :]
+    before = (frames < last[:, None]).to(p.dtype)
+    mean_before = (p * before).sum(1) / before.sum(1).clamp_min(1.0)
+    return p.gather(1, last[:, None])[:, 0] - mean_before
 
 
 def _decode(
