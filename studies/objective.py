@@ -17,7 +17,7 @@ import optuna
 import torch
 
 from space.stability import suggest
-from studies.registry import StudyDef, train_overrides, trial_steps
+from studies.registry import STOP_MARGIN_ATTR, StudyDef, train_overrides, trial_steps
 from trainer.config import apply_overrides, preset
 from trainer.data import TrainData
 from trainer.evaluate import EvalMetrics
@@ -60,6 +60,7 @@ def make_objective(
         def on_eval(ev: EvalMetrics, _sample) -> bool:
             trial.report(ev.val_mel, ev.step)
             trial.set_user_attr("last_step", ev.step)
+            trial.set_user_attr(STOP_MARGIN_ATTR, round(ev.stop_end_margin, 4))  # read by the pruner
             return trial.should_prune()
 
         step_cb = (lambda m: on_step(trial.number, cfg.max_steps, m)) if on_step is not None else None
@@ -138,8 +139,6 @@ def score(trial: optuna.Trial, result: TrainResult, study: StudyDef) -> float:
             None, max_ratio=guards["decode_length_ratio"], max_bad_fraction=guards["decode_max_bad_fraction"]
         )
         trial.set_constraint(NO_STOP, shaped_no_stop(no_stop, stop_end_margin))
-        if final is not None:
-            trial.set_user_attr("stop_end_margin", round(stop_end_margin, 4))
         raise optuna.TrialPruned(f"pruned on val mel at step {result.steps}")
 
     # Finished: feasible only if the attention aligned and the free-running decode stops sanely.
@@ -151,7 +150,7 @@ def score(trial: optuna.Trial, result: TrainResult, study: StudyDef) -> float:
     trial.set_constraint(UNALIGNED, unaligned)
     trial.set_constraint(NO_STOP, shaped_no_stop(no_stop, final.stop_end_margin))
     trial.set_user_attr("diagonality", round(final.diagonality, 4))
-    trial.set_user_attr("stop_end_margin", round(final.stop_end_margin, 4))
+    trial.set_user_attr(STOP_MARGIN_ATTR, round(final.stop_end_margin, 4))
     trial.set_user_attr("sharpness", round(final.sharpness, 4))
     if decode is not None:
         trial.set_user_attr("decode_stop_rate", decode.stop_rate)

@@ -237,3 +237,23 @@ def test_infeasible_but_finished_peers_still_count() -> None:
     slow = study.ask()
     slow.report(3.9, 100)
     assert pruner.prune(study, study._storage.get_trial(slow._trial_id))
+
+
+def test_a_trial_learning_to_speak_is_not_pruned_on_mel_but_still_on_divergence() -> None:
+    study = make_study(n_min_peers=3, protect=("stop_end_margin", 0.1))
+    for value in (1.0, 2.0, 3.0):
+        add_peer(study, {40: value})
+
+    def judged_with_margin(values: dict[int, float], margin: float | None) -> bool:
+        trial = study.ask()
+        if margin is not None:
+            trial.set_user_attr("stop_end_margin", margin)
+        for step, value in values.items():
+            trial.report(value, step)
+        return trial.should_prune()
+
+    assert judged_with_margin({40: 2.5}, None)  # no margin recorded: the mel rule
+    assert judged_with_margin({40: 2.5}, 0.05)  # below the bound: the mel rule
+    assert judged_with_margin({40: 2.5}, float("nan"))
+    assert not judged_with_margin({40: 2.5}, 0.23)  # protected
+    assert judged_with_margin({40: float("nan")}, 0.23)  # divergence prunes anyway
