@@ -27,7 +27,7 @@ from tts_model.cache import atomic_write
 
 # Constraint keys (> 0 infeasible). TPE ranks every infeasible trial below every feasible one.
 DIVERGED, UNALIGNED, NO_STOP = "diverged", "unaligned", "decode_no_stop"
-# Weight of the teacher-forced stop probability in an infeasible decode's violation (`shaped_no_stop`):
+# Weight of the teacher-forced stop margin in an infeasible decode's violation (`shaped_no_stop`):
 # below the 1/3 a single stopped sentence of three is worth, so a decode that stops always ranks first.
 STOP_SHAPING = 0.3
 BASE_LEVEL = "basic"  # knobs the space does not search (stop weight, alignment form...) come from here

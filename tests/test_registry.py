@@ -141,6 +141,13 @@ def test_gamma_fraction_sets_how_many_trials_tpe_calls_good() -> None:
     assert proposals(0.1) != proposals(0.5)
 
 
+def test_protect_stop_margin_reaches_the_pruner() -> None:
+    quick = get_study("stability-quick")
+    assert make_pruner(quick)._protect == ("stop_end_margin", quick.pruner.protect_stop_margin)
+    off = dataclasses.replace(quick, pruner=dataclasses.replace(quick.pruner, protect_stop_margin=None))
+    assert make_pruner(off)._protect is None
+
+
 def test_train_overrides_are_valid_trainer_overrides() -> None:
     config = pytest.importorskip("trainer.config")
     for name in study_names():

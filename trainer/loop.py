@@ -328,7 +328,8 @@ def _restore(state: dict, model, optimizer, scaler) -> _Position:
 
 def _eval_from_dict(d: dict) -> EvalMetrics:
     decode = DecodeMetrics(**d["decode"]) if d.get("decode") else None
-    return EvalMetrics(**{**d, "decode": decode})
+    # Checkpoints written before the stop margin existed lack it: "not measured".
+    return EvalMetrics(**{"stop_end_margin": math.nan, **d, "decode": decode})
 
 
 def _verdict_dict(verdict: Verdict | None) -> dict | None:
