@@ -142,11 +142,8 @@ def score(trial: optuna.Trial, result: TrainResult, study: StudyDef) -> float:
         raise optuna.TrialPruned(f"pruned on val mel at step {result.steps}")
 
     # Finished: feasible only if the attention aligned and the free-running decode stops sanely.
-    unaligned = guards["aligned_diagonality"] - final.diagonality
+    unaligned, no_stop = finished_violations(final, guards)
     decode = final.decode
-    no_stop = decode_violation(
-        decode, max_ratio=guards["decode_length_ratio"], max_bad_fraction=guards["decode_max_bad_fraction"]
-    )
     trial.set_constraint(UNALIGNED, unaligned)
     trial.set_constraint(NO_STOP, shaped_no_stop(no_stop, final.stop_end_margin))
     trial.set_user_attr("diagonality", round(final.diagonality, 4))
@@ -156,9 +153,26 @@ def score(trial: optuna.Trial, result: TrainResult, study: StudyDef) -> float:
         trial.set_user_attr("decode_stop_rate", decode.stop_rate)
         trial.set_user_attr("decode_length_ratio", round(decode.length_ratio, 3))
         trial.set_user_attr("decode_dtw", round(decode.dtw, 4))
-    feasible = unaligned <= 0 and no_stop <= 0
-    trial.set_user_attr("verdict", "stable" if feasible else ("unaligned" if unaligned > 0 else "no-stop"))
+    trial.set_user_attr("verdict", finished_verdict(unaligned, no_stop))
     return final.val_mel
+
+
+def finished_violations(final: EvalMetrics, guards: dict[str, float]) -> tuple[float, float]:
+    """(unaligned, no_stop) of a finished run's last eval; both <= 0 is feasible."""
+    unaligned = guards["aligned_diagonality"] - final.diagonality
+    no_stop = decode_violation(
+        final.decode,
+        max_ratio=guards["decode_length_ratio"],
+        max_bad_fraction=guards["decode_max_bad_fraction"],
+    )
+    return unaligned, no_stop
+
+
+def finished_verdict(unaligned: float, no_stop: float) -> str:
+    """The words a finished run is judged by, for trials and validation runs alike."""
+    if unaligned > 0:
+        return "unaligned"
+    return "no-stop" if no_stop > 0 else "stable"
 
 
 def decode_violation(decode, *, max_ratio: float, max_bad_fraction: float) -> float:

@@ -22,7 +22,14 @@ from rich.console import Console
 from rich.table import Table
 
 from space.stability import params_to_overrides, preset_params
-from studies.objective import TrialSetup, decode_violation, save_sample, study_guard_thresholds, trial_config
+from studies.objective import (
+    TrialSetup,
+    finished_verdict,
+    finished_violations,
+    save_sample,
+    study_guard_thresholds,
+    trial_config,
+)
 from studies.registry import StudyDef
 from studies.summary import best_feasible
 from trainer.config import PRESETS, apply_overrides, config_to_dict, preset
@@ -88,17 +95,8 @@ def judge(result: TrainResult, guards: dict[str, float]) -> dict:
     if final is None:
         row["verdict"] = "no-eval"
         return row
-    aligned = final.diagonality >= guards["aligned_diagonality"]
-    stops = (
-        decode_violation(
-            final.decode,
-            max_ratio=guards["decode_length_ratio"],
-            max_bad_fraction=guards["decode_max_bad_fraction"],
-        )
-        <= 0
-    )
     row.update(val_mel=final.val_mel, diagonality=round(final.diagonality, 4))
-    row["verdict"] = "stable" if aligned and stops else ("unaligned" if not aligned else "no-stop")
+    row["verdict"] = finished_verdict(*finished_violations(final, guards))
     return row
 
 
