@@ -146,11 +146,7 @@ def _evidence(args, study_def, url: str) -> int:
 
             torch.set_num_threads(args.threads)
         data = load_train_data(args.train_data, args.val_data, DataConfig(), console=console)
-        previous = study.user_attrs.get("data_fingerprint")
-        if previous is not None and previous != data.fingerprint:
-            console.print(
-                f"[yellow]note: the study ran on other data ({previous}); now {data.fingerprint}[/]"
-            )
+        _note_other_data(study, data.fingerprint, console)
         telemetry = args.runs_dir / study_def.name / "telemetry.db"
         setup = TrialSetup(study_def, data, resolve_device(args.device), telemetry, args.seed)
         if args.lr_probe:
@@ -220,11 +216,7 @@ def _search(args, study_def, url: str, trials: int) -> int:
         run_worker(study, make_objective(setup), trials)
         return 0
 
-    previous = study.user_attrs.get(DATA_ATTR)
-    if previous is not None and previous != data.fingerprint:
-        console.print(
-            f"[yellow]note: this study was started on other data ({previous}); now {data.fingerprint}[/]"
-        )
+    _note_other_data(study, data.fingerprint, console)
     study.set_user_attr(DATA_ATTR, data.fingerprint)
     presets = {name: config_to_dict(preset(name)) for name in study_def.presets}
     enqueued = enqueue_presets(study, presets, study_def.space)
@@ -269,6 +261,17 @@ def _search(args, study_def, url: str, trials: int) -> int:
         return 130
     print_summary(study, console)
     return 0
+
+
+def _note_other_data(study, fingerprint: str, console) -> None:
+    """Say so when the study's trials ran on other data than this command loaded."""
+    from studies.export import DATA_ATTR
+
+    previous = study.user_attrs.get(DATA_ATTR)
+    if previous is not None and previous != fingerprint:
+        console.print(
+            f"[yellow]note: this study was started on other data ({previous}); now {fingerprint}[/]"
+        )
 
 
 def _worker_argv(args, trials: int) -> list[str]:

@@ -114,12 +114,7 @@ def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> P
 
     # --- importances and slices ----------------------------------------------------------------------
     page.section("importance", "What matters: importances and slices")
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the importances' scratch study logs its creation
-    try:
-        mel_imp, div_imp = importances(study)
-    finally:
-        optuna.logging.set_verbosity(verbosity)
+    mel_imp, div_imp = importances(study)
     found = {k: v for k, v in (("val mel", mel_imp), ("divergence", div_imp)) if isinstance(v, dict) and v}
     for title, imp in (("val mel", mel_imp), ("divergence", div_imp)):
         if isinstance(imp, str):

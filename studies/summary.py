@@ -48,7 +48,12 @@ def _ped_anova(trials: list[FrozenTrial], target) -> dict[str, float] | str:
     values = [target(t) for t in trials]
     if len(set(values)) < 2:
         return "all trials scored alike"
-    copy = optuna.create_study(direction="minimize")
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the scratch study would log its creation
+    try:
+        copy = optuna.create_study(direction="minimize")
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     for t, v in zip(trials, values, strict=True):
         params = {k: t.params[k] for k in PARAM_NAMES if k in t.params}
         dists = {k: t.distributions[k] for k in params}

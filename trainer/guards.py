@@ -212,10 +212,9 @@ def check_eval(
     `collapse_tolerance` over the last `collapse_window` evals) while the attention never aligned
     (latest diagonality below `collapse_diagonality`). A run still warming up, or one still improving
     steadily, is slow, not collapsed. A post-norm transformer at a high lr without warmup fails this way
-    instead of going NaN, with a loss the seed's 1-10 band calls healthy. A run that never left the untrained model's val mel
-    (`baseline`, measured before step 1) is slow, not collapsed: collapse means it fitted something
-    (the average frame) and stopped there. A non-finite eval is
-    "nonfinite"."""
+    instead of going NaN, with a loss the seed's 1-10 band calls healthy. A run that never left the
+    untrained model's val mel (`baseline`, measured before step 1) is slow, not collapsed: collapse means
+    it fitted something (the average frame) and stopped there. A non-finite eval is "nonfinite"."""
     if not evals:
         return None
     step, val_mel, diagonality = _point(evals[-1])
