@@ -147,7 +147,6 @@ def score(trial: optuna.Trial, result: TrainResult, study: StudyDef) -> float:
     trial.set_constraint(UNALIGNED, unaligned)
     trial.set_constraint(NO_STOP, shaped_no_stop(no_stop, final.stop_end_margin))
     trial.set_user_attr("diagonality", round(final.diagonality, 4))
-    trial.set_user_attr(STOP_MARGIN_ATTR, round(final.stop_end_margin, 4))
     trial.set_user_attr("sharpness", round(final.sharpness, 4))
     if decode is not None:
         trial.set_user_attr("decode_stop_rate", decode.stop_rate)
