@@ -137,7 +137,15 @@ def open_storage(url: str, *, heartbeat: bool, create_dir: bool = False) -> optu
                         max_retry=MAX_RETRY
                     ),
                 }
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
+            except sqlalchemy.exc.OperationalError as e:
+                # Two processes creating a fresh database's tables at once: the loser sees "table ...
+                # already exists" (seen when a worker and a reader opened a new SQLite study together).
+                # The other process has made the schema by now, so opening again just reads it.
+                if "already exists" not in str(e):
+                    raise
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
     except ImportError as e:
         raise StorageError(_driver_missing(url, e)) from None
     except sqlalchemy.exc.SQLAlchemyError as e:

@@ -123,6 +123,28 @@ def test_connection_errors_become_one_line(monkeypatch: pytest.MonkeyPatch) -> N
     )
 
 
+def test_a_schema_created_by_another_process_at_the_same_moment_is_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = optuna.storages.RDBStorage
+    calls: list[str] = []
+
+    def lose_the_race_once(url: str, **kwargs: object) -> optuna.storages.RDBStorage:
+        calls.append(url)
+        if len(calls) == 1:
+            real(url, **kwargs)  # the other process creates the tables...
+            reason = sqlite3.OperationalError("table study_directions already exists")
+            raise sqlalchemy.exc.OperationalError("CREATE TABLE study_directions", {}, reason)
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", lose_the_race_once)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    opened = open_storage(url, heartbeat=False)
+    assert len(calls) == 2
+    monkeypatch.undo()  # optuna checks isinstance(storage, RDBStorage) against the module attribute
+    assert optuna.create_study(storage=opened, study_name="s").study_name == "s"
+
+
 def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     path = tmp_path / "study.db"
     path.write_bytes(b"not a database, just text" * 100)
