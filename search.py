@@ -1,7 +1,8 @@
 """`python search.py --study stability --trials 50`: find, with evidence, the settings that train stably.
 
-A thin CLI: parse, pick a study, then run / resume it, export its best preset, or train with it.
-Everything a user can get wrong is checked before a study is created or changed.
+A thin CLI: parse, check, dispatch. Running a study lives in ``studies.launch``; the evidence about it
+(report, probe, validation, export, train-best) in ``studies.evidence.commands``. Everything a user can
+get wrong is checked here, before a study is created or changed.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from studies.registry import get_study, study_names
+from studies.storage import resolve_storage
 from tts_model.cli import OneLineParser, run_cli
+from tts_model.config import MODEL_SIZES
 from tts_model.errors import UserError
 
 
 def build_parser() -> OneLineParser:
     p = OneLineParser(prog="search.py", description="Stability search for TTS training (Optuna).")
-    p.add_argument("--study", default="stability", help="study name (stability, stability-quick)")
+    p.add_argument("--study", default="stability", help=f"study name ({', '.join(study_names())})")
     p.add_argument("--trials", type=int, default=None, help="total finished trials the study should reach")
     p.add_argument("--workers", type=int, default=1, help="local worker processes on this study")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under runs/STUDY/)")
@@ -56,10 +60,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest and not args.train_best:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     # Checks first: a bad flag must leave no study created or changed.
-    from studies.registry import get_study
-    from studies.storage import resolve_storage
-    from tts_model.config import MODEL_SIZES
-
     study_def = get_study(args.study)
     if args.model_size is not None:
         if args.model_size not in MODEL_SIZES:
@@ -79,202 +79,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report or args.lr_probe or args.validate:
         if args.export_preset is not None or args.train_best:
             raise UserError("--report, --lr-probe, --validate: not with --export-preset or --train-best")
-        from studies.validate import check_names
+        from studies.evidence.commands import EvidenceRun, run_evidence
+        from studies.evidence.validate import check_names
 
         check_names(args.validate or [], args.seeds, args.steps)
-        return _evidence(args, study_def, url)
+        run = EvidenceRun(
+            study=study_def,
+            url=url,
+            runs_dir=args.runs_dir,
+            report=args.report,
+            lr_probe=args.lr_probe,
+            validate=tuple(args.validate or ()),
+            seeds=args.seeds,
+            steps=args.steps,
+            seed=args.seed,
+            threads=args.threads,
+            device=args.device,
+            train_data=args.train_data,
+            val_data=args.val_data,
+        )
+        return run_evidence(run)
     if args.export_preset is not None or args.train_best:
-        return _export_or_train(args, rest, study_def, url)
-    return _search(args, study_def, url, trials)
+        from studies.evidence.commands import export_or_train
 
+        return export_or_train(
+            study_def, url, args.runs_dir, args.export_preset, rest if args.train_best else None
+        )
 
-def _open_existing(study_def, url: str):
-    import optuna
+    from studies.launch import SearchRun, run_search
 
-    from studies.storage import open_storage, sqlite_path
-
-    path = sqlite_path(url)
-    if path is not None and not path.exists():
-        raise UserError(f"no study {study_def.name!r} at {path}: run the search first")
-    storage = open_storage(url, heartbeat=False)
-    try:
-        return optuna.load_study(study_name=study_def.name, storage=storage)
-    except KeyError:
-        raise UserError(f"no study {study_def.name!r} in {url}: run the search first") from None
-
-
-def _export_or_train(args, rest: list[str], study_def, url: str) -> int:
-    from rich.console import Console
-
-    from studies.export import export_best
-
-    study = _open_existing(study_def, url)
-    path = args.export_preset or args.runs_dir / study_def.name / "best_preset.json"
-    export_best(study, study_def, path)
-    Console(stderr=True).print(f"exported the best trial of {study_def.name} to {path}")
-    if not args.train_best:
-        return 0
-    from trainer.cli import main as train_main
-
-    out = ["--out", str(args.runs_dir / study_def.name / "train-best")] if "--out" not in rest else []
-    return train_main(["--preset", str(path), *out, *rest])
-
-
-def _evidence(args, study_def, url: str) -> int:
-    """--lr-probe, then --validate, then --report, on an existing study (any of them, in that order)."""
-    from rich.console import Console
-
-    from studies.report import write_report
-    from studies.runner import counts
-
-    console = Console(stderr=True)
-    study = _open_existing(study_def, url)
-    if args.report and counts(study).finished == 0:
-        raise UserError(f"study {study_def.name!r} has no finished trial yet: nothing to report")
-    if args.lr_probe or args.validate:
-        from studies.lr_probe import run_probe
-        from studies.objective import TrialSetup
-        from studies.validate import resolve, table, validate
-        from trainer.cli import resolve_device
-        from trainer.data import load_train_data
-        from tts_model.dataset import DataConfig
-
-        for name in args.validate or []:
-            resolve(study, study_def, name)  # "best" needs a feasible trial: fail before loading data
-        if args.threads is not None:
-            import torch
-
-            torch.set_num_threads(args.threads)
-        data = load_train_data(args.train_data, args.val_data, DataConfig(), console=console)
-        _note_other_data(study, data.fingerprint, console)
-        telemetry = args.runs_dir / study_def.name / "telemetry.db"
-        setup = TrialSetup(study_def, data, resolve_device(args.device), telemetry, args.seed)
-        if args.lr_probe:
-            run_probe(study, setup, steps=args.steps, console=console)
-        if args.validate:
-            runs = {"seeds": args.seeds, "steps": args.steps, "base_seed": args.seed}
-            results = validate(study, setup, args.validate, **runs, console=console)
-            Console().print(table(results))
-    if args.report:
-        console.print(f"report: {write_report(study, study_def, args.runs_dir / study_def.name)}")
-    return 0
-
-
-def _search(args, study_def, url: str, trials: int) -> int:
-    import optuna
-    import torch
-    from rich.console import Console
-    from rich.live import Live
-
-    from studies.export import DATA_ATTR
-    from studies.live import LiveView
-    from studies.objective import TrialSetup, make_objective
-    from studies.presets_seed import enqueue_presets
-    from studies.registry import make_pruner, make_sampler, trial_steps
-    from studies.runner import counts, requeue_interrupted, run_worker
-    from studies.storage import open_storage, sqlite_path
-    from studies.summary import print_summary
-    from studies.workers import sampler_seed, spawn_workers, stop_workers, wait_workers
-    from trainer.cli import resolve_device
-    from trainer.config import config_to_dict, preset
-    from trainer.data import load_train_data
-    from tts_model.dataset import DataConfig
-
-    console = Console(stderr=True)
-    # Optuna logs a failed trial (Ctrl-C included) with a traceback at WARNING; the CLI says it in one line.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    worker = args.worker_index is not None
-    # More busy threads than free cores makes torch's CPU kernels spin: ~10x slower, measured here.
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
-    if worker and os.environ.get("TTS_SEARCH_THREADS"):
-        threads = int(os.environ["TTS_SEARCH_THREADS"])
-    if args.threads is not None or worker:  # otherwise leave torch's own default (all cores)
-        torch.set_num_threads(threads)
-    device = resolve_device(args.device)
-    data = load_train_data(args.train_data, args.val_data, DataConfig(), console=None if worker else console)
-
-    # From here on the study exists.
-    heartbeat = sqlite_path(url) is None  # RDB servers get heartbeats and stale-trial retries
-    storage = open_storage(url, heartbeat=heartbeat, create_dir=True)
-    seed = sampler_seed(args.seed, args.worker_index, shared=args.storage is not None)
-    study = optuna.create_study(
-        study_name=study_def.name,
-        storage=storage,
-        sampler=make_sampler(study_def, seed),
-        pruner=make_pruner(study_def),
-        direction="minimize",
-        load_if_exists=True,
-    )
-    setup = TrialSetup(
+    run = SearchRun(
         study=study_def,
-        data=data,
-        device=device,
-        telemetry_path=args.runs_dir / study_def.name / "telemetry.db",
+        url=url,
+        trials=trials,
+        workers=args.workers,
+        threads=args.threads,
+        device=args.device,
         seed=args.seed,
+        runs_dir=args.runs_dir,
+        train_data=args.train_data,
+        val_data=args.val_data,
+        shared_storage=args.storage is not None,
+        worker_index=args.worker_index,
     )
-    if worker:
-        run_worker(study, make_objective(setup), trials)
-        return 0
-
-    _note_other_data(study, data.fingerprint, console)
-    study.set_user_attr(DATA_ATTR, data.fingerprint)
-    presets = {name: config_to_dict(preset(name)) for name in study_def.presets}
-    enqueued = enqueue_presets(study, presets, study_def.space)
-    requeued = requeue_interrupted(study)
-    c = counts(study)
-    console.print(
-        f"study [bold]{study_def.name}[/] in {url}: {c.finished} of {trials} trials finished"
-        + (f"; seeded presets {', '.join(enqueued)}" if enqueued else "")
-        + (f"; re-queued interrupted trials {requeued}" if requeued else "")
-    )
-    view = LiveView(study, trials, trial_steps(study_def, study_def.space.warmup_max // 2))
-    procs: list = []  # local worker processes, stopped cleanly on Ctrl-C
-    try:
-        with Live(view.render(), console=console, auto_refresh=False, transient=False) as live:
-
-            def refresh() -> None:
-                live.update(view.render(), refresh=True)
-
-            if args.workers == 1:
-
-                def on_step(number: int, max_steps: int, m) -> None:
-                    view.on_step(number, m.step, max_steps)
-                    if view.due():
-                        refresh()
-
-                run_worker(study, make_objective(setup, on_step=on_step), trials, on_trial_end=refresh)
-            else:
-                log_dir = args.runs_dir / study_def.name / "workers"
-                procs = spawn_workers(_worker_argv(args, trials), args.workers, threads, log_dir)
-                errors = wait_workers(procs, refresh)
-                for e in errors:
-                    console.print(f"[red]worker: {e}[/]")
-            refresh()
-    except KeyboardInterrupt:
-        stop_workers(procs)
-        requeue_interrupted(study, dead_pids=[p.pid for p in procs])
-        c = counts(study)
-        console.print(
-            f"\ninterrupted: {c.finished} of {trials} trials finished and kept; run the same command to resume",
-            soft_wrap=True,
-        )
-        return 130
-    print_summary(study, console)
-    return 0
+    return run_search(run, _worker_argv(args, trials))
 
 
-def _note_other_data(study, fingerprint: str, console) -> None:
-    """Say so when the study's trials ran on other data than this command loaded."""
-    from studies.export import DATA_ATTR
-
-    previous = study.user_attrs.get(DATA_ATTR)
-    if previous is not None and previous != fingerprint:
-        console.print(
-            f"[yellow]note: this study was started on other data ({previous}); now {fingerprint}[/]"
-        )
-
-
-def _worker_argv(args, trials: int) -> list[str]:
+def _worker_argv(args: argparse.Namespace, trials: int) -> list[str]:
+    """This same command for a local worker process (``spawn_workers`` adds ``--worker-index``)."""
     argv = [
         os.path.abspath(__file__),
         "--study",

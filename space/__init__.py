@@ -1,1 +1,35 @@
-"""Search spaces: pure functions turning an Optuna trial into trainer overrides."""
+"""Search spaces: pure functions turning an Optuna trial into trainer overrides.
+
+A study names its space as a value (``StudyDef.space``); everything outside this package asks that
+value for its knobs, ranges and conversions, so a second space needs no edits elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import optuna
+
+
+class SearchSpace(Protocol):
+    """What the studies room needs of a space. ``space.stability.SpaceSpec`` is the one there is."""
+
+    warmup_max: int
+    warmup_scale: float
+
+    @property
+    def param_names(self) -> tuple[str, ...]: ...
+    @property
+    def log_params(self) -> tuple[str, ...]: ...
+    @property
+    def switches(self) -> tuple[str, ...]: ...
+    @property
+    def warmup_param(self) -> str: ...
+    @property
+    def headline(self) -> tuple[tuple[str, str], ...]: ...
+    def range_of(self, name: str) -> tuple[float, float]: ...
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]: ...
+    def to_overrides(self, params: dict[str, Any]) -> dict[str, Any]: ...
+    def export_overrides(self, params: dict[str, Any]) -> dict[str, Any]: ...
+    def preset_params(self, preset_values: dict[str, Any]) -> dict[str, Any]: ...
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]: ...

@@ -38,6 +38,13 @@ LOG_FLOATS: dict[str, tuple[float, float]] = {
 }
 WARMUP = "warmup_steps"
 PARAM_NAMES: tuple[str, ...] = (*LOG_FLOATS, WARMUP, *SWITCHES)
+HEADLINE = (
+    ("lr", "lr"),
+    ("grad_clip", "clip"),
+    ("mel_weight", "mel w"),
+    ("kl_weight", "kl w"),
+    (WARMUP, "warmup"),
+)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -70,6 +77,47 @@ class SpaceSpec:
         """A seed-scale warmup on this study's grid (rounded to the nearest grid step, clamped)."""
         scaled = round(seed_warmup * self.warmup_scale / self.warmup_step) * self.warmup_step
         return min(max(scaled, 0), self.warmup_max)
+
+    # -- the space as a value: what a study's readers ask of it (``space.SearchSpace``) ----------------
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return PARAM_NAMES
+
+    @property
+    def log_params(self) -> tuple[str, ...]:
+        return tuple(LOG_FLOATS)
+
+    @property
+    def switches(self) -> tuple[str, ...]:
+        return SWITCHES
+
+    @property
+    def warmup_param(self) -> str:
+        return WARMUP
+
+    @property
+    def headline(self) -> tuple[tuple[str, str], ...]:
+        """(param, short column label) of the knobs a live view has room for."""
+        return HEADLINE
+
+    def range_of(self, name: str) -> tuple[float, float]:
+        """(low, high) of a log-scaled knob."""
+        return LOG_FLOATS[name]
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        return suggest(trial, self)
+
+    def to_overrides(self, params: dict[str, Any]) -> dict[str, Any]:
+        return params_to_overrides(params)
+
+    def export_overrides(self, params: dict[str, Any]) -> dict[str, Any]:
+        return export_overrides(params, self)
+
+    def preset_params(self, preset_values: dict[str, Any]) -> dict[str, Any]:
+        return preset_params(preset_values, self)
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        return distributions(self)
 
 
 def suggest(trial: optuna.Trial, spec: SpaceSpec) -> dict[str, Any]:

@@ -6,12 +6,11 @@ or in worker processes on this or other machines.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from rich.console import Group
 from rich.progress import (
     BarColumn,
@@ -23,50 +22,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from studies.presets_seed import PRESET_ATTR
-from studies.runner import FINISHED
-
-SHOWN_PARAMS = ("lr", "grad_clip", "mel_weight", "kl_weight", "warmup_steps")
-
-
-def outcome(t: FrozenTrial) -> str:
-    """One word for a trial: stable / unaligned / no-stop / pruned / diverged:<kind> / running / failed."""
-    if t.state == TrialState.RUNNING:
-        return "running"
-    if t.state == TrialState.WAITING:
-        return "waiting"
-    if t.state == TrialState.FAIL:
-        return "failed"
-    if t.user_attrs.get("diverged"):
-        return f"diverged:{t.user_attrs.get('verdict', '?')}"
-    return str(t.user_attrs.get("verdict", "pruned" if t.state == TrialState.PRUNED else "complete"))
-
-
-def feasible(t: FrozenTrial) -> bool:
-    return t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())
-
-
-def last_value(t: FrozenTrial) -> float | None:
-    if t.value is not None:
-        return t.value
-    if t.intermediate_values:
-        return t.intermediate_values[max(t.intermediate_values)]
-    return None
-
-
-def fmt(x: object) -> str:
-    if isinstance(x, bool):
-        return "on" if x else "off"
-    if isinstance(x, float):
-        if math.isnan(x):
-            return "nan"
-        return f"{x:.1e}" if 0 < abs(x) < 1e-2 else f"{x:.3g}"
-    return str(x)
+from space import SearchSpace
+from studies.display import duration, fmt
+from studies.record import best_feasible, load_records
 
 
 class LiveView:
-    def __init__(self, study: optuna.Study, total: int, mean_trial_steps: int) -> None:
+    def __init__(self, study: optuna.Study, space: SearchSpace, total: int, mean_trial_steps: int) -> None:
         self.study = study
+        self.shown = space.headline
         self.total = total
         self.mean_trial_steps = mean_trial_steps
         self._rate: float | None = None  # training steps per second, EMA over in-process steps
@@ -80,40 +44,34 @@ class LiveView:
             TimeRemainingColumn(),
         )
         self.task = self.progress.add_task("trials", total=total)
-        self._start_done = sum(t.state in FINISHED for t in study.get_trials())
         self.step_info: dict[int, str] = {}  # trial number -> live step text (in-process runs)
         self._last = 0.0
 
     def render(self) -> Group:
-        trials = self.study.get_trials(deepcopy=False)
-        done = [t for t in trials if t.state in FINISHED]
+        records = load_records(self.study)
+        done = [r for r in records if r.finished]
         self.progress.update(self.task, completed=len(done))
         table = Table(title="running and recent trials", expand=False)
-        for col in ("#", "preset", "lr", "clip", "mel w", "kl w", "warmup", "step", "val mel", "verdict"):
+        for col in ("#", "preset", *(label for _, label in self.shown), "step", "val mel", "verdict"):
             table.add_column(col)
-        running = [t for t in trials if t.state == TrialState.RUNNING]
-        recent = sorted(done, key=lambda t: t.number)[-8:]
-        for t in running + recent[::-1]:
-            step = self.step_info.get(t.number) or str(
-                t.user_attrs.get("last_step", t.user_attrs.get("steps_run", ""))
-            )
-            value = last_value(t)
+        running = [r for r in records if r.state == TrialState.RUNNING]
+        for r in running + done[-8:][::-1]:
+            value = r.last_value
             table.add_row(
-                str(t.number),
-                str(t.user_attrs.get(PRESET_ATTR, "")),
-                *(fmt(t.params.get(p, "")) for p in SHOWN_PARAMS),
-                step,
+                str(r.number),
+                r.preset or "",
+                *(fmt(r.params.get(p, "")) for p, _ in self.shown),
+                self.step_info.get(r.number) or r.shown_step,
                 "" if value is None else f"{value:.4f}",
-                outcome(t),
+                r.outcome,
             )
-        tally = Counter(outcome(t) for t in trials if t.state != TrialState.WAITING)
+        tally = Counter(r.outcome for r in records if r.state != TrialState.WAITING)
         counts = "  ".join(f"{k}: {v}" for k, v in sorted(tally.items()))
-        best = [t for t in trials if feasible(t)]
+        best = best_feasible(records)
         best_line = "best feasible: none yet"
-        if best:
-            b = min(best, key=lambda t: t.value)
-            params = ", ".join(f"{p} {fmt(b.params[p])}" for p in SHOWN_PARAMS if p in b.params)
-            best_line = f"best feasible: trial {b.number}  val mel {b.value:.4f}  ({params})"
+        if best is not None:
+            params = ", ".join(f"{p} {fmt(best.params[p])}" for p, _ in self.shown if p in best.params)
+            best_line = f"best feasible: trial {best.number}  val mel {best.value:.4f}  ({params})"
         return Group(self.progress, table, counts, best_line, self._eta_line(len(done)))
 
     def on_step(self, number: int, step: int, max_steps: int | None = None) -> None:
@@ -135,7 +93,7 @@ class LiveView:
         steps_left = max(total - step, 0) + remaining_trials * self.mean_trial_steps
         seconds = steps_left / self._rate
         return (
-            f"step rate {self._rate:.2f}/s -> about {_duration(seconds)} left if the remaining "
+            f"step rate {self._rate:.2f}/s -> about {duration(seconds)} left if the remaining "
             f"{remaining_trials + 1} trials run {self.mean_trial_steps} steps each (pruning shortens it)"
         )
 
@@ -145,11 +103,3 @@ class LiveView:
             self._last = now
             return True
         return False
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 2 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 120:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds:.0f} s"

@@ -15,22 +15,17 @@ from typing import Any
 
 import optuna
 
-from space.stability import SpaceSpec, preset_params
+from space import SearchSpace
+from studies.record import PRESET, load_records
 from tts_model.errors import UserError
-
-PRESET_ATTR = "preset"
 
 
 def seeded_presets(study: optuna.Study) -> set[str]:
     """Names of presets already enqueued or run in the study (any state)."""
-    return {
-        str(t.user_attrs[PRESET_ATTR])
-        for t in study.get_trials(deepcopy=False)
-        if PRESET_ATTR in t.user_attrs
-    }
+    return {r.preset for r in load_records(study) if r.preset is not None}
 
 
-def enqueue_presets(study: optuna.Study, presets: dict[str, dict[str, Any]], spec: SpaceSpec) -> list[str]:
+def enqueue_presets(study: optuna.Study, presets: dict[str, dict[str, Any]], spec: SearchSpace) -> list[str]:
     """Enqueue each preset not yet in the study; return the names enqueued by this call.
 
     ``presets`` maps a name to its TrainConfig fields (at least the space's knobs); the warmup is
@@ -39,7 +34,7 @@ def enqueue_presets(study: optuna.Study, presets: dict[str, dict[str, Any]], spe
     params_by_name: dict[str, dict[str, Any]] = {}
     for name, values in presets.items():
         try:
-            params_by_name[name] = preset_params(values, spec)
+            params_by_name[name] = spec.preset_params(values)
         except ValueError as e:
             raise UserError(f"preset {name!r} cannot be judged by this study: {e}") from None
     enqueued: list[str] = []
@@ -47,6 +42,6 @@ def enqueue_presets(study: optuna.Study, presets: dict[str, dict[str, Any]], spe
         # Re-read before each enqueue: keeps the window for a concurrent duplicate small.
         if name in seeded_presets(study):
             continue
-        study.enqueue_trial(params, user_attrs={PRESET_ATTR: name})
+        study.enqueue_trial(params, user_attrs={PRESET: name})
         enqueued.append(name)
     return enqueued

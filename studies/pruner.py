@@ -5,17 +5,17 @@ trial by its *best* value over steps (``nanmin``), so a trial whose latest eval 
 an earlier good value; and they compare only against COMPLETE trials, while most trials of a
 stability search end PRUNED. Here:
 
-- divergence prunes now: a non-finite latest value, ``user_attrs["diverged"]``, or a violated
-  constraint (``trial.set_constraint(key, v > 0)``, Optuna 5);
-- at a step >= ``min_step`` and past the trial's own warmup (param ``warmup_steps``; a trial
+- divergence prunes now: a non-finite latest value, or a trial recorded diverged (its record, or its
+  violated ``diverged`` constraint);
+- at a step >= ``min_step`` and past the trial's own warmup (the param ``warmup_param``; a trial
   still ramping its lr up is not judged against trials at peak lr) the latest value is compared with the finite values that other
   finished (COMPLETE or PRUNED) trials reported at that *same* step; the trial survives only if
   it is within the best ``keep_fraction`` of them (0.5 = median rule, 1/3 = successive halving
   with reduction factor 3). Peers' NaN/Inf never enter the comparison, and peers that diverged
   later are left out by default, so fast-learning settings that blow up do not set the bar for
   stable ones;
-- a trial that is learning to *speak* is not pruned on mel: while the user attribute named by
-  ``protect`` (the objective's teacher-forced stop margin at the latest eval) is at least its bound.
+- a trial that is learning to *speak* is not pruned on mel: while its recorded teacher-forced stop
+  margin at the latest eval is at least ``protect_stop_margin``.
   Val mel and feasibility pull apart early on: a low mel weight, which lets the stop head learn where
   speech ends, also makes mel fall more slowly (measured on the quick study: lr 2.4e-3, mel weight
   0.74, stop margin 0.23 at step 200, pruned there on mel while every trial that outran it on mel never
@@ -31,26 +31,16 @@ import numpy as np
 import optuna
 from optuna.pruners import BasePruner
 from optuna.study import StudyDirection
-from optuna.trial import TrialState
 
-from space.stability import WARMUP
+from studies.record import FINISHED, TrialRecord
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
-DIVERGED_ATTR = "diverged"
-_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
 
 def is_diverged(trial: FrozenTrial) -> bool:
-    """True when the objective marked the trial diverged (user attr or its violated `diverged` constraint).
-
-    Other constraints (unaligned, decode never stops) make a finished trial infeasible, not diverged:
-    its val mel is real and it stays a peer for the mel rule.
-    """
-    if trial.user_attrs.get(DIVERGED_ATTR):
-        return True
-    return trial.constraints.get(DIVERGED_ATTR, 0.0) > 0.0
+    """True when the objective recorded the trial diverged (see ``TrialRecord.diverged``)."""
+    return TrialRecord.from_trial(trial).diverged
 
 
 class StabilityPruner(BasePruner):
@@ -62,8 +52,8 @@ class StabilityPruner(BasePruner):
         n_startup_trials: no mel-based pruning until this many trials have finished.
         n_min_peers: no mel-based pruning at a step with fewer finite peer values than this.
         exclude_diverged_peers: leave out peers that diverged (their early values are often good).
-        respect_warmup: no mel-based pruning before the trial's own ``warmup_steps`` param.
-        protect: ``(user attr, bound)``: no mel-based pruning while the trial's attr is >= bound.
+        respect_warmup: no mel-based pruning before the trial's own warmup (its param ``warmup_param``).
+        protect_stop_margin: no mel-based pruning while the trial's stop margin is >= this (None: off).
     """
 
     def __init__(
@@ -75,7 +65,8 @@ class StabilityPruner(BasePruner):
         n_min_peers: int = 3,
         exclude_diverged_peers: bool = True,
         respect_warmup: bool = True,
-        protect: tuple[str, float] | None = None,
+        warmup_param: str = "warmup_steps",
+        protect_stop_margin: float | None = None,
     ) -> None:
         if not 0.0 < keep_fraction <= 1.0:
             raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
@@ -91,7 +82,8 @@ class StabilityPruner(BasePruner):
         self._n_min_peers = n_min_peers
         self._exclude_diverged_peers = exclude_diverged_peers
         self._respect_warmup = respect_warmup
-        self._protect = protect
+        self._warmup_param = warmup_param
+        self._protect_stop_margin = protect_stop_margin
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         # Divergence first: it needs no peers and no warmup.
@@ -102,15 +94,14 @@ class StabilityPruner(BasePruner):
             return True
         if step is None or step < self._min_step or self._keep_fraction >= 1.0:
             return False
-        if self._respect_warmup and step < trial.params.get(WARMUP, 0):
+        if self._respect_warmup and step < trial.params.get(self._warmup_param, 0):
             return False
-        if self._protect is not None:
-            attr, bound = self._protect
-            value = trial.user_attrs.get(attr)
-            if isinstance(value, (int, float)) and math.isfinite(value) and value >= bound:
+        if self._protect_stop_margin is not None:
+            margin = TrialRecord.from_trial(trial).stop_end_margin
+            if margin is not None and math.isfinite(margin) and margin >= self._protect_stop_margin:
                 return False
 
-        finished = study.get_trials(deepcopy=False, states=_FINISHED)
+        finished = study.get_trials(deepcopy=False, states=FINISHED)
         if len(finished) < self._n_startup_trials:
             return False
         peers = [

@@ -16,13 +16,16 @@ from typing import Any
 
 import optuna
 
+from space import SearchSpace
 from space.stability import SpaceSpec
 from studies.pruner import StabilityPruner
+from trainer.config import GuardConfig, TrainConfig, apply_overrides
+from trainer.presets import preset
 from tts_model.config import MODEL_SIZES
 from tts_model.errors import UserError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-STOP_MARGIN_ATTR = "stop_end_margin"  # the objective records it at every eval, before asking the pruner
+BASE_LEVEL = "basic"  # knobs the space does not search (stop weight, alignment form...) come from here
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -41,12 +44,23 @@ class PrunerSpec:
     protect_stop_margin: float | None = 0.1
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.keep_fraction <= 1.0:
-            raise ValueError(f"PrunerSpec.keep_fraction must be in (0, 1], got {self.keep_fraction}")
-        if self.min_step < 0 or self.n_startup_trials < 0:
-            raise ValueError("PrunerSpec.min_step and n_startup_trials must be >= 0")
-        if self.n_min_peers < 1:
-            raise ValueError(f"PrunerSpec.n_min_peers must be >= 1, got {self.n_min_peers}")
+        # One rule for valid settings: the pruner's own. Building one checks them at definition time.
+        try:
+            self.build()
+        except ValueError as e:
+            raise ValueError(f"PrunerSpec.{e}") from None
+
+    def build(self, warmup_param: str = "warmup_steps") -> StabilityPruner:
+        return StabilityPruner(
+            keep_fraction=self.keep_fraction,
+            min_step=self.min_step,
+            n_startup_trials=self.n_startup_trials,
+            n_min_peers=self.n_min_peers,
+            exclude_diverged_peers=self.exclude_diverged_peers,
+            respect_warmup=self.respect_warmup,
+            warmup_param=warmup_param,
+            protect_stop_margin=self.protect_stop_margin,
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -101,7 +115,7 @@ class StudyDef:
 
     name: str
     description: str
-    space: SpaceSpec
+    space: SearchSpace
     model_size: str
     precision: str
     batch_size: int
@@ -198,6 +212,7 @@ def _registry() -> dict[str, StudyDef]:
 
 
 def study_names() -> tuple[str, ...]:
+    """The known study names, for the CLI's help and its error messages."""
     return tuple(_registry())
 
 
@@ -216,20 +231,6 @@ def trial_steps(study: StudyDef, warmup: int) -> int:
     return warmup + study.horizon
 
 
-def rungs(study: StudyDef, total_steps: int) -> list[int]:
-    """Eval steps of a trial: multiples of ``eval_every``, plus the last step.
-
-    Every trial evaluates at the same absolute steps, so the pruner always finds peers there; the
-    final step differs with the warmup and is never a pruning point for other trials.
-    """
-    if total_steps < 1:
-        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-    steps = list(range(study.eval_every, total_steps + 1, study.eval_every))
-    if not steps or steps[-1] != total_steps:
-        steps.append(total_steps)
-    return steps
-
-
 def train_overrides(study: StudyDef) -> dict[str, Any]:
     """TrainConfig overrides every trial of the study shares (the space adds the searched knobs).
 
@@ -244,17 +245,18 @@ def train_overrides(study: StudyDef) -> dict[str, Any]:
     }
 
 
+def base_config(study: StudyDef) -> TrainConfig:
+    """The TrainConfig every trial of the study starts from: the base level + the study's settings."""
+    return apply_overrides(preset(BASE_LEVEL), train_overrides(study), where=study.name)
+
+
+def guard_config(study: StudyDef) -> GuardConfig:
+    """The thresholds that judge the study's runs (the trainer's, with the study's step overrides)."""
+    return base_config(study).guards
+
+
 def make_pruner(study: StudyDef) -> StabilityPruner:
-    p = study.pruner
-    return StabilityPruner(
-        keep_fraction=p.keep_fraction,
-        min_step=p.min_step,
-        n_startup_trials=p.n_startup_trials,
-        n_min_peers=p.n_min_peers,
-        exclude_diverged_peers=p.exclude_diverged_peers,
-        respect_warmup=p.respect_warmup,
-        protect=None if p.protect_stop_margin is None else (STOP_MARGIN_ATTR, p.protect_stop_margin),
-    )
+    return study.pruner.build(warmup_param=study.space.warmup_param)
 
 
 def make_sampler(study: StudyDef, seed: int | None) -> optuna.samplers.TPESampler:

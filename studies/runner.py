@@ -31,7 +31,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from studies.presets_seed import PRESET_ATTR
+from studies.record import PRESET as PRESET_ATTR
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 RETRY_ATTR = "retry_of"  # user attr of a re-queued trial: the number of the trial it repeats

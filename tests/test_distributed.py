@@ -20,7 +20,7 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from studies.presets_seed import PRESET_ATTR
+from studies.record import PRESET as PRESET_ATTR
 from studies.runner import FAILED_BY_ATTR, PID_ATTR, RETRY_ATTR
 from studies.storage import HEARTBEAT_ENV, resolve_storage
 from tests.corpus_fixture import cache_env, corpus_paths  # noqa: F401  (session fixtures)

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from studies.lr_probe import END_LR, START_LR, min_loss_lr, probe_lr
+from studies.evidence.lr_probe import END_LR, START_LR, min_loss_lr, probe_lr
 from tests.corpus_fixture import cache_env, corpus_paths, subset, train_data  # noqa: F401  (fixtures)
 from trainer.config import apply_overrides, preset
 from trainer.data import TrainData

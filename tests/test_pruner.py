@@ -240,7 +240,7 @@ def test_infeasible_but_finished_peers_still_count() -> None:
 
 
 def test_a_trial_learning_to_speak_is_not_pruned_on_mel_but_still_on_divergence() -> None:
-    study = make_study(n_min_peers=3, protect=("stop_end_margin", 0.1))
+    study = make_study(n_min_peers=3, protect_stop_margin=0.1)
     for value in (1.0, 2.0, 3.0):
         add_peer(study, {40: value})
 

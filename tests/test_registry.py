@@ -10,8 +10,9 @@ from optuna.trial import TrialState
 from test_space import BASIC, ENHANCED
 
 from space.stability import distributions, preset_params, suggest
-from studies.presets_seed import PRESET_ATTR, enqueue_presets, seeded_presets
+from studies.presets_seed import enqueue_presets, seeded_presets
 from studies.pruner import StabilityPruner
+from studies.record import PRESET as PRESET_ATTR
 from studies.registry import (
     PrunerSpec,
     SamplerSpec,
@@ -20,7 +21,6 @@ from studies.registry import (
     get_study,
     make_pruner,
     make_sampler,
-    rungs,
     study_names,
     tpe_gamma,
     train_overrides,
@@ -57,7 +57,8 @@ def test_quick_study_fits_its_cpu_budget() -> None:
     mean_steps = trial_steps(quick, quick.space.warmup_max // 2)
     assert 150 <= mean_steps <= 350
     assert quick.n_trials * mean_steps / 8.0 <= 15 * 60
-    assert quick.pruner.min_step in rungs(quick, trial_steps(quick, 0))
+    # Trials evaluate at multiples of eval_every: the pruner's first rung must be one of them.
+    assert quick.pruner.min_step % quick.eval_every == 0
 
 
 @pytest.mark.parametrize("name", ["stability", "stability-quick"])
@@ -69,12 +70,9 @@ def test_presets_land_inside_every_study_space(name: str) -> None:
             assert dists[param]._contains(dists[param].to_internal_repr(value)), (name, param)
 
 
-def test_trial_steps_and_rungs() -> None:
+def test_trial_steps() -> None:
     quick = get_study("stability-quick")
     assert trial_steps(quick, 150) == 150 + quick.horizon
-    assert rungs(quick, 120) == [50, 100, 120]
-    assert rungs(quick, 260) == [50, 100, 150, 200, 250, 260]
-    assert rungs(quick, 30) == [30]
     with pytest.raises(ValueError):
         trial_steps(quick, -1)
 
@@ -144,9 +142,9 @@ def test_gamma_fraction_sets_how_many_trials_tpe_calls_good() -> None:
 
 def test_protect_stop_margin_reaches_the_pruner() -> None:
     quick = get_study("stability-quick")
-    assert make_pruner(quick)._protect == ("stop_end_margin", quick.pruner.protect_stop_margin)
+    assert make_pruner(quick)._protect_stop_margin == quick.pruner.protect_stop_margin
     off = dataclasses.replace(quick, pruner=dataclasses.replace(quick.pruner, protect_stop_margin=None))
-    assert make_pruner(off)._protect is None
+    assert make_pruner(off)._protect_stop_margin is None
 
 
 def test_train_overrides_are_valid_trainer_overrides() -> None:

@@ -12,8 +12,8 @@ import optuna
 import pytest
 
 import search
+from studies.evidence.validate import judge, known_names, summarize
 from studies.storage import default_storage_url
-from studies.validate import judge, known_names, summarize
 from tests.corpus_fixture import cache_env  # noqa: F401  (session fixture)
 from tests.test_report import STUDY, data_flags, short_corpus
 from trainer.telemetry import read_run
@@ -90,4 +90,16 @@ def test_summary_counts_divergence_and_mel() -> None:
     assert s["diverged"] == 1 and s["divergence_steps"] == [37] and s["stable"] == 1
     assert s["val_mel_mean"] == 2.5 and abs(s["val_mel_std"] - 0.7071) < 1e-3
     assert known_names()[-1] == "best" and "basic" in known_names()
-    assert callable(judge)
+
+
+def test_judge_words_a_run_as_the_study_words_its_trials() -> None:
+    from tests.test_record import NEVER_STOPS, SPEAKS, ev, result
+    from trainer.config import GuardConfig
+    from trainer.guards import Verdict
+
+    guards = GuardConfig()
+    assert judge(result((ev(50), ev(120, decode=SPEAKS))), guards)["verdict"] == "stable"
+    assert judge(result((ev(120, decode=NEVER_STOPS),)), guards)["verdict"] == "no-stop"
+    assert judge(result((ev(120, diagonality=0.1, decode=SPEAKS),)), guards)["verdict"] == "unaligned"
+    row = judge(result((ev(0),), verdict=Verdict(kind="spike", step=9, detail="z 7")), guards)
+    assert (row["verdict"], row["divergence_step"], row["val_mel"]) == ("diverged:spike", 9, None)

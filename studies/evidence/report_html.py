@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Sequence
 from pathlib import Path
+
+from studies.evidence.tables import Rows
 
 STYLE = """
 body { font-family: sans-serif; max-width: 1400px; margin: 1em auto; padding: 0 1em; color: #222; }
@@ -64,7 +65,9 @@ class Page:
         )
 
 
-def table(head: Sequence[str], rows: Sequence[Sequence[str]], *, table_id: str) -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+def html_table(t: Rows, *, table_id: str) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in t.head)
+    trs = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in t.rows
+    )
     return f'<table id="{table_id}"><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>'

@@ -7,19 +7,16 @@ from pathlib import Path
 
 import optuna
 
-from space.stability import export_overrides
-from studies.objective import BASE_LEVEL
-from studies.registry import StudyDef
-from studies.summary import best_feasible
-from trainer.config import apply_overrides, preset, preset_to_json
+from studies.record import DATA_FINGERPRINT, best_feasible, load_records
+from studies.registry import BASE_LEVEL, StudyDef
+from trainer.config import apply_overrides
+from trainer.presets import preset, preset_to_json
 from tts_model.cache import atomic_write_text
 from tts_model.errors import UserError
 
-DATA_ATTR = "data_fingerprint"
-
 
 def export_best(study: optuna.Study, study_def: StudyDef, path: Path) -> Path:
-    best = best_feasible(study)
+    best = best_feasible(load_records(study))
     if best is None:
         raise UserError(
             f"study {study.study_name!r} has no feasible finished trial yet (none aligned and stopped its "
@@ -29,7 +26,9 @@ def export_best(study: optuna.Study, study_def: StudyDef, path: Path) -> Path:
         raise UserError(f"--export-preset {path}: is a folder; give a file path like best.json")
     if not path.parent.exists():
         raise UserError(f"--export-preset {path}: folder {path.parent} does not exist")
-    overrides = export_overrides(best.params, study_def.space)
+    # The study's short-trial settings (batch, eval spacing, guards' step minimums) stay behind: a full
+    # training judges itself on the trainer's own thresholds.
+    overrides = study_def.space.export_overrides(dict(best.params))
     overrides.update({"model_size": study_def.model_size, "precision": study_def.precision})
     cfg = apply_overrides(preset(BASE_LEVEL), overrides, where=f"trial {best.number}")
     provenance = {
@@ -38,8 +37,8 @@ def export_best(study: optuna.Study, study_def: StudyDef, path: Path) -> Path:
         "value": best.value,
         "objective": "validation mel L1 (teacher forced, postnet)",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "data_fingerprint": study.user_attrs.get(DATA_ATTR),
-        "warmup_in_study": int(best.params["warmup_steps"]),
+        "data_fingerprint": study.user_attrs.get(DATA_FINGERPRINT),
+        "warmup_in_study": int(best.params[study_def.space.warmup_param]),
         "warmup_scale": study_def.space.warmup_scale,
     }
     atomic_write_text(path, preset_to_json(cfg, provenance))

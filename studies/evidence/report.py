@@ -20,17 +20,18 @@ from pathlib import Path
 import optuna
 import torch
 
-from space.stability import LOG_FLOATS, PARAM_NAMES, preset_params
-from studies import evidence, plots
-from studies import validate as validation
-from studies.live import fmt
-from studies.lr_probe import ATTR as PROBE_ATTR
+from studies.display import fmt
+from studies.evidence import conclusions, plots, tables
+from studies.evidence import validate as validation
+from studies.evidence.importance import importances
+from studies.evidence.lr_probe import ATTR as PROBE_ATTR
+from studies.evidence.plots import Point
+from studies.evidence.report_html import Page, html_table
 from studies.objective import sample_path
-from studies.plots import Point
+from studies.record import TrialRecord, is_diverged_outcome, load_records
 from studies.registry import StudyDef
-from studies.report_html import Page, table
-from studies.summary import importances
-from trainer.config import config_to_dict, preset
+from trainer.config import config_to_dict
+from trainer.presets import preset
 from trainer.telemetry import read_steps
 from tts_model.errors import UserError
 
@@ -38,7 +39,9 @@ from tts_model.errors import UserError
 def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> Path:
     """Write ``study_dir/report.html`` (and ``study_dir/report/*.png``, ``best.wav``); return its path."""
     t0 = time.perf_counter()
-    pts = evidence.points(study)
+    records = load_records(study)
+    space = study_def.space
+    pts = conclusions.points(records)
     if not pts:
         raise UserError(
             f"study {study.study_name!r} has no finished trial yet: nothing to report; run the search first "
@@ -48,11 +51,11 @@ def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> P
     out.mkdir(parents=True, exist_ok=True)
     telemetry = study_dir / "telemetry.db"
     tele = telemetry if telemetry.exists() else None
-    marked = evidence.marked_trials(study)
+    marked = conclusions.marked_trials(records)
     probe = study.user_attrs.get(PROBE_ATTR)
     probe_lr = probe.get("divergence_lr") if isinstance(probe, dict) else None
     results = validation.stored_results(study)
-    boundary = evidence.lr_boundary(pts)
+    boundary = conclusions.lr_boundary(pts, space.range_of("grad_clip"))
 
     page = Page(f"Stability report: {study.study_name}")
     tally = Counter(p.outcome for p in pts)
@@ -64,7 +67,12 @@ def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> P
 
     # --- the presets table and the rediscovery check: the answer first --------------------------------
     page.section("presets", "The presets and the best, side by side")
-    page.raw(_presets_table(marked, results))
+    if marked:
+        page.raw(
+            html_table(tables.side_by_side(marked, space.param_names, results), table_id="presets-table")
+        )
+    else:
+        page.para("No preset or feasible trial has finished yet.")
     page.section("rediscovery", "Did the search rediscover basic?")
     _rediscovery(page, pts, study_def)
 
@@ -85,7 +93,7 @@ def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> P
 
     # --- curves ----------------------------------------------------------------------------------------
     page.section("curves", "Learning curves")
-    curves = evidence.val_curves(study, pts, tele)
+    curves = conclusions.val_curves(study.study_name, records, pts, tele)
     if curves:
         page.image(
             plots.curves_plot(
@@ -95,7 +103,7 @@ def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> P
         )
     else:
         page.para("No val mel was recorded yet: every trial ended before its first eval.")
-    norms = evidence.grad_curves(study_def.name, marked, tele)
+    norms = conclusions.grad_curves(study_def.name, marked, tele)
     if norms:
         page.image(
             plots.curves_plot(
@@ -114,19 +122,21 @@ def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> P
 
     # --- importances and slices ----------------------------------------------------------------------
     page.section("importance", "What matters: importances and slices")
-    mel_imp, div_imp = importances(study)
+    mel_imp, div_imp = importances(study, records, space.param_names)
     found = {k: v for k, v in (("val mel", mel_imp), ("divergence", div_imp)) if isinstance(v, dict) and v}
     for title, imp in (("val mel", mel_imp), ("divergence", div_imp)):
         if isinstance(imp, str):
             page.para(f"Importance for {title}: {imp}.")
     if found:
         page.image(plots.importance_plot(found, out / "importances.png"), "importances")
-    page.image(plots.slice_plot(pts, PARAM_NAMES, out / "slices.png", log_knobs=tuple(LOG_FLOATS)), "slices")
+    page.image(
+        plots.slice_plot(pts, space.param_names, out / "slices.png", log_knobs=space.log_params), "slices"
+    )
 
     # --- validation --------------------------------------------------------------------------------------
     page.section("validation", "Validation over several seeds")
     if results:
-        page.raw(_validation_table(results))
+        page.raw(html_table(tables.validation(results), table_id="validation-table"))
         page.image(plots.validation_plot(results, out / "validation.png"), "validation")
     else:
         page.para(
@@ -135,7 +145,7 @@ def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> P
 
     # --- what the best trial sounds like -----------------------------------------------------------
     page.section("sample", "The best trial's last eval: mel, attention, voice")
-    _sample(page, study, pts, marked, study_dir, out)
+    _sample(page, pts, marked, study_dir, out)
 
     page.para(f"Rendered in {time.perf_counter() - t0:.1f} s.")
     path = study_dir / "report.html"
@@ -143,42 +153,11 @@ def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> P
     return path
 
 
-def _presets_table(marked: dict, results: dict[str, dict]) -> str:
-    if not marked:
-        return "<p>No preset or feasible trial has finished yet.</p>"
-    names = list(marked)
-    rows = [["trial", *(str(marked[n].number) for n in names)]]
-    rows += [[p, *(fmt(marked[n].params.get(p, "-")) for n in names)] for p in PARAM_NAMES]
-    attrs = (
-        ("verdict", "verdict"),
-        ("divergence step", "divergence_step"),
-        ("attention diagonality", "diagonality"),
-    )
-    for label, key in attrs:
-        rows.append([label, *(fmt(marked[n].user_attrs.get(key, "-")) for n in names)])
-    rows.append(["val mel", *(_value(marked[n]) for n in names)])
-    for label, get in (
-        ("validation: diverged", lambda s: f"{s['diverged']} of {len(s['runs'])}"),
-        ("validation: divergence steps", lambda s: ", ".join(map(str, s["divergence_steps"])) or "-"),
-        ("validation: stable", lambda s: f"{s['stable']} of {len(s['runs'])}"),
-        ("validation: val mel mean ± std", validation.fmt_mel),
-        ("validation: steps", lambda s: str(s["steps"])),
-    ):
-        rows.append([label, *(get(results[n]) if n in results else "not run" for n in names)])
-    return table(["", *names], rows, table_id="presets-table")
-
-
-def _value(t) -> str:
-    from studies.live import last_value
-
-    v = last_value(t)
-    return "-" if v is None else f"{v:.4f}"
-
-
 def _rediscovery(page: Page, pts: list[Point], study_def: StudyDef) -> None:
-    basic = preset_params(config_to_dict(preset("basic")), study_def.space)
-    enhanced = preset_params(config_to_dict(preset("enhanced")), study_def.space)
-    r = evidence.rediscovery(pts, basic, enhanced)
+    space = study_def.space
+    basic = space.preset_params(config_to_dict(preset("basic")))
+    enhanced = space.preset_params(config_to_dict(preset("enhanced")))
+    r = conclusions.rediscovery(pts, basic, enhanced, space)
     if not r["rows"]:
         page.para(
             "Cannot say yet: no trial finished stable (aligned, with a free-running decode that stops), so the "
@@ -199,7 +178,12 @@ def _rediscovery(page: Page, pts: list[Point], study_def: StudyDef) -> None:
         for x in r["rows"]
     ]
     head = ["knob", "enhanced", "basic", "seed moved it", "best stable", f"median of top {r['top_k']}"]
-    page.raw(table([*head, "where the optimum sits", "seed's way?"], rows, table_id="rediscovery-table"))
+    head = [*head, "where the optimum sits", "seed's way?"]
+    page.raw(
+        html_table(
+            tables.Rows("rediscovery", tuple(head), tuple(map(tuple, rows))), table_id="rediscovery-table"
+        )
+    )
     agree = [x["knob"] for x in r["rows"] if x["agrees"]]
     disagree = [x["knob"] for x in r["rows"] if x["agrees"] is False]
     verdict = (
@@ -228,8 +212,10 @@ def _boundary_table(buckets: list[dict]) -> str:
         ]
         for b in buckets
     ]
-    head = ["grad clip", "trials", "stable / diverged", "largest stable lr", "smallest diverged lr"]
-    return table(head, rows, table_id="boundary-table") + (
+    head = ("grad clip", "trials", "stable / diverged", "largest stable lr", "smallest diverged lr")
+    return html_table(
+        tables.Rows("lr boundary", head, tuple(map(tuple, rows))), table_id="boundary-table"
+    ) + (
         "<p>Stable means no divergence guard fired. Where the smallest diverged lr lies below the largest stable "
         "one, the edge is not set by lr and clip alone (warmup and loss weights move it).</p>"
     )
@@ -258,29 +244,7 @@ def _probe(page: Page, probe: object, tele: Path | None, study_def: StudyDef, ou
         )
 
 
-def _validation_table(results: dict[str, dict]) -> str:
-    rows = []
-    for name, s in results.items():
-        n = len(s["runs"])
-        label = name if s.get("trial") is None else f"{name} (trial {s['trial']})"
-        rows.append(
-            [
-                label,
-                ", ".join(map(str, s["seeds"])),
-                str(s["steps"]),
-                f"{s['diverged']} of {n} ({s['divergence_rate']:.0%})",
-                ", ".join(map(str, s["divergence_steps"])) or "-",
-                f"{s['stable']} of {n}",
-                validation.fmt_mel(s),
-            ]
-        )
-    head = ["recipe", "seeds", "steps", "diverged", "divergence steps", "stable", "val mel (mean ± std)"]
-    return table(head, rows, table_id="validation-table")
-
-
-def _sample(
-    page: Page, study: optuna.Study, pts: list[Point], marked: dict, study_dir: Path, out: Path
-) -> None:
+def _sample(page: Page, pts: list[Point], marked: dict[str, TrialRecord], study_dir: Path, out: Path) -> None:
     from trainer.artifacts import write_eval_plot, write_eval_wav
     from trainer.evaluate import EvalSample
     from tts_model.audio import FeatureConfig
@@ -292,7 +256,7 @@ def _sample(
         found = next(((p, f"best feasible trial {n}") for p in candidates if p.exists()), None)
     if found is None:
         ranked = sorted(
-            (p for p in pts if not p.outcome.startswith("diverged") and p.val_mel is not None),
+            (p for p in pts if not is_diverged_outcome(p.outcome) and p.val_mel is not None),
             key=lambda p: p.val_mel,
         )
         for p in ranked:

@@ -1,4 +1,4 @@
-"""What the report concludes, computed from plain trial records: the lr boundary and the rediscovery check.
+"""What the evidence concludes, from trial records: the points, the lr boundary, the rediscovery check, curves.
 
 Pure functions over ``plots.Point`` lists, so the sentences a person reads ("the search moved lr the
 way the seed did") are tested on hand-made points, not on whatever a short study happened to find.
@@ -11,71 +11,57 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-import optuna
-from optuna.trial import FrozenTrial, TrialState
-
-from space.stability import LOG_FLOATS, PARAM_NAMES, SWITCHES, WARMUP
-from studies.live import feasible, last_value, outcome
-from studies.plots import Curve, Point
-from studies.presets_seed import PRESET_ATTR
-from studies.runner import FINISHED
-from studies.summary import best_feasible
+from space import SearchSpace
+from studies.evidence.plots import Curve, Point
+from studies.record import TrialRecord, best_feasible, is_diverged_outcome, preset_trials, run_id
 from trainer.telemetry import read_evals, read_steps
 
 CLIP_BUCKETS = 4
 TOP_K = 5  # the stable optimum is read as the median of the best few feasible trials, not one lucky trial
+MARKED_PRESETS = ("basic", "enhanced")  # ringed on the plots, columns of the presets table
 
 
-def points(study: optuna.Study) -> list[Point]:
+def points(records: Sequence[TrialRecord]) -> list[Point]:
     """Every finished trial as a Point; the newest trial of each preset and the best feasible are marked."""
-    finished = study.get_trials(deepcopy=False, states=FINISHED)
-    best = best_feasible(study)
-    newest: dict[str, int] = {}
-    for t in finished:
-        if PRESET_ATTR in t.user_attrs:
-            newest[str(t.user_attrs[PRESET_ATTR])] = t.number
+    finished = [r for r in records if r.finished]
+    best = best_feasible(finished)
+    newest = {name: r.number for name, r in preset_trials(finished, MARKED_PRESETS).items()}
     out = []
-    for t in finished:
-        marks = [name for name, n in newest.items() if n == t.number and name in ("basic", "enhanced")]
-        if best is not None and t.number == best.number:
+    for r in finished:
+        marks = [name for name, n in newest.items() if n == r.number]
+        if best is not None and r.number == best.number:
             marks.append("best")
-        step = t.user_attrs.get("divergence_step")
         out.append(
             Point(
-                number=t.number,
-                params=dict(t.params),
-                outcome=outcome(t),
-                val_mel=_finite(last_value(t)),
-                divergence_step=int(step) if step is not None else None,
+                number=r.number,
+                params=dict(r.params),
+                outcome=r.outcome,
+                val_mel=_finite(r.last_value),
+                divergence_step=r.divergence.step if r.divergence is not None else None,
                 marks=tuple(marks),
             )
         )
     return out
 
 
-def marked_trials(study: optuna.Study) -> dict[str, FrozenTrial]:
+def marked_trials(records: Sequence[TrialRecord]) -> dict[str, TrialRecord]:
     """basic, enhanced (newest finished trial of each tag) and best, in that order, where they exist."""
-    found: dict[str, FrozenTrial] = {}
-    for t in study.get_trials(deepcopy=False, states=FINISHED):
-        name = t.user_attrs.get(PRESET_ATTR)
-        if name in ("basic", "enhanced"):
-            found[str(name)] = t
-    ordered = {k: found[k] for k in ("basic", "enhanced") if k in found}
-    best = best_feasible(study)
+    ordered = preset_trials(records, MARKED_PRESETS)
+    best = best_feasible(records)
     if best is not None:
         ordered["best"] = best
     return ordered
 
 
-def lr_boundary(pts: Sequence[Point], n_buckets: int = CLIP_BUCKETS) -> list[dict]:
+def lr_boundary(
+    pts: Sequence[Point], clip_range: tuple[float, float], n_buckets: int = CLIP_BUCKETS
+) -> list[dict]:
     """Per log-spaced grad-clip bucket: the largest lr no guard stopped and the smallest lr one did.
 
     "Stable" here means no divergence guard fired (pruned-for-mel and finished-but-unaligned trials
     count as stable): the boundary is about training blowing up, not about training well.
     """
-    from space.stability import GRAD_CLIP_RANGE
-
-    low, high = GRAD_CLIP_RANGE
+    low, high = clip_range
     edges = [low * (high / low) ** (i / n_buckets) for i in range(n_buckets + 1)]
     buckets = []
     for i in range(n_buckets):
@@ -87,8 +73,8 @@ def lr_boundary(pts: Sequence[Point], n_buckets: int = CLIP_BUCKETS) -> list[dic
             if lo <= float(p.params["grad_clip"]) < hi
             or (i == n_buckets - 1 and float(p.params["grad_clip"]) == hi)
         ]
-        stable = [float(p.params["lr"]) for p in inside if not p.outcome.startswith("diverged")]
-        diverged = [float(p.params["lr"]) for p in inside if p.outcome.startswith("diverged")]
+        stable = [float(p.params["lr"]) for p in inside if not is_diverged_outcome(p.outcome)]
+        diverged = [float(p.params["lr"]) for p in inside if is_diverged_outcome(p.outcome)]
         buckets.append(
             {
                 "clip_low": lo,
@@ -103,9 +89,9 @@ def lr_boundary(pts: Sequence[Point], n_buckets: int = CLIP_BUCKETS) -> list[dic
     return buckets
 
 
-def _seed_direction(knob: str, basic: object, enhanced: object) -> int:
+def _seed_direction(knob: str, basic: object, enhanced: object, space: SearchSpace) -> int:
     """+1 if the seed raised the knob going enhanced -> basic, -1 if it lowered it, 0 if unchanged."""
-    if knob in SWITCHES:
+    if knob in space.switches:
         return 0 if bool(basic) == bool(enhanced) else (1 if basic else -1)
     b, e = float(basic), float(enhanced)
     return 0 if b == e else (1 if b > e else -1)
@@ -128,7 +114,7 @@ def _position(value: float, basic: float, enhanced: float, log: bool) -> str:
     return f"between them, nearer {near}"
 
 
-def rediscovery(pts: Sequence[Point], basic: dict, enhanced: dict) -> dict:
+def rediscovery(pts: Sequence[Point], basic: dict, enhanced: dict, space: SearchSpace) -> dict:
     """Per knob: the seed's move (enhanced -> basic) against where the study's stable optimum sits.
 
     ``basic`` / ``enhanced`` are the presets' params on the study's scale. The optimum is the best
@@ -142,17 +128,17 @@ def rediscovery(pts: Sequence[Point], basic: dict, enhanced: dict) -> dict:
         return {"rows": [], "agree": 0, "total": 0, "n_stable": 0}
     top = stable[:TOP_K]
     rows = []
-    for knob in PARAM_NAMES:
-        direction = _seed_direction(knob, basic[knob], enhanced[knob])
+    for knob in space.param_names:
+        direction = _seed_direction(knob, basic[knob], enhanced[knob], space)
         best_value = top[0].params.get(knob)
         values = [p.params[knob] for p in top if knob in p.params]
-        if knob in SWITCHES:
+        if knob in space.switches:
             on = sum(bool(v) for v in values)
             median: object = on * 2 > len(values)
             where = f"on in {on} of {len(values)}"
             agrees = bool(median) == bool(basic[knob]) if direction else None
         else:
-            log = knob in LOG_FLOATS
+            log = knob in space.log_params
             median = (
                 math.exp(statistics.median(math.log(float(v)) for v in values))
                 if log
@@ -166,7 +152,7 @@ def rediscovery(pts: Sequence[Point], basic: dict, enhanced: dict) -> dict:
                 "knob": knob,
                 "enhanced": enhanced[knob],
                 "basic": basic[knob],
-                "seed_move": _move_words(knob, direction),
+                "seed_move": _move_words(knob, direction, space),
                 "best": best_value,
                 "top_median": median,
                 "where": where,
@@ -183,12 +169,12 @@ def rediscovery(pts: Sequence[Point], basic: dict, enhanced: dict) -> dict:
     }
 
 
-def _move_words(knob: str, direction: int) -> str:
+def _move_words(knob: str, direction: int, space: SearchSpace) -> str:
     if direction == 0:
         return "unchanged"
-    if knob in SWITCHES:
+    if knob in space.switches:
         return "switched on" if direction > 0 else "switched off"
-    if knob == WARMUP:
+    if knob == space.warmup_param:
         return "longer" if direction > 0 else "shorter"
     if knob == "grad_clip":
         return "looser" if direction > 0 else "tighter"
@@ -199,19 +185,17 @@ def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-def feasible_count(study: optuna.Study) -> int:
-    return sum(feasible(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-
-
-def val_curves(study: optuna.Study, pts: list[Point], tele: Path | None) -> list[Curve]:
+def val_curves(
+    study_name: str, records: Sequence[TrialRecord], pts: list[Point], tele: Path | None
+) -> list[Curve]:
     """Val mel per trial from the telemetry (every eval), else the values reported to Optuna."""
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    by_number = {r.number: r for r in records}
     curves = []
     for p in pts:
-        evals = read_evals(tele, f"{study.study_name}/trial-{p.number}") if tele is not None else []
+        evals = read_evals(tele, run_id(study_name, p.number)) if tele is not None else []
         series = [(e["step"], e["val_mel"]) for e in evals if "val_mel" in e]
         if not series:
-            series = sorted(trials[p.number].intermediate_values.items())
+            series = sorted(by_number[p.number].intermediate.items())
         series = [(s, v) for s, v in series if v is not None and math.isfinite(v)]
         if not series:
             continue
@@ -230,24 +214,24 @@ def val_curves(study: optuna.Study, pts: list[Point], tele: Path | None) -> list
     return curves
 
 
-def grad_curves(study_name: str, marked: dict, tele: Path | None) -> list[Curve]:
+def grad_curves(study_name: str, marked: dict[str, TrialRecord], tele: Path | None) -> list[Curve]:
     """Pre-clip grad norm per step of the presets and the best: only the telemetry has it."""
     if tele is None:
         return []
     curves = []
-    for name, t in marked.items():
-        rows = read_steps(tele, f"{study_name}/trial-{t.number}")
+    for name, r in marked.items():
+        rows = read_steps(tele, run_id(study_name, r.number))
         pairs = [
-            (r["step"], r["grad_norm"])
-            for r in rows
-            if r["grad_norm"] is not None and math.isfinite(r["grad_norm"])
+            (row["step"], row["grad_norm"])
+            for row in rows
+            if row["grad_norm"] is not None and math.isfinite(row["grad_norm"])
         ]
         if not pairs:
             continue
-        step = t.user_attrs.get("divergence_step")
+        step = r.divergence.step if r.divergence is not None else None
         curves.append(
             Curve(
-                label=f"{name} (trial {t.number})",
+                label=f"{name} (trial {r.number})",
                 steps=[s for s, _ in pairs],
                 values=[v for _, v in pairs],
                 end_marker=(int(step), pairs[-1][1]) if step is not None else None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -61,7 +61,6 @@ class Curve:
     outcome: str = "stable"
     end_marker: tuple[int, float] | None = None  # (divergence step, value) for a diverged run
     highlight: str | None = None  # a MARK_COLOURS key: drawn thick and labelled
-    extra: dict = field(default_factory=dict)
 
 
 def _marker(outcome: str) -> str:

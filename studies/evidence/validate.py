@@ -19,21 +19,14 @@ from pathlib import Path
 
 import optuna
 from rich.console import Console
-from rich.table import Table
 
-from space.stability import params_to_overrides, preset_params
-from studies.objective import (
-    TrialSetup,
-    finished_verdict,
-    finished_violations,
-    save_sample,
-    study_guard_thresholds,
-    trial_config,
-)
-from studies.registry import StudyDef
-from studies.summary import best_feasible
-from trainer.config import PRESETS, apply_overrides, config_to_dict, preset
+from studies.objective import TrialSetup, save_sample, trial_config
+from studies.record import STABLE, best_feasible, diverged_outcome, is_diverged_outcome, load_records
+from studies.registry import StudyDef, guard_config
+from studies.scoring import finished_verdict, finished_violations
+from trainer.config import GuardConfig, apply_overrides, config_to_dict
 from trainer.loop import TrainResult, train
+from trainer.presets import PRESETS, preset
 from trainer.telemetry import Telemetry
 from tts_model.errors import UserError
 
@@ -64,30 +57,30 @@ def default_steps(study_def: StudyDef) -> int:
 def resolve(study: optuna.Study, study_def: StudyDef, name: str) -> tuple[dict, int | None]:
     """The Optuna params of a preset (warmup scaled to the study) or of the best feasible trial."""
     if name == BEST:
-        best = best_feasible(study)
+        best = best_feasible(load_records(study))
         if best is None:
             raise UserError(
                 f"--validate best: study {study.study_name!r} has no feasible trial yet (none finished aligned "
                 "with a decode that stops); run more trials, or validate the presets only"
             )
         return dict(best.params), best.number
-    return preset_params(config_to_dict(preset(name)), study_def.space), None
+    return study_def.space.preset_params(config_to_dict(preset(name))), None
 
 
 def run_one(setup: TrialSetup, params: dict, *, seed: int, steps: int, run_id: str) -> TrainResult:
     seeded = dataclasses.replace(setup, seed=seed)
-    cfg = trial_config(seeded, params_to_overrides(params), where=run_id)
+    cfg = trial_config(seeded, setup.study.space.to_overrides(params), where=run_id)
     cfg = apply_overrides(cfg, {"max_steps": steps}, where=run_id)
     with Telemetry(setup.telemetry_path) as telemetry:
         return train(cfg, setup.data, device=setup.device, mode="trial", telemetry=telemetry, run_id=run_id)
 
 
-def judge(result: TrainResult, guards: dict[str, float]) -> dict:
+def judge(result: TrainResult, guards: GuardConfig) -> dict:
     """One run's record, with the verdict words the study uses for its trials."""
     final = result.final_eval
     row: dict = {"steps_run": result.steps, "val_mel": None, "diagonality": None, "divergence_step": None}
     if result.verdict is not None:
-        row.update(verdict=f"diverged:{result.verdict.kind}", divergence_step=result.verdict.step)
+        row.update(verdict=diverged_outcome(result.verdict.kind), divergence_step=result.verdict.step)
         row["detail"] = result.verdict.detail
         if final is not None and math.isfinite(final.val_mel):
             row["last_val_mel"] = final.val_mel
@@ -101,7 +94,7 @@ def judge(result: TrainResult, guards: dict[str, float]) -> dict:
 
 
 def summarize(name: str, runs: list[dict], *, steps: int, trial: int | None, params: dict) -> dict:
-    diverged = [r for r in runs if r["verdict"].startswith("diverged")]
+    diverged = [r for r in runs if is_diverged_outcome(r["verdict"])]
     mels = [r["val_mel"] for r in runs if r.get("val_mel") is not None and math.isfinite(r["val_mel"])]
     return {
         "name": name,
@@ -113,7 +106,7 @@ def summarize(name: str, runs: list[dict], *, steps: int, trial: int | None, par
         "diverged": len(diverged),
         "divergence_rate": len(diverged) / len(runs),
         "divergence_steps": [r["divergence_step"] for r in diverged],
-        "stable": sum(r["verdict"] == "stable" for r in runs),
+        "stable": sum(r["verdict"] == STABLE for r in runs),
         "val_mel_mean": statistics.fmean(mels) if mels else None,
         "val_mel_std": statistics.stdev(mels) if len(mels) > 1 else (0.0 if mels else None),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -134,7 +127,7 @@ def validate(
     study_def = setup.study
     steps = steps or default_steps(study_def)
     resolved = {name: resolve(study, study_def, name) for name in dict.fromkeys(names)}  # all checked first
-    guards = study_guard_thresholds(study_def)
+    guards = guard_config(study_def)
     results: dict[str, dict] = {}
     for name, (params, trial) in resolved.items():
         runs = []
@@ -160,31 +153,6 @@ def stored_results(study: optuna.Study) -> dict[str, dict]:
     found = {k[len(ATTR_PREFIX) :]: v for k, v in study.user_attrs.items() if k.startswith(ATTR_PREFIX)}
     order = {n: i for i, n in enumerate(("basic", "enhanced", BEST))}
     return dict(sorted(found.items(), key=lambda kv: (order.get(kv[0], 9), kv[0])))
-
-
-def fmt_mel(summary: dict) -> str:
-    if summary.get("val_mel_mean") is None:
-        return "-"
-    return f"{summary['val_mel_mean']:.4f} ± {summary['val_mel_std']:.4f}"
-
-
-def table(results: dict[str, dict]) -> Table:
-    t = Table(title="validation: each recipe over several seeds, longer than a trial")
-    for col in ("recipe", "seeds", "steps", "diverged", "divergence steps", "stable", "val mel (mean ± std)"):
-        t.add_column(col)
-    for name, s in results.items():
-        label = name if s.get("trial") is None else f"{name} (trial {s['trial']})"
-        n = len(s["runs"])
-        t.add_row(
-            label,
-            str(n),
-            str(s["steps"]),
-            f"{s['diverged']} of {n} ({s['divergence_rate']:.0%})",
-            ", ".join(str(x) for x in s["divergence_steps"]) or "-",
-            f"{s['stable']} of {n}",
-            fmt_mel(s),
-        )
-    return t
 
 
 def sample_files(study_dir: Path, name: str) -> list[Path]:

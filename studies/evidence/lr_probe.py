@@ -16,10 +16,10 @@ import time
 import optuna
 from rich.console import Console
 
-from space.stability import params_to_overrides, preset_params
 from studies.objective import TrialSetup, trial_config
-from trainer.config import apply_overrides, config_to_dict, preset
+from trainer.config import apply_overrides, config_to_dict
 from trainer.loop import train
+from trainer.presets import preset
 from trainer.telemetry import Telemetry, read_steps
 from tts_model.errors import UserError
 
@@ -48,8 +48,9 @@ def run_probe(study: optuna.Study, setup: TrialSetup, *, steps: int | None, cons
     steps = steps or default_steps(setup)
     if steps < 2:
         raise UserError(f"--steps must be >= 2 for --lr-probe, got {steps}")
-    params = preset_params(config_to_dict(preset("basic")), setup.study.space)
-    cfg = trial_config(setup, params_to_overrides(params), where="lr probe")
+    space = setup.study.space
+    params = space.preset_params(config_to_dict(preset("basic")))
+    cfg = trial_config(setup, space.to_overrides(params), where="lr probe")
     # The probe's lr comes from probe_lr; cfg's own schedule is switched off so nothing else moves it.
     # One eval at the very end only: evals cost time and say nothing about where the loss blows up.
     overrides = {"max_steps": steps, "warmup_steps": 0, "scheduler": "constant", "eval_every": steps}

@@ -1,0 +1,90 @@
+"""The evidence commands on an existing study: --lr-probe, --validate, --report, --export-preset, --train-best.
+
+``search.py`` checks the flags; this module opens the study (one line if there is none) and runs
+them in a fixed order: probe, then validation, then the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from studies.evidence import tables
+from studies.evidence.export import export_best
+from studies.evidence.lr_probe import run_probe
+from studies.evidence.report import write_report
+from studies.evidence.validate import resolve, validate
+from studies.launch import load_data, note_other_data, open_existing
+from studies.objective import TrialSetup
+from studies.registry import StudyDef
+from studies.runner import counts
+from trainer.cli import main as train_main
+from trainer.cli import resolve_device
+from tts_model.errors import UserError
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EvidenceRun:
+    """One evidence command, checked."""
+
+    study: StudyDef
+    url: str
+    runs_dir: Path
+    report: bool = False
+    lr_probe: bool = False
+    validate: tuple[str, ...] = ()
+    seeds: int = 3
+    steps: int | None = None
+    seed: int = 0
+    threads: int | None = None
+    device: str = "auto"
+    train_data: Path | None = None
+    val_data: Path | None = None
+
+    @property
+    def study_dir(self) -> Path:
+        return self.runs_dir / self.study.name
+
+
+def run_evidence(run: EvidenceRun) -> int:
+    console = Console(stderr=True)
+    study = open_existing(run.study, run.url)
+    if run.report and counts(study).finished == 0:
+        raise UserError(f"study {run.study.name!r} has no finished trial yet: nothing to report")
+    if run.lr_probe or run.validate:
+        for name in run.validate:
+            resolve(study, run.study, name)  # "best" needs a feasible trial: fail before loading data
+        if run.threads is not None:
+            torch.set_num_threads(run.threads)
+        data = load_data(run.train_data, run.val_data, console)
+        note_other_data(study, data.fingerprint, console)
+        setup = TrialSetup(
+            run.study, data, resolve_device(run.device), run.study_dir / "telemetry.db", run.seed
+        )
+        if run.lr_probe:
+            run_probe(study, setup, steps=run.steps, console=console)
+        if run.validate:
+            runs = {"seeds": run.seeds, "steps": run.steps, "base_seed": run.seed}
+            results = validate(study, setup, run.validate, **runs, console=console)
+            Console().print(tables.to_rich(tables.validation(results)))
+    if run.report:
+        console.print(f"report: {write_report(study, run.study, run.study_dir)}")
+    return 0
+
+
+def export_or_train(
+    study_def: StudyDef, url: str, runs_dir: Path, path: Path | None, train: Sequence[str] | None
+) -> int:
+    """Export the best feasible trial to ``path``; with ``train`` (the trainer's flags), train with it."""
+    study = open_existing(study_def, url)
+    path = path or runs_dir / study_def.name / "best_preset.json"
+    export_best(study, study_def, path)
+    Console(stderr=True).print(f"exported the best trial of {study_def.name} to {path}")
+    if train is None:
+        return 0
+    out = ["--out", str(runs_dir / study_def.name / "train-best")] if "--out" not in train else []
+    return train_main(["--preset", str(path), *out, *train])

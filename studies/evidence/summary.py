@@ -1,0 +1,49 @@
+"""The study's answer in a terminal: top trials, the presets' verdicts, why trials diverged, what mattered."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import optuna
+from rich.console import Console
+
+from studies.evidence import tables
+from studies.evidence.importance import importances
+from studies.record import best_feasible, load_records, preset_trials
+from studies.registry import StudyDef
+
+
+def print_summary(study: optuna.Study, study_def: StudyDef, console: Console) -> None:
+    records = load_records(study)
+    finished = [r for r in records if r.finished]
+    names = study_def.space.param_names
+    console.print(f"\n[bold]study {study.study_name}[/]: {len(finished)} finished trials")
+
+    top = tables.top_feasible(finished, names)
+    console.print(
+        tables.to_rich(top)
+        if top.rows
+        else "no feasible trial yet: no finished trial aligned and stopped its decode"
+    )
+    columns = preset_trials(finished, study_def.presets)
+    best = best_feasible(finished)
+    if best is not None:
+        columns["best"] = best
+    console.print(tables.to_rich(tables.side_by_side(columns, names)))
+
+    reasons = Counter(r.outcome for r in finished)
+    console.print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
+    half = len(finished) // 2
+    if half >= 2:
+        early = sum(r.diverged for r in finished[:half]) / half
+        late = sum(r.diverged for r in finished[half:]) / (len(finished) - half)
+        console.print(f"diverged: {early:.0%} of the first {half} trials, {late:.0%} of the rest")
+
+    mel, div = importances(study, finished, names)
+    for title, imp in (("val mel", mel), ("divergence", div)):
+        if isinstance(imp, str):
+            console.print(f"importance for {title}: {imp}")
+        else:
+            ranked_imp = ", ".join(f"{k} {v:.2f}" for k, v in imp.items() if math.isfinite(v))
+            console.print(f"importance for {title} (PED-ANOVA): {ranked_imp}")

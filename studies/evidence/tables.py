@@ -1,0 +1,105 @@
+"""The tables a person reads, as plain rows: the terminal summary and the HTML report draw the same ones.
+
+Each function returns a ``Rows`` (title, head, rows of strings); ``to_rich`` renders it for a
+terminal, ``report_html.table`` for the page. A table written once cannot say two things.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from rich.table import Table
+
+from studies.display import fmt, fmt_value
+from studies.record import TrialRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    title: str
+    head: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+def to_rich(t: Rows) -> Table:
+    table = Table(title=t.title)
+    for col in t.head:
+        table.add_column(col)
+    for row in t.rows:
+        table.add_row(*row)
+    return table
+
+
+def _dash(x: object) -> str:
+    return "-" if x is None else fmt(x)
+
+
+def top_feasible(records: Sequence[TrialRecord], param_names: Sequence[str], k: int = 5) -> Rows:
+    ranked = sorted((r for r in records if r.finished and r.feasible), key=lambda r: r.value)[:k]
+    rows = tuple(
+        (str(r.number), f"{r.value:.4f}", *(fmt(r.params.get(p)) for p in param_names)) for r in ranked
+    )
+    return Rows("top feasible trials (lowest validation mel)", ("#", "val mel", *param_names), rows)
+
+
+def side_by_side(
+    columns: Mapping[str, TrialRecord],
+    param_names: Sequence[str],
+    validation: Mapping[str, dict] | None = None,
+) -> Rows:
+    """The presets and the best, a column each; with ``validation``, their multi-seed results below."""
+    lines: list[tuple[str, Callable[[TrialRecord], str]]] = [("trial", lambda r: str(r.number))]
+    lines += [(p, lambda r, p=p: fmt(r.params.get(p))) for p in param_names]
+    lines += [
+        ("verdict", lambda r: r.outcome),
+        ("divergence step", lambda r: _dash(r.divergence.step if r.divergence else None)),
+        ("val mel", lambda r: fmt_value(r.last_value)),
+        ("attention diagonality", lambda r: _dash(r.diagonality)),
+        ("seed: loss in 1..10", lambda r: _dash(r.seed_loss_in_1_10)),
+        ("seed: grad norm < 1", lambda r: _dash(r.seed_grad_norm_below_1)),
+    ]
+    rows = [(label, *(get(r) for r in columns.values())) for label, get in lines]
+    if validation is not None:
+        for label, show in VALIDATION_LINES:
+            rows.append((label, *(show(validation[n]) if n in validation else "not run" for n in columns)))
+    return Rows("the presets and the best, side by side", ("", *columns), tuple(rows))
+
+
+def fmt_mel(summary: dict) -> str:
+    if summary.get("val_mel_mean") is None:
+        return "-"
+    return f"{summary['val_mel_mean']:.4f} ± {summary['val_mel_std']:.4f}"
+
+
+def _of(s: dict, key: str) -> str:
+    return f"{s[key]} of {len(s['runs'])}"
+
+
+VALIDATION_LINES: tuple[tuple[str, Callable[[dict], str]], ...] = (
+    ("validation: diverged", lambda s: _of(s, "diverged")),
+    ("validation: divergence steps", lambda s: ", ".join(map(str, s["divergence_steps"])) or "-"),
+    ("validation: stable", lambda s: _of(s, "stable")),
+    ("validation: val mel mean ± std", fmt_mel),
+    ("validation: steps", lambda s: str(s["steps"])),
+)
+
+
+def validation(results: Mapping[str, dict]) -> Rows:
+    """One row per validated recipe: seeds, steps, divergence rate and steps, stable count, val mel."""
+    rows = []
+    for name, s in results.items():
+        label = name if s.get("trial") is None else f"{name} (trial {s['trial']})"
+        rows.append(
+            (
+                label,
+                ", ".join(map(str, s["seeds"])),
+                str(s["steps"]),
+                f"{_of(s, 'diverged')} ({s['divergence_rate']:.0%})",
+                ", ".join(map(str, s["divergence_steps"])) or "-",
+                _of(s, "stable"),
+                fmt_mel(s),
+            )
+        )
+    head = ("recipe", "seeds", "steps", "diverged", "divergence steps", "stable", "val mel (mean ± std)")
+    return Rows("validation: each recipe over several seeds, longer than a trial", head, tuple(rows))

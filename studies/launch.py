@@ -1,0 +1,171 @@
+"""Start or resume a search: open the study, seed its presets, run trials here or in local workers.
+
+``search.py`` parses and checks the flags and hands over a ``SearchRun``; everything that creates or
+changes a study happens here, after every check has passed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+from rich.console import Console
+from rich.live import Live
+
+from studies.evidence.summary import print_summary
+from studies.live import LiveView
+from studies.objective import TrialSetup, make_objective
+from studies.presets_seed import enqueue_presets
+from studies.record import DATA_FINGERPRINT
+from studies.registry import StudyDef, make_pruner, make_sampler, trial_steps
+from studies.runner import counts, requeue_interrupted, run_worker
+from studies.storage import open_storage, sqlite_path
+from studies.workers import sampler_seed, spawn_workers, stop_workers, wait_workers
+from trainer.cli import resolve_device
+from trainer.config import config_to_dict
+from trainer.data import TrainData, load_train_data
+from trainer.presets import preset
+from tts_model.dataset import DataConfig
+from tts_model.errors import UserError
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SearchRun:
+    """One `search.py` search command, checked: what to run and where."""
+
+    study: StudyDef
+    url: str
+    trials: int
+    workers: int = 1
+    threads: int | None = None  # torch CPU threads per process; None: torch's default / cores per worker
+    device: str = "auto"
+    seed: int = 0
+    runs_dir: Path = Path("runs")
+    train_data: Path | None = None
+    val_data: Path | None = None
+    shared_storage: bool = False  # --storage was given: other machines may join
+    worker_index: int | None = None  # set in a local worker process
+
+    @property
+    def study_dir(self) -> Path:
+        return self.runs_dir / self.study.name
+
+    @property
+    def is_worker(self) -> bool:
+        return self.worker_index is not None
+
+
+def run_search(run: SearchRun, worker_argv: list[str]) -> int:
+    """Run the study to ``run.trials`` finished trials; ``worker_argv`` starts one local worker."""
+    console = Console(stderr=True)
+    # Optuna logs a failed trial (Ctrl-C included) with a traceback at WARNING; the CLI says it in one line.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    # More busy threads than free cores makes torch's CPU kernels spin: ~10x slower, measured here.
+    threads = run.threads or max(1, (os.cpu_count() or 1) // run.workers)
+    if run.is_worker and os.environ.get("TTS_SEARCH_THREADS"):
+        threads = int(os.environ["TTS_SEARCH_THREADS"])
+    if run.threads is not None or run.is_worker:  # otherwise leave torch's own default (all cores)
+        torch.set_num_threads(threads)
+    device = resolve_device(run.device)
+    data = load_data(run.train_data, run.val_data, None if run.is_worker else console)
+
+    # From here on the study exists.
+    study = _open_or_create(run)
+    setup = TrialSetup(
+        study=run.study,
+        data=data,
+        device=device,
+        telemetry_path=run.study_dir / "telemetry.db",
+        seed=run.seed,
+    )
+    if run.is_worker:
+        run_worker(study, make_objective(setup), run.trials)
+        return 0
+
+    note_other_data(study, data.fingerprint, console)
+    study.set_user_attr(DATA_FINGERPRINT, data.fingerprint)
+    presets = {name: config_to_dict(preset(name)) for name in run.study.presets}
+    enqueued = enqueue_presets(study, presets, run.study.space)
+    requeued = requeue_interrupted(study)
+    c = counts(study)
+    console.print(
+        f"study [bold]{run.study.name}[/] in {run.url}: {c.finished} of {run.trials} trials finished"
+        + (f"; seeded presets {', '.join(enqueued)}" if enqueued else "")
+        + (f"; re-queued interrupted trials {requeued}" if requeued else "")
+    )
+    view = LiveView(
+        study, run.study.space, run.trials, trial_steps(run.study, run.study.space.warmup_max // 2)
+    )
+    procs: list = []  # local worker processes, stopped cleanly on Ctrl-C
+    try:
+        with Live(view.render(), console=console, auto_refresh=False, transient=False) as live:
+
+            def refresh() -> None:
+                live.update(view.render(), refresh=True)
+
+            if run.workers == 1:
+
+                def on_step(number: int, max_steps: int, m) -> None:
+                    view.on_step(number, m.step, max_steps)
+                    if view.due():
+                        refresh()
+
+                run_worker(study, make_objective(setup, on_step=on_step), run.trials, on_trial_end=refresh)
+            else:
+                procs = spawn_workers(worker_argv, run.workers, threads, run.study_dir / "workers")
+                for e in wait_workers(procs, refresh):
+                    console.print(f"[red]worker: {e}[/]")
+            refresh()
+    except KeyboardInterrupt:
+        stop_workers(procs)
+        requeue_interrupted(study, dead_pids=[p.pid for p in procs])
+        c = counts(study)
+        console.print(
+            f"\ninterrupted: {c.finished} of {run.trials} trials finished and kept; run the same command to resume",
+            soft_wrap=True,
+        )
+        return 130
+    print_summary(study, run.study, console)
+    return 0
+
+
+def _open_or_create(run: SearchRun) -> optuna.Study:
+    heartbeat = sqlite_path(run.url) is None  # RDB servers get heartbeats and stale-trial retries
+    storage = open_storage(run.url, heartbeat=heartbeat, create_dir=True)
+    seed = sampler_seed(run.seed, run.worker_index, shared=run.shared_storage)
+    return optuna.create_study(
+        study_name=run.study.name,
+        storage=storage,
+        sampler=make_sampler(run.study, seed),
+        pruner=make_pruner(run.study),
+        direction="minimize",
+        load_if_exists=True,
+    )
+
+
+def open_existing(study_def: StudyDef, url: str) -> optuna.Study:
+    """An existing study for the evidence commands; one line (exit 2) when there is none."""
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise UserError(f"no study {study_def.name!r} at {path}: run the search first")
+    storage = open_storage(url, heartbeat=False)
+    try:
+        return optuna.load_study(study_name=study_def.name, storage=storage)
+    except KeyError:
+        raise UserError(f"no study {study_def.name!r} in {url}: run the search first") from None
+
+
+def load_data(train: Path | None, val: Path | None, console: Console | None) -> TrainData:
+    return load_train_data(train, val, DataConfig(), console=console)
+
+
+def note_other_data(study: optuna.Study, fingerprint: str, console: Console) -> None:
+    """Say so when the study's trials ran on other data than this command loaded."""
+    previous = study.user_attrs.get(DATA_FINGERPRINT)
+    if previous is not None and previous != fingerprint:
+        console.print(
+            f"[yellow]note: this study was started on other data ({previous}); now {fingerprint}[/]"
+        )

@@ -1,0 +1,171 @@
+"""The trial record: every outcome of `score()` (state, value, constraints) and its storage round trip."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from studies import record as rec
+from studies.record import TrialRecord, load_records, write_record
+from studies.scoring import DIVERGED_VIOLATION, score
+from trainer.config import GuardConfig
+from trainer.evaluate import DecodeMetrics, EvalMetrics
+from trainer.guards import Verdict
+from trainer.loop import TrainResult
+from trainer.summary import RunSummary
+
+GUARDS = GuardConfig()
+SUMMARY = RunSummary(
+    steps=120,
+    loss_min=1.5,
+    loss_max=9.0,
+    loss_in_seed_band=0.9,
+    nonfinite_events=0,
+    skipped_steps=0,
+    grad_norm_median=0.8,
+    grad_norm_p95=2.5,
+    grad_norm_below_one=0.6,
+    recoveries=0,
+)
+
+
+def ev(
+    step: int, *, diagonality: float = 0.5, margin: float = 0.5, decode: DecodeMetrics | None = None
+) -> EvalMetrics:
+    return EvalMetrics(
+        step=step,
+        val_mel=2.0,
+        stop_accuracy=0.99,
+        stop_end_margin=margin,
+        diagonality=diagonality,
+        sharpness=0.1,
+        decode=decode,
+    )
+
+
+def result(
+    evals: tuple[EvalMetrics, ...], *, verdict: Verdict | None = None, pruned: bool = False
+) -> TrainResult:
+    return TrainResult(
+        steps=evals[-1].step if evals else 7,
+        verdict=verdict,
+        evals=evals,
+        recoveries=(),
+        stopped_by_callback=pruned,
+        summary=SUMMARY,
+    )
+
+
+SPEAKS = DecodeMetrics(sentences=3, stop_rate=1.0, length_ratio=1.05, dtw=1.9)
+NEVER_STOPS = DecodeMetrics(sentences=3, stop_rate=0.0, length_ratio=2.4, dtw=3.1)
+
+
+def test_a_finished_aligned_run_that_stops_is_complete_feasible_and_stable() -> None:
+    r = score(result((ev(50), ev(120, decode=SPEAKS))), GUARDS)
+    assert r.state == TrialState.COMPLETE and r.value == 2.0
+    assert r.verdict == rec.STABLE and r.outcome == rec.STABLE
+    assert r.constraints[rec.C_DIVERGED] < 0 and r.constraints[rec.C_UNALIGNED] < 0
+    assert r.constraints[rec.C_NO_STOP] <= 0 and r.feasible
+    assert r.decode == rec.DecodeFacts(stop_rate=1.0, length_ratio=1.05, dtw=1.9)
+
+
+def test_a_finished_run_that_never_stops_is_complete_but_infeasible() -> None:
+    r = score(result((ev(120, decode=NEVER_STOPS, margin=0.2),)), GUARDS)
+    assert r.state == TrialState.COMPLETE and r.value == 2.0
+    assert r.outcome == rec.NO_STOP and not r.feasible
+    # shaped: the tolerated-half violation plus 0.3 x (1 - margin)
+    assert math.isclose(r.constraints[rec.C_NO_STOP], 0.5 + 0.3 * 0.8)
+
+
+def test_an_unaligned_finished_run_is_unaligned_whatever_its_decode() -> None:
+    r = score(result((ev(120, diagonality=0.19, decode=SPEAKS),)), GUARDS)
+    assert r.outcome == rec.UNALIGNED and not r.feasible
+    assert math.isclose(r.constraints[rec.C_UNALIGNED], GUARDS.collapse_diagonality - 0.19)
+
+
+def test_a_run_pruned_on_mel_is_pruned_with_no_value_and_ranks_as_no_stop() -> None:
+    r = score(result((ev(50, diagonality=0.4, margin=0.0),), pruned=True), GUARDS)
+    assert r.state == TrialState.PRUNED and r.value is None and r.outcome == rec.PRUNED
+    assert r.constraints[rec.C_DIVERGED] < 0
+    assert math.isclose(r.constraints[rec.C_NO_STOP], 0.5 + 0.3)
+    assert math.isclose(r.constraints[rec.C_UNALIGNED], GUARDS.collapse_diagonality - 0.4)
+
+
+def test_a_diverged_run_is_pruned_with_its_reason_and_the_worst_violation() -> None:
+    v = Verdict(kind="explosion", step=46, detail="gradient norm 1660 is 329x the median")
+    r = score(result((ev(0),), verdict=v), GUARDS)
+    assert r.state == TrialState.PRUNED and r.value is None
+    assert r.outcome == "diverged:explosion" and r.diverged
+    assert r.divergence == rec.Divergence(kind="explosion", step=46, detail=v.detail)
+    assert r.constraints == {rec.C_DIVERGED: DIVERGED_VIOLATION, rec.C_UNALIGNED: 0.0, rec.C_NO_STOP: 0.0}
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        result((ev(50), ev(120, decode=SPEAKS))),
+        result((ev(120, decode=NEVER_STOPS),)),
+        result((ev(50),), pruned=True),
+        result((ev(0),), verdict=Verdict(kind="nonfinite", step=3, detail="loss is nan at step 3")),
+    ],
+)
+def test_a_record_survives_optuna_storage(run: TrainResult) -> None:
+    scored = score(run, GUARDS)
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    trial = study.ask()
+    trial.set_user_attr(rec.PRESET, "basic")
+    write_record(trial, scored)
+    study.tell(trial, scored.value, state=scored.state)
+    (back,) = load_records(study)
+    assert back.state == scored.state and back.value == scored.value and back.preset == "basic"
+    assert back.outcome == scored.outcome and back.feasible == scored.feasible
+    assert back.divergence == scored.divergence and back.decode == scored.decode
+    assert dict(back.constraints) == dict(scored.constraints)
+    assert back.steps_run == scored.steps_run and back.grad_norm_p95 == scored.grad_norm_p95
+
+
+def test_a_study_written_before_the_record_still_loads() -> None:
+    # The attributes exactly as the objective wrote them before TrialRecord existed.
+    old = {
+        "max_steps": 350,
+        "last_step": 46,
+        "stop_end_margin": 0.01,
+        "steps_run": 46,
+        "seed_loss_in_1_10": 0.0,
+        "seed_grad_norm_below_1": 0.0,
+        "grad_norm_median": 5.04,
+        "grad_norm_p95": 12.0,
+        "nonfinite_events": 0,
+        "diverged": True,
+        "verdict": "explosion",
+        "divergence_step": 46,
+        "divergence_detail": "gradient norm 1660 is 329.4x the median",
+        "host": "h",
+        "pid": 12,
+    }
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    study.add_trial(
+        optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs=old, intermediate_values={0: 3.9})
+    )
+    (r,) = load_records(study)
+    assert r.outcome == "diverged:explosion" and r.divergence.step == 46 and r.last_value == 3.9
+    assert (r.host, r.pid, r.max_steps, r.stop_end_margin) == ("h", 12, 350, 0.01)
+
+
+def test_outcomes_of_unfinished_trials() -> None:
+    assert TrialRecord(state=TrialState.RUNNING).outcome == rec.RUNNING
+    assert TrialRecord(state=TrialState.WAITING).outcome == rec.WAITING
+    assert TrialRecord(state=TrialState.FAIL).outcome == rec.FAILED
+    assert TrialRecord(state=TrialState.PRUNED).outcome == rec.PRUNED
+
+
+def test_best_feasible_and_newest_preset_trial() -> None:
+    a = TrialRecord(number=0, state=TrialState.COMPLETE, value=2.0, constraints={"x": -1.0}, preset="basic")
+    b = TrialRecord(number=1, state=TrialState.COMPLETE, value=1.0, constraints={"x": 0.5})  # infeasible
+    c = TrialRecord(number=2, state=TrialState.COMPLETE, value=1.5, constraints={"x": -1.0}, preset="basic")
+    assert rec.best_feasible([a, b, c]) is c
+    assert rec.preset_trials([a, b, c]) == {"basic": c}
+    assert rec.preset_trials([a, b, c], ("enhanced", "basic")) == {"basic": c}
