@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from studies.registry import get_study, study_names
+from studies.registry import get_study, scaled, study_names
 from studies.storage import resolve_storage
 from tts_model.cli import OneLineParser, run_cli
 from tts_model.config import MODEL_SIZES
@@ -50,6 +50,13 @@ def build_parser() -> OneLineParser:
     p.add_argument("--validate", nargs="+", default=None, metavar="NAME", help="re-run presets / best, seeds")
     p.add_argument("--seeds", type=int, default=3, help="--validate: runs per recipe")
     p.add_argument("--steps", type=int, default=None, help="--validate / --lr-probe: steps per run")
+    p.add_argument(
+        "--horizon-scale",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="shrink every step count of the study by F (a pipeline check, e.g. bench/gpu_check.py)",
+    )
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)  # set by --workers
     return p
 
@@ -67,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"--model-size {args.model_size!r}: unknown; known sizes: {', '.join(sorted(MODEL_SIZES))}"
             )
         study_def = dataclasses.replace(study_def, model_size=args.model_size)
+    study_def = scaled(study_def, args.horizon_scale)
     trials = study_def.n_trials if args.trials is None else args.trials
     if trials <= 0:
         raise UserError(f"--trials must be > 0, got {trials}")
@@ -75,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads is not None and args.threads <= 0:
         raise UserError(f"--threads must be > 0, got {args.threads}")
     url = resolve_storage(args.storage, study_def.name, args.runs_dir)
+    trains = not (args.report or args.export_preset is not None) or args.lr_probe or bool(args.validate)
+    if trains and not args.train_best:
+        _check_device(study_def, args.device)
 
     if args.report or args.lr_probe or args.validate:
         if args.export_preset is not None or args.train_best:
@@ -125,6 +136,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_search(run, _worker_argv(args, trials))
 
 
+def _check_device(study_def, device: str) -> None:
+    """A GPU-sized study on a machine without one would run for days showing nothing: say so, unless forced."""
+    if device == "cpu" or not study_def.needs_gpu:
+        return
+    import torch
+
+    if device == "auto" and not torch.cuda.is_available():
+        raise UserError(
+            f"study {study_def.name!r} is sized for a CUDA GPU (model {study_def.model_size}, {study_def.precision}) "
+            "and none is visible here; run --study stability-quick (the CPU-sized study), or add --device cpu "
+            "to force it (hours per trial)"
+        )
+
+
 def _worker_argv(args: argparse.Namespace, trials: int) -> list[str]:
     """This same command for a local worker process (``spawn_workers`` adds ``--worker-index``)."""
     argv = [
@@ -136,7 +161,14 @@ def _worker_argv(args: argparse.Namespace, trials: int) -> list[str]:
         "--seed",
         str(args.seed),
     ]
-    argv += ["--device", args.device, "--runs-dir", str(args.runs_dir)]
+    argv += [
+        "--device",
+        args.device,
+        "--runs-dir",
+        str(args.runs_dir),
+        "--horizon-scale",
+        str(args.horizon_scale),
+    ]
     for flag, value in (
         ("--storage", args.storage),
         ("--model-size", args.model_size),

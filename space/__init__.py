@@ -15,6 +15,7 @@ class SearchSpace(Protocol):
     """What the studies room needs of a space. ``space.stability.SpaceSpec`` is the one there is."""
 
     warmup_max: int
+    warmup_step: int
     warmup_scale: float
 
     @property

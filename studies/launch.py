@@ -31,6 +31,8 @@ from trainer.presets import preset
 from tts_model.dataset import DataConfig
 from tts_model.errors import UserError
 
+FORECAST_AFTER_STEPS = 10  # the rate is measured over the first steps, then said once
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SearchRun:
@@ -107,9 +109,13 @@ def run_search(run: SearchRun, worker_argv: list[str]) -> int:
                 live.update(view.render(), refresh=True)
 
             if run.workers == 1:
+                said: list[str] = []
 
                 def on_step(number: int, max_steps: int, m) -> None:
                     view.on_step(number, m.step, max_steps)
+                    if not said and m.step >= FORECAST_AFTER_STEPS:
+                        said.append(view.forecast(str(device)) or "")
+                        console.print(said[0], soft_wrap=True)
                     if view.due():
                         refresh()
 

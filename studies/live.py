@@ -24,7 +24,7 @@ from rich.table import Table
 
 from space import SearchSpace
 from studies.display import duration, fmt
-from studies.record import best_feasible, load_records
+from studies.record import FINISHED, best_feasible, load_records
 
 
 class LiveView:
@@ -95,6 +95,20 @@ class LiveView:
         return (
             f"step rate {self._rate:.2f}/s -> about {duration(seconds)} left if the remaining "
             f"{remaining_trials + 1} trials run {self.mean_trial_steps} steps each (pruning shortens it)"
+        )
+
+    def forecast(self, device: str) -> str | None:
+        """One line, printed once after a trial's first steps: the measured rate and what it means for
+        the trial and the study (before the step-0 eval and the first steps, nothing on screen moves)."""
+        if self._rate is None:
+            return None
+        step, total = getattr(self, "_current", (0, self.mean_trial_steps))
+        done = len(self.study.get_trials(deepcopy=False, states=FINISHED))
+        rest = max(self.total - done - 1, 0)
+        return (
+            f"measured {self._rate:.2f} steps/s on {device}: this trial ({total} steps) about "
+            f"{duration(max(total - step, 0) / self._rate)} more; the other {rest} trials of ~{self.mean_trial_steps} "
+            f"steps about {duration(rest * self.mean_trial_steps / self._rate)} before pruning"
         )
 
     def due(self, every: float = 1.0) -> bool:

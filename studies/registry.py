@@ -8,6 +8,7 @@ question sized to finish on a 2-core CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import warnings
@@ -126,6 +127,8 @@ class StudyDef:
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     scoring: ScoringSpec = field(default_factory=ScoringSpec)
     presets: tuple[str, ...] = ("basic", "enhanced")
+    # Sized for a CUDA GPU: refused on a CPU unless forced with --device cpu (a trial would take hours).
+    needs_gpu: bool = False
 
     def __post_init__(self) -> None:
         if self.model_size not in MODEL_SIZES:
@@ -157,6 +160,7 @@ def _registry() -> dict[str, StudyDef]:
         eval_every=250,
         pruner=PrunerSpec(keep_fraction=0.5, min_step=1000, n_startup_trials=8, n_min_peers=4),
         sampler=SamplerSpec(n_startup_trials=10),
+        needs_gpu=True,
     )
     quick = StudyDef(
         name="stability-quick",
@@ -222,6 +226,45 @@ def get_study(name: str) -> StudyDef:
     if name not in studies:
         raise UserError(f"unknown study {name!r}; known studies: {', '.join(studies)}")
     return studies[name]
+
+
+GUARD_STEP_FIELDS = ("explosion_min_steps", "spike_min_steps", "ceiling_min_steps", "collapse_min_steps")
+
+
+def scaled(study: StudyDef, factor: float) -> StudyDef:
+    """The study with every step count shrunk by ``factor`` (0 < factor <= 1): horizon, evals, warmups,
+    the pruner's first rung and the guards' step minimums. For checking the pipeline end to end on a
+    new machine (``--horizon-scale``), never for an answer: its trials are too short to judge. It gets
+    its own name, so its trials never mix with the full study's."""
+    if not (math.isfinite(factor) and 0.0 < factor <= 1.0):
+        raise UserError(f"--horizon-scale must be in (0, 1], got {factor}")
+    if factor == 1.0:
+        return study
+    horizon = max(1, round(study.horizon * factor))
+    eval_every = max(1, min(horizon, round(study.eval_every * factor)))
+    min_step = round(study.pruner.min_step * factor / eval_every) * eval_every
+    space = study.space
+    warmup_step = max(1, round(space.warmup_step * factor))
+    warmup_max = max(warmup_step, round(space.warmup_max * factor / warmup_step) * warmup_step)
+    new_space = dataclasses.replace(
+        space, warmup_max=warmup_max, warmup_step=warmup_step, warmup_scale=space.warmup_scale * factor
+    )
+    defaults = GuardConfig()
+    current = dict(study.scoring.guard_overrides)
+    guards = {
+        **current,
+        **{f: round(current.get(f, getattr(defaults, f)) * factor) for f in GUARD_STEP_FIELDS},
+    }
+    return dataclasses.replace(
+        study,
+        name=f"{study.name}-x{factor:g}",
+        description=f"{study.description} (every step count x{factor:g}: a pipeline check, not an answer)",
+        space=new_space,
+        horizon=horizon,
+        eval_every=eval_every,
+        pruner=dataclasses.replace(study.pruner, min_step=min_step),
+        scoring=dataclasses.replace(study.scoring, guard_overrides=tuple(guards.items())),
+    )
 
 
 def trial_steps(study: StudyDef, warmup: int) -> int:

@@ -111,6 +111,8 @@ CASES = [
     Case("flag-trainer-bad-device", T, _train("--device", "tpu"), "tpu"),
     Case("flag-trainer-batch-size-zero", T, _train("--batch-size", "0"), "batch_size"),
     Case("flag-misspelt", S, _search("--trails", "5"), "--trails"),
+    Case("flag-horizon-scale-zero", S, _search("--horizon-scale", "0"), "--horizon-scale"),
+    Case("flag-horizon-scale-above-one", S, _search("--horizon-scale", "2"), "--horizon-scale"),
     # storage
     Case("storage-malformed-url", S, _search("--storage", "://nowhere"), "malformed"),
     Case("storage-no-scheme", S, _search("--storage", "runs/study.db"), "scheme"),
@@ -212,6 +214,20 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(
     assert lines[0].startswith("error: ") and "Traceback" not in err
     assert case.keyword.lower() in lines[0].lower(), lines[0]
     assert _snapshot(env.work) == before, "a bad command created or changed files"
+
+
+def test_the_gpu_study_on_a_cpu_machine_is_refused_unless_forced(
+    env: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    before = _snapshot(env.work)
+    capsys.readouterr()
+    assert run_cli(search.main, ["--study", "stability", "--trials", "50", "--runs-dir", env.runs]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--study stability-quick" in lines[0] and "--device cpu" in lines[0], lines
+    assert _snapshot(env.work) == before, "the refused command created or changed files"
 
 
 def _write_16k_stereo(path: Path) -> None:

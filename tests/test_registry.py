@@ -200,3 +200,22 @@ def test_a_preset_outside_the_space_is_a_user_error() -> None:
     with pytest.raises(UserError, match="preset 'wild'.*lr"):
         enqueue_presets(study, {"wild": {**BASIC, "lr": 0.5}}, spec)
     assert study.trials == []
+
+
+def test_a_scaled_study_shrinks_every_step_count_and_keeps_its_own_name() -> None:
+    from studies.registry import guard_config, scaled
+
+    gpu = get_study("stability")
+    small = scaled(gpu, 0.05)
+    assert small.name == "stability-x0.05" and small.needs_gpu
+    assert (small.horizon, small.eval_every, small.pruner.min_step) == (100, 12, 48)
+    assert small.space.warmup_max == 200 and small.space.warmup_max % small.space.warmup_step == 0
+    guards, full = guard_config(small), guard_config(gpu)
+    assert guards.collapse_min_steps == round(full.collapse_min_steps * 0.05)
+    assert guards.explosion_min_steps == round(full.explosion_min_steps * 0.05)
+    # The presets still land on the scaled warmup grid.
+    dists = distributions(small.space)
+    for values in PRESETS.values():
+        for param, value in preset_params(values, small.space).items():
+            assert dists[param]._contains(dists[param].to_internal_repr(value)), param
+    assert scaled(gpu, 1.0) is gpu

@@ -1,0 +1,24 @@
+"""A search run in this process says what it measured: the step rate and what it means for the study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import search
+from tests.corpus_fixture import cache_env  # noqa: F401  (session fixture)
+from tests.test_report import STUDY, data_flags, short_corpus
+from tts_model.cli import run_cli
+
+
+def test_the_search_forecasts_its_time_after_the_first_steps(
+    tmp_path: Path, cache_env: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+) -> None:
+    paths = short_corpus(tmp_path)
+    argv = ["--study", STUDY, "--runs-dir", str(tmp_path / "runs"), "--trials", "1", *data_flags(paths)]
+    assert run_cli(search.main, argv) == 0
+    err = capsys.readouterr().err
+    line = next((x for x in err.splitlines() if x.startswith("measured ")), None)
+    assert line is not None, err
+    assert "steps/s on cpu" in line and "this trial (" in line and "the other 0 trials of ~" in line and "before pruning" in line
