@@ -13,7 +13,9 @@ from tts_model.cli import run_cli
 
 
 def test_the_search_forecasts_its_time_after_the_first_steps(
-    tmp_path: Path, cache_env: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+    tmp_path: Path,
+    cache_env: Path,
+    capsys: pytest.CaptureFixture[str],  # noqa: F811
 ) -> None:
     paths = short_corpus(tmp_path)
     argv = ["--study", STUDY, "--runs-dir", str(tmp_path / "runs"), "--trials", "1", *data_flags(paths)]
@@ -21,4 +23,9 @@ def test_the_search_forecasts_its_time_after_the_first_steps(
     err = capsys.readouterr().err
     line = next((x for x in err.splitlines() if x.startswith("measured ")), None)
     assert line is not None, err
-    assert "steps/s on cpu" in line and "this trial (" in line and "the other 0 trials of ~" in line and "before pruning" in line
+    assert (
+        "steps/s on cpu" in line
+        and "this trial (" in line
+        and "the other 0 trials of ~" in line
+        and "before pruning" in line
+    )
