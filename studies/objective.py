@@ -70,7 +70,7 @@ def make_objective(
                 decode_sentences=setup.study.scoring.decode_sentences,
             )
         save_sample(sample_path(setup.telemetry_path.parent, trial.number), result)
-        record = score(result, guards)
+        record = score(result, guards, warmup_steps=cfg.warmup_steps)
         write_record(trial, record)
         if record.value is None:
             raise optuna.TrialPruned(_pruned_reason(record, result.steps))

@@ -30,6 +30,7 @@ SEED_GRAD_BELOW_ONE = "seed_grad_norm_below_1"
 GRAD_NORM_MEDIAN = "grad_norm_median"
 GRAD_NORM_P95 = "grad_norm_p95"
 NONFINITE_EVENTS = "nonfinite_events"
+JUDGED = "judged"  # a pruned trial: False if it stopped before every guard could judge it
 DIVERGED = "diverged"  # True on a trial a divergence guard stopped
 VERDICT = "verdict"  # the finished verdict word, "pruned", or the divergence kind of a diverged trial
 DIVERGENCE_STEP = "divergence_step"
@@ -52,6 +53,7 @@ C_DIVERGED, C_UNALIGNED, C_NO_STOP = "diverged", "unaligned", "decode_no_stop"
 
 # -- the outcome words -------------------------------------------------------------------------------
 STABLE, UNALIGNED, NO_STOP, PRUNED = "stable", "unaligned", "no-stop", "pruned"
+UNJUDGED = "unjudged"  # pruned before every divergence guard had the steps to judge it: never counted stable
 RUNNING, WAITING, FAILED, COMPLETE = "running", "waiting", "failed", "complete"
 DIVERGED_PREFIX = "diverged:"
 FINISHED_VERDICTS = (STABLE, UNALIGNED, NO_STOP)
@@ -102,6 +104,7 @@ class TrialRecord:
     # what the objective recorded
     verdict: str | None = None  # a FINISHED_VERDICTS word or PRUNED; None while running or diverged
     divergence: Divergence | None = None
+    judged: bool | None = None  # a pruned trial ran long enough for every guard (None: not recorded)
     max_steps: int | None = None
     last_step: int | None = None
     steps_run: int | None = None
@@ -147,6 +150,8 @@ class TrialRecord:
             return FAILED
         if self.divergence is not None:
             return diverged_outcome(self.divergence.kind)
+        if self.verdict == PRUNED and self.judged is False:
+            return UNJUDGED
         if self.verdict is not None:
             return self.verdict
         return PRUNED if self.state == TrialState.PRUNED else COMPLETE
@@ -175,6 +180,7 @@ class TrialRecord:
         """The objective's facts as user attributes (None fields are left out), keys as above."""
         attrs: dict[str, Any] = {
             MAX_STEPS: self.max_steps,
+            JUDGED: self.judged,
             LAST_STEP: self.last_step,
             STOP_MARGIN: self.stop_end_margin,
             STEPS_RUN: self.steps_run,
@@ -239,6 +245,7 @@ class TrialRecord:
             constraints=dict(t.constraints),
             verdict=None if divergence is not None else _str(a.get(VERDICT)),
             divergence=divergence,
+            judged=a[JUDGED] if isinstance(a.get(JUDGED), bool) else None,
             max_steps=_int(a.get(MAX_STEPS)),
             last_step=_int(a.get(LAST_STEP)),
             steps_run=_int(a.get(STEPS_RUN)),

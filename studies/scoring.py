@@ -36,7 +36,18 @@ STOP_SHAPING = 0.3
 DIVERGED_VIOLATION = 10.0
 
 
-def score(result: TrainResult, guards: GuardConfig) -> TrialRecord:
+def judged_after(guards: GuardConfig, warmup_steps: int) -> int:
+    """The step by which every divergence guard has had the steps it needs to judge a run.
+
+    A run stopped earlier (pruned on mel at an early rung) is ``unjudged``: no guard fired, but the
+    collapse guard, say, never looked, so it must not count as stable anywhere (the lr boundary once
+    called lr 0.037 stable on a trial pruned at step 100, where lr >= 3e-2 was measured to collapse).
+    """
+    minimums = (guards.explosion_min_steps, guards.spike_min_steps, guards.ceiling_min_steps)
+    return max(*minimums, guards.collapse_min_steps, warmup_steps)
+
+
+def score(result: TrainResult, guards: GuardConfig, *, warmup_steps: int = 0) -> TrialRecord:
     """The record of one finished (or pruned, or diverged) trial: state, value, constraints, evidence.
 
     COMPLETE with val mel as its value when it ran to the end; PRUNED otherwise. The caller writes it
@@ -71,6 +82,7 @@ def score(result: TrainResult, guards: GuardConfig) -> TrialRecord:
         return TrialRecord(
             state=TrialState.PRUNED,
             verdict=PRUNED,
+            judged=result.steps >= judged_after(guards, warmup_steps),
             constraints={
                 C_DIVERGED: -1.0,
                 C_UNALIGNED: guards.collapse_diagonality - diagonality,

@@ -14,8 +14,8 @@ from tts_model.cli import run_cli
 
 def test_the_search_forecasts_its_time_after_the_first_steps(
     tmp_path: Path,
-    cache_env: Path,
-    capsys: pytest.CaptureFixture[str],  # noqa: F811
+    cache_env: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     paths = short_corpus(tmp_path)
     argv = ["--study", STUDY, "--runs-dir", str(tmp_path / "runs"), "--trials", "1", *data_flags(paths)]

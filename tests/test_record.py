@@ -88,10 +88,21 @@ def test_an_unaligned_finished_run_is_unaligned_whatever_its_decode() -> None:
 
 def test_a_run_pruned_on_mel_is_pruned_with_no_value_and_ranks_as_no_stop() -> None:
     r = score(result((ev(50, diagonality=0.4, margin=0.0),), pruned=True), GUARDS)
-    assert r.state == TrialState.PRUNED and r.value is None and r.outcome == rec.PRUNED
+    assert r.state == TrialState.PRUNED and r.value is None and r.verdict == rec.PRUNED
+    assert r.outcome == rec.UNJUDGED  # step 50, where the default collapse guard waits for 2000
     assert r.constraints[rec.C_DIVERGED] < 0
     assert math.isclose(r.constraints[rec.C_NO_STOP], 0.5 + 0.3)
     assert math.isclose(r.constraints[rec.C_UNALIGNED], GUARDS.collapse_diagonality - 0.4)
+
+
+def test_a_run_pruned_before_the_guards_could_judge_it_is_unjudged() -> None:
+    guards = GuardConfig(collapse_min_steps=150)
+    early = score(result((ev(100),), pruned=True), guards, warmup_steps=50)
+    late = score(result((ev(200),), pruned=True), guards, warmup_steps=50)
+    assert early.outcome == rec.UNJUDGED and early.judged is False
+    assert late.outcome == rec.PRUNED and late.judged is True
+    # the warmup counts too: the ceiling judges only after it
+    assert score(result((ev(200),), pruned=True), guards, warmup_steps=250).outcome == rec.UNJUDGED
 
 
 def test_a_diverged_run_is_pruned_with_its_reason_and_the_worst_violation() -> None:

@@ -193,12 +193,15 @@ def test_lr_boundary_per_clip_bucket() -> None:
         _p(0, "stable", 3.0, lr=1e-4, grad_clip=0.5),
         _p(1, "pruned", 3.5, lr=1e-3, grad_clip=0.5),
         _p(2, "diverged:nonfinite", None, lr=1e-2, grad_clip=0.5),
+        # Pruned before the collapse guard could look: not stable, whatever its lr (issue 11).
+        _p(4, "unjudged", 3.0, lr=3.7e-2, grad_clip=0.5),
         _p(3, "diverged:spike", None, lr=3e-3, grad_clip=4.0),
     ]
     buckets = conclusions.lr_boundary(pts, get_study(STUDY).space.range_of("grad_clip"))
     assert len(buckets) == 4 and math.isclose(buckets[0]["clip_low"], 0.1)
     mid = next(b for b in buckets if b["clip_low"] <= 0.5 < b["clip_high"])
-    assert mid["max_stable_lr"] == 1e-3 and mid["min_diverged_lr"] == 1e-2 and mid["trials"] == 3
+    assert mid["max_stable_lr"] == 1e-3 and mid["min_diverged_lr"] == 1e-2 and mid["trials"] == 4
+    assert (mid["stable"], mid["diverged"], mid["unjudged"]) == (2, 1, 1)
     top = buckets[-1]
     assert top["max_stable_lr"] is None and top["min_diverged_lr"] == 3e-3
 

@@ -13,12 +13,30 @@ from pathlib import Path
 
 from space import SearchSpace
 from studies.evidence.plots import Curve, Point
-from studies.record import TrialRecord, best_feasible, is_diverged_outcome, preset_trials, run_id
+from studies.record import (
+    NO_STOP,
+    PRUNED,
+    STABLE,
+    UNALIGNED,
+    UNJUDGED,
+    TrialRecord,
+    best_feasible,
+    is_diverged_outcome,
+    preset_trials,
+    run_id,
+)
 from trainer.telemetry import read_evals, read_steps
 
 CLIP_BUCKETS = 4
 TOP_K = 5  # the stable optimum is read as the median of the best few feasible trials, not one lucky trial
-MARKED_PRESETS = ("basic", "enhanced")  # ringed on the plots, columns of the presets table
+MARKED_PRESETS = ("basic", "enhanced")
+# No divergence guard fired over a run every guard could judge (a trial pruned earlier is `unjudged`).
+STABLE_OVER_A_JUDGED_RUN = (
+    STABLE,
+    UNALIGNED,
+    NO_STOP,
+    PRUNED,
+)  # ringed on the plots, columns of the presets table
 
 
 def points(records: Sequence[TrialRecord]) -> list[Point]:
@@ -58,8 +76,10 @@ def lr_boundary(
 ) -> list[dict]:
     """Per log-spaced grad-clip bucket: the largest lr no guard stopped and the smallest lr one did.
 
-    "Stable" here means no divergence guard fired (pruned-for-mel and finished-but-unaligned trials
-    count as stable): the boundary is about training blowing up, not about training well.
+    "Stable" here means no divergence guard fired over a run long enough for every guard to judge it
+    (finished-but-unaligned trials and trials pruned for mel after that count as stable; a trial pruned
+    earlier is unjudged and counts as neither): the boundary is about training blowing up, not about
+    training well.
     """
     low, high = clip_range
     edges = [low * (high / low) ** (i / n_buckets) for i in range(n_buckets + 1)]
@@ -73,8 +93,9 @@ def lr_boundary(
             if lo <= float(p.params["grad_clip"]) < hi
             or (i == n_buckets - 1 and float(p.params["grad_clip"]) == hi)
         ]
-        stable = [float(p.params["lr"]) for p in inside if not is_diverged_outcome(p.outcome)]
+        stable = [float(p.params["lr"]) for p in inside if p.outcome in STABLE_OVER_A_JUDGED_RUN]
         diverged = [float(p.params["lr"]) for p in inside if is_diverged_outcome(p.outcome)]
+        unjudged = sum(p.outcome == UNJUDGED for p in inside)
         buckets.append(
             {
                 "clip_low": lo,
@@ -82,6 +103,7 @@ def lr_boundary(
                 "trials": len(inside),
                 "stable": len(stable),
                 "diverged": len(diverged),
+                "unjudged": unjudged,
                 "max_stable_lr": max(stable) if stable else None,
                 "min_diverged_lr": min(diverged) if diverged else None,
             }

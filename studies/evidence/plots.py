@@ -24,6 +24,7 @@ DPI = 80
 MARKERS = {
     "stable": "o",
     "pruned": "s",
+    "unjudged": "d",
     "unaligned": "h",
     "no-stop": "p",
     "diverged:nonfinite": "X",
@@ -37,6 +38,7 @@ LABELS = {
     "unaligned": "finished, attention unaligned",
     "no-stop": "finished, decode does not stop",
     "pruned": "pruned for mel",
+    "unjudged": "pruned before the guards could judge it",
 }
 MARK_COLOURS = {"basic": "tab:blue", "enhanced": "tab:red", "best": "tab:green"}
 

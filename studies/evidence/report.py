@@ -206,17 +206,24 @@ def _boundary_table(buckets: list[dict]) -> str:
         [
             f"{b['clip_low']:.3g} - {b['clip_high']:.3g}",
             str(b["trials"]),
-            f"{b['stable']} / {b['diverged']}",
+            f"{b['stable']} / {b['diverged']} / {b.get('unjudged', 0)}",
             "-" if b["max_stable_lr"] is None else f"{b['max_stable_lr']:.3g}",
             "-" if b["min_diverged_lr"] is None else f"{b['min_diverged_lr']:.3g}",
         ]
         for b in buckets
     ]
-    head = ("grad clip", "trials", "stable / diverged", "largest stable lr", "smallest diverged lr")
+    head = (
+        "grad clip",
+        "trials",
+        "stable / diverged / unjudged",
+        "largest stable lr",
+        "smallest diverged lr",
+    )
     return html_table(
         tables.Rows("lr boundary", head, tuple(map(tuple, rows))), table_id="boundary-table"
     ) + (
-        "<p>Stable means no divergence guard fired. Where the smallest diverged lr lies below the largest stable "
+        "<p>Stable means no divergence guard fired over a run long enough for every guard to judge it; a trial "
+        "pruned before that is unjudged and counts as neither. Where the smallest diverged lr lies below the largest stable "
         "one, the edge is not set by lr and clip alone (warmup and loss weights move it).</p>"
     )
 
