@@ -14,6 +14,7 @@ import optuna
 
 import search
 from space.stability import distributions, preset_params
+from studies.record import C_DIVERGED, C_NO_STOP, C_UNALIGNED
 from studies.registry import get_study
 from trainer.cli import build_parser, config_from_args
 from trainer.presets import PRESETS
@@ -28,7 +29,7 @@ def record(study: optuna.Study, params: dict, value: float, constraints: dict[st
             params=params,
             distributions=distributions(get_study(STUDY).space),
             value=value,
-            system_attrs={f"constraints:{k}": v for k, v in constraints.items()},
+            constraints=constraints,
         )
     )
 
@@ -39,10 +40,10 @@ def test_best_feasible_trial_exports_a_preset_the_trainer_accepts(tmp_path: Path
     storage = f"sqlite:///{runs / STUDY / 'study.db'}"
     study = optuna.create_study(study_name=STUDY, storage=storage)
     spec = get_study(STUDY).space
-    feasible = {"diverged": -1.0, "unaligned": -0.1, "decode_no_stop": 0.0}
+    feasible = {C_DIVERGED: -1.0, C_UNALIGNED: -0.1, C_NO_STOP: 0.0}
     good = {**preset_params(dict(PRESETS["basic"]), spec), "lr": 2e-3, "warmup_steps": 100}
     record(study, good, 1.5, feasible)
-    record(study, {**good, "lr": 3e-3}, 1.2, {**feasible, "decode_no_stop": 0.7})  # lower mel, infeasible
+    record(study, {**good, "lr": 3e-3}, 1.2, {**feasible, C_NO_STOP: 0.7})  # lower mel, infeasible
     record(study, {**good, "lr": 1e-3}, 1.8, feasible)
 
     out = tmp_path / "best.json"
@@ -62,7 +63,7 @@ def test_export_without_a_feasible_trial_says_why(tmp_path: Path, capsys) -> Non
     (runs / STUDY).mkdir(parents=True)
     study = optuna.create_study(study_name=STUDY, storage=f"sqlite:///{runs / STUDY / 'study.db'}")
     params = preset_params(dict(PRESETS["basic"]), get_study(STUDY).space)
-    record(study, params, 3.3, {"diverged": -1.0, "unaligned": 0.1, "decode_no_stop": 0.7})
+    record(study, params, 3.3, {C_DIVERGED: -1.0, C_UNALIGNED: 0.1, C_NO_STOP: 0.7})
     out = tmp_path / "best.json"
     assert run_cli(search.main, ["--study", STUDY, "--runs-dir", str(runs), "--export-preset", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
