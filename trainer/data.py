@@ -10,7 +10,8 @@ from rich.console import Console
 
 from tts_model.batching import Batch, BucketBatchSampler, collate
 from tts_model.corpus import CorpusSpec, ensure_corpus
-from tts_model.dataset import DataConfig, Example, SpeechDataset, load_dataset
+from tts_model.dataset import DataConfig, SpeechDataset, load_dataset, read_metadata
+from tts_model.speech_anchors import DecodeReference, attach_anchors
 from tts_model.text import TextEncoder
 
 DECODE_SENTENCES = 3  # free-running decodes at the last eval: enough to see stopping, cheap on CPU
@@ -47,10 +48,15 @@ class TrainData:
         chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         return [collate([self.val[i] for i in chunk], reduction_factor) for chunk in chunks]
 
-    def decode_examples(self, n: int = DECODE_SENTENCES) -> list[Example]:
-        """The first `n` validation sentences, shortest-first by text, so the decode is cheap and fixed."""
+    def decode_examples(self, n: int = DECODE_SENTENCES) -> list[DecodeReference]:
+        """The first `n` validation sentences, shortest-first by text, so the decode is cheap and fixed,
+        each with its decode-ratio anchors (rendered once per validation set, then read from the cache)."""
         order = sorted(range(len(self.val)), key=lambda i: (self.val[i].text.shape[0], self.val[i].id))
-        return [self.val[i] for i in order[:n]]
+        examples = [self.val[i] for i in order[:n]]
+        if not examples:
+            return []
+        texts = {row.id: row.normalized_text for row in read_metadata(self.val.folder)}
+        return attach_anchors(examples, texts, self.data_cfg.features)
 
 
 def load_train_data(
