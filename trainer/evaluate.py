@@ -9,7 +9,6 @@ monotonically the attention walks the text; `trainer.speech.speaks` turns that i
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -84,8 +83,8 @@ class EvalMetrics:
                 decode_stop_rate=d.stop_rate,
                 decode_length_ratio=d.length_ratio,
                 decode_dtw=d.dtw,
-                decode_ratio=d.ratio if d.per_sentence else math.nan,
-                decode_walk=d.walk if d.per_sentence else math.nan,
+                decode_ratio=d.ratio,  # NaN when not measured (no anchors, or an older checkpoint)
+                decode_walk=d.walk,
                 speaks=float(d.speaks),
             )
         return row

@@ -72,7 +72,8 @@ class SpeechMeasure:
         return _median([s.length_ratio for s in self.sentences])
 
     @property
-    def dtw(self) -> float:
+    def dtw_median(self) -> float:
+        """(DecodeMetrics.dtw is the mean over sentences, as recorded before the decode ratio existed.)"""
         return _median([s.dtw for s in self.sentences])
 
     @property
@@ -94,7 +95,10 @@ def constant_frame_dtw(reference: Tensor) -> float:
     """DTW mel L1 between the reference (T, n_mels) and its own mean frame repeated T times.
 
     A constant sequence makes every cell of a DTW row equal, so the cheapest path is the diagonal and this
-    is the plain mean L1 to the mean frame: what a model that learnt only the average frame scores.
+    is the plain mean L1 to the mean frame: what a model that learnt only the average frame scores. A
+    longer constant would score less (its extra path steps dwell on the frames nearest it), which is also
+    why a decode that runs to the length cap can score a ratio under 1 while saying nothing: the stop and
+    length conditions of "speaks" catch that, not the ratio.
     """
     return dtw_distance(constant_model_mel(reference), reference)
 
