@@ -11,6 +11,7 @@ from rich.console import Console
 from tts_model.batching import Batch, BucketBatchSampler, collate
 from tts_model.corpus import CorpusSpec, ensure_corpus
 from tts_model.dataset import DataConfig, SpeechDataset, load_dataset, read_metadata
+from tts_model.espeak import DEFAULT_VOICE
 from tts_model.speech_anchors import DecodeReference, attach_anchors
 from tts_model.text import TextEncoder
 
@@ -29,6 +30,9 @@ class TrainData:
     data_cfg: DataConfig
     train_dir: Path
     val_dir: Path
+    # The eSpeak voice of the decode ratio's same-words anchor: the embedded corpus's own voice, else
+    # eSpeak's default (user data: see tts_model/speech_anchors.py for what the scale then means).
+    anchor_voice: str = DEFAULT_VOICE
 
     @property
     def n_symbols(self) -> int:
@@ -56,7 +60,7 @@ class TrainData:
         if not examples:
             return []
         texts = {row.id: row.normalized_text for row in read_metadata(self.val.folder)}
-        return attach_anchors(examples, texts, self.data_cfg.features)
+        return attach_anchors(examples, texts, self.data_cfg.features, voice=self.anchor_voice)
 
 
 def load_train_data(
@@ -68,16 +72,20 @@ def load_train_data(
     console: Console | None = None,
 ) -> TrainData:
     """Load the user's folders, or build/reuse the embedded eSpeak corpus when neither is given."""
+    voice = DEFAULT_VOICE
     if train_dir is None and val_dir is None:
-        paths = ensure_corpus(corpus or CorpusSpec(), console=console)
-        train_dir, val_dir = paths.train, paths.eval
+        spec = corpus or CorpusSpec()
+        paths = ensure_corpus(spec, console=console)
+        train_dir, val_dir, voice = paths.train, paths.eval, spec.voice
     elif train_dir is None or val_dir is None:
         from tts_model.errors import DataError
 
         raise DataError("give both --train-data and --val-data, or neither to use the embedded corpus")
     train = load_dataset(train_dir, data_cfg, console=console)
     val = load_dataset(val_dir, data_cfg, console=console)
-    return TrainData(train=train, val=val, data_cfg=data_cfg, train_dir=train_dir, val_dir=val_dir)
+    return TrainData(
+        train=train, val=val, data_cfg=data_cfg, train_dir=train_dir, val_dir=val_dir, anchor_voice=voice
+    )
 
 
 class BatchStream:
