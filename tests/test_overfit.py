@@ -84,3 +84,11 @@ def test_stop_head_learns_to_fire_at_the_last_frame(overfit) -> None:
     margin = result.final_eval.stop_end_margin
     print(f"\noverfit: stop margin at the last frame {margin:.3f}")
     assert margin > 0.5
+
+
+def test_free_running_decode_speaks_on_the_fitted_utterances(overfit) -> None:
+    # The same run, judged by the speech measure (tests/test_speaks.py has the cheaper 4-utterance run).
+    _, result, _ = overfit
+    decode = result.final_eval.decode
+    print(f"\noverfit: decode ratio {decode.ratio:.3f}, walk {decode.walk:.2f}, stops {decode.stop_rate:.2f}")
+    assert decode.speaks and decode.ratio < 0.35

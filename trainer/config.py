@@ -87,6 +87,24 @@ class GuardConfig:
     decode_length_ratio: float = 2.0
     # Few sentences, short trial: tolerate a minority of bad decodes, not a majority.
     decode_max_bad_fraction: float = 0.5
+    # "speaks" (trainer/speech.py): conditions on the decoded held-out sentences, medians except the stop
+    # rate. Measured with `python -m tts_model.speech_scale` on the embedded corpus's 5 shortest val
+    # sentences and an overfit tiny model (tests/test_speaks.py). Stop: as for feasibility, at most half
+    # of the decodes may run to the cap.
+    speak_min_stop_rate: float = 0.5
+    # eSpeak itself at 120 and 250 words a minute (1.46x and 0.70x the corpus's length) still says the
+    # words (decode ratio <= 0.11): a tempo inside 1.5x is speech, a decode twice as long is not.
+    speak_length_ratio: float = 1.5
+    # Decode ratio (0 = eSpeak at 150 wpm, 1 = the mean frame): other English voices saying the words
+    # score 0.14-0.35 (median of en-gb, en-gb-x-rp, en-029), pitch/rate changes <= 0.12, the reference
+    # blurred over 104 ms 0.35; blurred over 197 ms (syllables gone) 0.66, a German voice reading it 0.67,
+    # the reference time-reversed 1.07. The 3,000-step run that says nothing scored ~0.8 and the
+    # overfit model at step 100 (right length, a smear) 0.71; the same model at step 250 0.17.
+    speak_max_decode_ratio: float = 0.5
+    # Attention walk (share of symbols the argmax visits in order): untrained 0.04-0.11, collapsed
+    # (uniform attention, lr 3e-2) 0.04-0.18 per sentence; KL-trained models that speak 0.50-0.86 per
+    # sentence, medians 0.57-0.69 (the seed's broad KL prior makes the argmax jitter and skip symbols).
+    speak_min_attention_walk: float = 0.4
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -104,6 +122,10 @@ class GuardConfig:
         _check_range("collapse_diagonality", self.collapse_diagonality, ge=0.0, le=1.0)
         _check_range("decode_length_ratio", self.decode_length_ratio, gt=1.0)
         _check_range("decode_max_bad_fraction", self.decode_max_bad_fraction, ge=0.0, le=1.0)
+        _check_range("speak_min_stop_rate", self.speak_min_stop_rate, ge=0.0, le=1.0)
+        _check_range("speak_length_ratio", self.speak_length_ratio, gt=1.0)
+        _check_range("speak_max_decode_ratio", self.speak_max_decode_ratio, gt=0.0, lt=1.0)
+        _check_range("speak_min_attention_walk", self.speak_min_attention_walk, ge=0.0, le=1.0)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

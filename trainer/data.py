@@ -10,7 +10,9 @@ from rich.console import Console
 
 from tts_model.batching import Batch, BucketBatchSampler, collate
 from tts_model.corpus import CorpusSpec, ensure_corpus
-from tts_model.dataset import DataConfig, Example, SpeechDataset, load_dataset
+from tts_model.dataset import DataConfig, SpeechDataset, load_dataset, read_metadata
+from tts_model.espeak import DEFAULT_VOICE
+from tts_model.speech_anchors import DecodeReference, attach_anchors
 from tts_model.text import TextEncoder
 
 DECODE_SENTENCES = 3  # free-running decodes at the last eval: enough to see stopping, cheap on CPU
@@ -28,6 +30,9 @@ class TrainData:
     data_cfg: DataConfig
     train_dir: Path
     val_dir: Path
+    # The eSpeak voice of the decode ratio's same-words anchor: the embedded corpus's own voice, else
+    # eSpeak's default (user data: see tts_model/speech_anchors.py for what the scale then means).
+    anchor_voice: str = DEFAULT_VOICE
 
     @property
     def n_symbols(self) -> int:
@@ -47,10 +52,15 @@ class TrainData:
         chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         return [collate([self.val[i] for i in chunk], reduction_factor) for chunk in chunks]
 
-    def decode_examples(self, n: int = DECODE_SENTENCES) -> list[Example]:
-        """The first `n` validation sentences, shortest-first by text, so the decode is cheap and fixed."""
+    def decode_examples(self, n: int = DECODE_SENTENCES) -> list[DecodeReference]:
+        """The first `n` validation sentences, shortest-first by text, so the decode is cheap and fixed,
+        each with its decode-ratio anchors (rendered once per validation set, then read from the cache)."""
         order = sorted(range(len(self.val)), key=lambda i: (self.val[i].text.shape[0], self.val[i].id))
-        return [self.val[i] for i in order[:n]]
+        examples = [self.val[i] for i in order[:n]]
+        if not examples:
+            return []
+        texts = {row.id: row.normalized_text for row in read_metadata(self.val.folder)}
+        return attach_anchors(examples, texts, self.data_cfg.features, voice=self.anchor_voice)
 
 
 def load_train_data(
@@ -62,16 +72,20 @@ def load_train_data(
     console: Console | None = None,
 ) -> TrainData:
     """Load the user's folders, or build/reuse the embedded eSpeak corpus when neither is given."""
+    voice = DEFAULT_VOICE
     if train_dir is None and val_dir is None:
-        paths = ensure_corpus(corpus or CorpusSpec(), console=console)
-        train_dir, val_dir = paths.train, paths.eval
+        spec = corpus or CorpusSpec()
+        paths = ensure_corpus(spec, console=console)
+        train_dir, val_dir, voice = paths.train, paths.eval, spec.voice
     elif train_dir is None or val_dir is None:
         from tts_model.errors import DataError
 
         raise DataError("give both --train-data and --val-data, or neither to use the embedded corpus")
     train = load_dataset(train_dir, data_cfg, console=console)
     val = load_dataset(val_dir, data_cfg, console=console)
-    return TrainData(train=train, val=val, data_cfg=data_cfg, train_dir=train_dir, val_dir=val_dir)
+    return TrainData(
+        train=train, val=val, data_cfg=data_cfg, train_dir=train_dir, val_dir=val_dir, anchor_voice=voice
+    )
 
 
 class BatchStream:

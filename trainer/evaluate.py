@@ -2,30 +2,61 @@
 
 Teacher forcing alone can lie: a prototype at lr 0.1 had one of the best teacher-forced val mels while
 its attention stayed uniform, a model that cannot speak. So the last eval also decodes a few validation
-sentences greedily and checks that they stop within a sane length and land near the target after DTW.
+sentences greedily and measures, per sentence, whether they stop within a sane length, how close they land
+to the target after DTW on the two-anchor scale of `tts_model.speech_measure` (the decode ratio), and how
+monotonically the attention walks the text; `trainer.speech.speaks` turns that into the verdict word.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 
+from trainer.config import GuardConfig
 from trainer.loss_terms import decoder_lengths
+from trainer.speech import speaks
 from tts_model.batching import Batch
 from tts_model.dataset import Example
-from tts_model.inference import dtw_distance, greedy_decode
+from tts_model.inference import greedy_decode
 from tts_model.losses import attention_diagonality, attention_sharpness, masked_mel_loss
+from tts_model.speech_anchors import DecodeReference
+from tts_model.speech_measure import SentenceMeasure, SpeechMeasure, measure_sentence
 
 EVAL_SEED = 1234  # prenet dropout stays on at eval; a fixed seed makes val mel repeatable
 
 
 @dataclass(frozen=True, slots=True)
 class DecodeMetrics:
+    """The free-running decode of an eval. Fields after `dtw` have defaults so the evals stored in older
+    checkpoints (asdict() of this class, loaded back with DecodeMetrics(**d)) still load."""
+
     sentences: int
     stop_rate: float  # fraction of sentences whose stop token fired before the length cap
     length_ratio: float  # median decoded frames / target frames
-    dtw: float  # mean L1 between decoded and target log-mel along the DTW path
+    dtw: float  # mean over sentences of the DTW mel L1 to the target (tts_model.inference.dtw_distance)
+    per_sentence: tuple[SentenceMeasure, ...] = ()  # empty in evals from before the speech measure
+    speaks: bool = False  # trainer.speech.speaks at this run's thresholds; False when not measured
+
+    def __post_init__(self) -> None:
+        # A checkpoint holds asdict() of this record, so its sentences come back as mappings.
+        rows = tuple(SentenceMeasure(**s) if isinstance(s, Mapping) else s for s in self.per_sentence)
+        object.__setattr__(self, "per_sentence", rows)
+
+    @property
+    def measure(self) -> SpeechMeasure:
+        return SpeechMeasure(self.per_sentence)
+
+    @property
+    def ratio(self) -> float:
+        """The median decode ratio (0 = another eSpeak rendering of the words, 1 = a constant frame)."""
+        return self.measure.ratio
+
+    @property
+    def walk(self) -> float:
+        """The median attention walk (share of text positions visited in order)."""
+        return self.measure.walk
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +73,20 @@ class EvalMetrics:
     decode: DecodeMetrics | None = None
 
     def as_dict(self) -> dict[str, float]:
+        """Scalar metrics by name, as the telemetry logs them per eval; with a decode also `decode_ratio`
+        (the median) and `speaks` (0 or 1), the names the issue and the study read."""
         row = {k: v for k, v in asdict(self).items() if k != "decode"}
-        if self.decode is not None:
-            row.update({f"decode_{k}": v for k, v in asdict(self.decode).items()})
+        d = self.decode
+        if d is not None:
+            row.update(
+                decode_sentences=d.sentences,
+                decode_stop_rate=d.stop_rate,
+                decode_length_ratio=d.length_ratio,
+                decode_dtw=d.dtw,
+                decode_ratio=d.ratio,  # NaN when not measured (no anchors, or an older checkpoint)
+                decode_walk=d.walk,
+                speaks=float(d.speaks),
+            )
         return row
 
 
@@ -62,12 +104,15 @@ class EvalSample:
 def evaluate(
     model: torch.nn.Module,
     batches: list[Batch],
-    decode_examples: list[Example],
+    decode_examples: Sequence[Example | DecodeReference],
     *,
     step: int,
     reduction_factor: int,
     device: torch.device,
+    guards: GuardConfig | None = None,
 ) -> tuple[EvalMetrics, EvalSample]:
+    """decode_examples: plain examples give no decode ratio; `TrainData.decode_examples` attaches the
+    anchors. guards: the thresholds of `speaks` (default GuardConfig())."""
     was_training = model.training
     model.eval()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -101,7 +146,11 @@ def evaluate(
                     attention=out.attention[0, : int(dec_lengths[0]), :n].float().cpu(),
                     decoded=None,
                 )
-        decode, decoded = _decode(model, decode_examples, device) if decode_examples else (None, None)
+        decode, decoded = (
+            _decode(model, decode_examples, device, guards or GuardConfig())
+            if decode_examples
+            else (None, None)
+        )
     model.train(was_training)
     assert sample is not None, "the validation set has no batch"
     metrics = EvalMetrics(
@@ -129,26 +178,38 @@ def stop_end_margins(stop_logits: torch.Tensor, mel_lengths: torch.Tensor) -> to
 
 
 def _decode(
-    model: torch.nn.Module, examples: list[Example], device: torch.device
+    model: torch.nn.Module,
+    examples: Sequence[Example | DecodeReference],
+    device: torch.device,
+    guards: GuardConfig,
 ) -> tuple[DecodeMetrics, torch.Tensor]:
-    stopped = 0
-    ratios: list[float] = []
-    distances: list[float] = []
+    rows: list[SentenceMeasure] = []
     first: torch.Tensor | None = None
-    for ex in examples:
+    for item in examples:
+        ref = item if isinstance(item, DecodeReference) else DecodeReference(item, None)
+        ex = ref.example
         target_frames = ex.mel.shape[0]
         result = greedy_decode(model, ex.text.to(device), max_frames=2 * target_frames + 20)
-        mel = result.mel.float().cpu()
+        mel = result.mel.float().cpu()  # (T', n_mels)
         first = mel if first is None else first
-        stopped += int(result.stopped)
-        ratios.append(mel.shape[0] / target_frames)
-        distances.append(dtw_distance(mel.numpy(), ex.mel.numpy()))
-    ratios.sort()
+        rows.append(
+            measure_sentence(
+                id=ex.id,
+                decoded_mel=mel,
+                attention=result.attention.float().cpu(),  # (T_dec, L)
+                stopped=result.stopped,
+                reference=ex.mel,
+                anchors=ref.anchors,
+            )
+        )
+    measure = SpeechMeasure(tuple(rows))
     metrics = DecodeMetrics(
-        sentences=len(examples),
-        stop_rate=stopped / len(examples),
-        length_ratio=ratios[len(ratios) // 2],
-        dtw=sum(distances) / len(distances),
+        sentences=len(rows),
+        stop_rate=measure.stop_rate,
+        length_ratio=measure.length_ratio,
+        dtw=sum(s.dtw for s in rows) / len(rows),
+        per_sentence=measure.sentences,
+        speaks=speaks(measure, guards),
     )
     assert first is not None
     return metrics, first

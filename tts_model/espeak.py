@@ -20,6 +20,12 @@ from tts_model.errors import CorpusError
 
 SAMPLE_RATE = 22050  # eSpeak NG's native output rate; checked against what espeak_Initialize reports
 DEFAULT_VOICE = "en-us"
+# eSpeak NG's defaults (speak_lib.h: espeakRATE_NORMAL 175 words a minute, pitch 50 of 0-100): what the
+# embedded corpus is spoken at, since it never sets them.
+DEFAULT_RATE = 175
+DEFAULT_PITCH = 50
+RATE_RANGE = (80, 450)  # espeakRATE_MINIMUM .. espeakRATE_MAXIMUM
+PITCH_RANGE = (0, 100)
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2  # espeak_AUDIO_OUTPUT: like RETRIEVAL, but espeak_Synth returns when done
 _POS_CHARACTER = 1
@@ -27,6 +33,8 @@ _CHARS_UTF8 = 1
 _PHONEMES_IPA = 0x02
 _EE_OK = 0
 _BUFFER_MS = 200
+_PARAM_RATE = 1  # espeak_PARAMETER: espeakRATE
+_PARAM_PITCH = 3  # espeakPITCH
 
 # int SynthCallback(short *wav, int numsamples, espeak_EVENT *events); events are not needed here.
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
@@ -143,6 +151,10 @@ def _engine() -> _Engine:
     lib.espeak_Info.restype = ctypes.c_char_p
     lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
     lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+    lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    lib.espeak_SetParameter.restype = ctypes.c_int
+    lib.espeak_GetParameter.argtypes = [ctypes.c_int, ctypes.c_int]
+    lib.espeak_GetParameter.restype = ctypes.c_int
 
     data_path = espeakng_loader.get_data_path().encode("utf-8")
     rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, _BUFFER_MS, data_path, 0)
@@ -162,20 +174,41 @@ def _engine() -> _Engine:
     return engine
 
 
-def synthesize(text: str, voice: str = DEFAULT_VOICE, *, seed: int = 0) -> np.ndarray:
+def synthesize(
+    text: str,
+    voice: str = DEFAULT_VOICE,
+    *,
+    seed: int = 0,
+    rate: int | None = None,
+    pitch: int | None = None,
+) -> np.ndarray:
     """Speak `text` with `voice`; returns int16 mono samples at `SAMPLE_RATE`. Not thread-safe.
+
+    `rate` (words a minute) and `pitch` (0-100) apply to this call only and are put back afterwards, so
+    a call with them never changes how later calls (the corpus) speak; None keeps eSpeak's current
+    setting (its defaults, `DEFAULT_RATE` and `DEFAULT_PITCH`, unless a voice file says otherwise).
 
     eSpeak's noise generator is reseeded per call, but its wave generator also carries phase from one
     call to the next (a few samples of length): the same texts spoken in the same order by a fresh
     process give identical samples; the same text twice in one process differs slightly.
     """
+    if rate is not None and not RATE_RANGE[0] <= rate <= RATE_RANGE[1]:
+        raise CorpusError(
+            f"eSpeak NG rate must be {RATE_RANGE[0]}-{RATE_RANGE[1]} words a minute, got {rate}"
+        )
+    if pitch is not None and not PITCH_RANGE[0] <= pitch <= PITCH_RANGE[1]:
+        raise CorpusError(f"eSpeak NG pitch must be {PITCH_RANGE[0]}-{PITCH_RANGE[1]}, got {pitch}")
     engine = _engine()
     engine.set_voice(voice)
     engine.lib.espeak_ng_SetRandSeed(seed)
+    changed = [(p, v) for p, v in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch)) if v is not None]
+    before = [(p, engine.lib.espeak_GetParameter(p, 1)) for p, _ in changed]
     data = text.encode("utf-8") + b"\0"
     buf = ctypes.create_string_buffer(data, len(data))
     engine.chunks.clear()
     try:
+        for param, value in changed:
+            engine.lib.espeak_SetParameter(param, value, 0)
         err = engine.lib.espeak_Synth(buf, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
         if err != _EE_OK:
             raise CorpusError(f"eSpeak NG failed (error {err}) on {text[:60]!r}: check the text and voice")
@@ -184,6 +217,8 @@ def synthesize(text: str, voice: str = DEFAULT_VOICE, *, seed: int = 0) -> np.nd
         return np.concatenate(engine.chunks).astype(np.int16, copy=False)
     finally:
         engine.chunks.clear()
+        for param, value in before:
+            engine.lib.espeak_SetParameter(param, value, 0)
 
 
 def phonemize(text: str, voice: str = DEFAULT_VOICE) -> str:
