@@ -49,7 +49,16 @@ def build_parser() -> OneLineParser:
     p.add_argument("--lr-probe", action="store_true", help="lr range test: lr rises until it diverges")
     p.add_argument("--validate", nargs="+", default=None, metavar="NAME", help="re-run presets / best, seeds")
     p.add_argument("--seeds", type=int, default=3, help="--validate: runs per recipe")
-    p.add_argument("--steps", type=int, default=None, help="--validate / --lr-probe: steps per run")
+    p.add_argument(
+        "--transfer-check",
+        type=int,
+        default=None,
+        metavar="K",
+        help="re-run K trials spread over the ranking for a long horizon: does the short trial predict it?",
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="--validate / --lr-probe / --transfer-check: steps per run"
+    )
     p.add_argument(
         "--horizon-scale",
         type=float,
@@ -83,17 +92,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads is not None and args.threads <= 0:
         raise UserError(f"--threads must be > 0, got {args.threads}")
     url = resolve_storage(args.storage, study_def.name, args.runs_dir)
+    evidence = args.report or args.lr_probe or args.validate or args.transfer_check is not None
     trains = not (args.report or args.export_preset is not None) or args.lr_probe or bool(args.validate)
+    trains = trains or args.transfer_check is not None
     if trains and not args.train_best:
         _check_device(study_def, args.device)
 
-    if args.report or args.lr_probe or args.validate:
+    if evidence:
         if args.export_preset is not None or args.train_best:
-            raise UserError("--report, --lr-probe, --validate: not with --export-preset or --train-best")
+            raise UserError(
+                "--report, --lr-probe, --validate, --transfer-check: not with --export-preset or --train-best"
+            )
+        from studies.evidence import transfer
         from studies.evidence.commands import EvidenceRun, run_evidence
         from studies.evidence.validate import check_names
 
         check_names(args.validate or [], args.seeds, args.steps)
+        if args.transfer_check is not None:
+            transfer.check(study_def, args.transfer_check, args.steps)
         run = EvidenceRun(
             study=study_def,
             url=url,
@@ -101,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report=args.report,
             lr_probe=args.lr_probe,
             validate=tuple(args.validate or ()),
+            transfer_check=args.transfer_check,
             seeds=args.seeds,
             steps=args.steps,
             seed=args.seed,

@@ -52,7 +52,15 @@ class LiveView:
         done = [r for r in records if r.finished]
         self.progress.update(self.task, completed=len(done))
         table = Table(title="running and recent trials", expand=False)
-        for col in ("#", "preset", *(label for _, label in self.shown), "step", "val mel", "verdict"):
+        for col in (
+            "#",
+            "preset",
+            *(label for _, label in self.shown),
+            "step",
+            "val mel",
+            "verdict",
+            "speech",
+        ):
             table.add_column(col)
         running = [r for r in records if r.state == TrialState.RUNNING]
         for r in running + done[-8:][::-1]:
@@ -64,6 +72,7 @@ class LiveView:
                 self.step_info.get(r.number) or r.shown_step,
                 "" if value is None else f"{value:.4f}",
                 r.outcome,
+                r.speech,
             )
         tally = Counter(r.outcome for r in records if r.state != TrialState.WAITING)
         counts = "  ".join(f"{k}: {v}" for k, v in sorted(tally.items()))

@@ -40,6 +40,9 @@ SHARPNESS = "sharpness"
 DECODE_STOP_RATE = "decode_stop_rate"
 DECODE_LENGTH_RATIO = "decode_length_ratio"
 DECODE_DTW = "decode_dtw"
+DECODE_RATIO = "decode_ratio"  # median decode ratio: 0 = the words rendered at another rate, 1 = a constant
+DECODE_WALK = "decode_walk"  # median share of text positions the decode's attention visits in order
+SPEAKS = "speaks"
 HOST, PID = "host", "pid"  # where the trial runs: how a dead local worker's trial is found
 FAILED_BY = "failed_by"  # why a trial ended FAIL: interrupt / worker died / surplus / duplicate / exc name
 RETRY_OF = "retry_of"  # a re-queued trial: the number of the trial it repeats
@@ -83,11 +86,14 @@ class Divergence:
 
 @dataclass(frozen=True, slots=True)
 class DecodeFacts:
-    """The free-running decode at a finished trial's last eval."""
+    """The free-running decode at a finished trial's last eval, and whether it speaks by the measure."""
 
     stop_rate: float
     length_ratio: float
     dtw: float
+    ratio: float | None = None  # None: not measured (no anchors, or a study from before the measure)
+    walk: float | None = None
+    speaks: bool | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -170,6 +176,19 @@ class TrialRecord:
         return None
 
     @property
+    def speaks(self) -> bool:
+        """Its last eval's free-running decode speaks by the measure (False where not measured)."""
+        return self.decode is not None and bool(self.decode.speaks)
+
+    @property
+    def speech(self) -> str:
+        """The end-of-trial speech measure in a few words, shown next to the verdict everywhere."""
+        d = self.decode
+        if d is None or d.ratio is None:
+            return "-"
+        return f"{'speaks' if d.speaks else 'silent'} {d.ratio:.2f}"
+
+    @property
     def shown_step(self) -> str:
         """The step a view shows for a trial not running in this process."""
         step = self.last_step if self.last_step is not None else self.steps_run
@@ -215,6 +234,9 @@ class TrialRecord:
                     DECODE_STOP_RATE: self.decode.stop_rate,
                     DECODE_LENGTH_RATIO: self.decode.length_ratio,
                     DECODE_DTW: self.decode.dtw,
+                    DECODE_RATIO: self.decode.ratio,
+                    DECODE_WALK: self.decode.walk,
+                    SPEAKS: self.decode.speaks,
                 }
             )
         return {k: v for k, v in attrs.items() if v is not None}
@@ -235,6 +257,9 @@ class TrialRecord:
                 stop_rate=float(a[DECODE_STOP_RATE]),
                 length_ratio=_float(a.get(DECODE_LENGTH_RATIO), math.nan),
                 dtw=_float(a.get(DECODE_DTW), math.nan),
+                ratio=_float(a.get(DECODE_RATIO)),
+                walk=_float(a.get(DECODE_WALK)),
+                speaks=a[SPEAKS] if isinstance(a.get(SPEAKS), bool) else None,
             )
         return cls(
             number=t.number,
@@ -274,9 +299,10 @@ def load_records(study: optuna.Study, states: Iterable[TrialState] | None = None
 
 
 def best_feasible(records: Iterable[TrialRecord]) -> TrialRecord | None:
-    """The feasible COMPLETE trial with the lowest val mel."""
+    """The best feasible COMPLETE trial: one whose decode speaks beats one that does not, then the
+    lowest val mel (teacher-forced mel alone can look excellent for a model that cannot speak)."""
     candidates = [r for r in records if r.feasible and r.value is not None]
-    return min(candidates, key=lambda r: r.value) if candidates else None
+    return min(candidates, key=lambda r: (not r.speaks, r.value)) if candidates else None
 
 
 def preset_trials(

@@ -104,12 +104,19 @@ def score(result: TrainResult, guards: GuardConfig, *, warmup_steps: int = 0) ->
         },
         diagonality=round(final.diagonality, 4),
         sharpness=round(final.sharpness, 4),
-        decode=None
-        if decode is None
-        else DecodeFacts(
-            stop_rate=decode.stop_rate, length_ratio=round(decode.length_ratio, 3), dtw=round(decode.dtw, 4)
-        ),
+        decode=None if decode is None else decode_facts(decode),
         **evidence,
+    )
+
+
+def decode_facts(decode: DecodeMetrics) -> DecodeFacts:
+    return DecodeFacts(
+        stop_rate=decode.stop_rate,
+        length_ratio=round(decode.length_ratio, 3),
+        dtw=round(decode.dtw, 4),
+        ratio=_rounded(decode.ratio),
+        walk=_rounded(decode.walk),
+        speaks=decode.speaks,
     )
 
 
@@ -161,3 +168,8 @@ def shaped_no_stop(violation: float, stop_end_margin: float) -> float:
 
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
+
+
+def _rounded(x: float) -> float | None:
+    """NaN (not measured: no anchors for the sentences) is stored as absent."""
+    return round(x, 4) if math.isfinite(x) else None

@@ -69,7 +69,7 @@ def test_a_finished_aligned_run_that_stops_is_complete_feasible_and_stable() -> 
     assert r.verdict == rec.STABLE and r.outcome == rec.STABLE
     assert r.constraints[rec.C_DIVERGED] < 0 and r.constraints[rec.C_UNALIGNED] < 0
     assert r.constraints[rec.C_NO_STOP] <= 0 and r.feasible
-    assert r.decode == rec.DecodeFacts(stop_rate=1.0, length_ratio=1.05, dtw=1.9)
+    assert r.decode == rec.DecodeFacts(stop_rate=1.0, length_ratio=1.05, dtw=1.9, speaks=False)
 
 
 def test_a_finished_run_that_never_stops_is_complete_but_infeasible() -> None:
@@ -180,3 +180,25 @@ def test_best_feasible_and_newest_preset_trial() -> None:
     assert rec.best_feasible([a, b, c]) is c
     assert rec.preset_trials([a, b, c]) == {"basic": c}
     assert rec.preset_trials([a, b, c], ("enhanced", "basic")) == {"basic": c}
+
+
+def test_the_speech_measure_is_recorded_and_a_trial_that_speaks_is_best() -> None:
+    from tts_model.speech_measure import SentenceMeasure
+
+    rows = tuple(
+        SentenceMeasure(id=f"u{i}", stopped=True, length_ratio=1.0, dtw=1.0, walk=0.7, ratio=r)
+        for i, r in enumerate((0.3, 0.4, 0.9))
+    )
+    speaking = DecodeMetrics(
+        sentences=3, stop_rate=1.0, length_ratio=1.0, dtw=1.0, per_sentence=rows, speaks=True
+    )
+    r = score(result((ev(120, decode=speaking),)), GUARDS)
+    assert r.decode.speaks and math.isclose(r.decode.ratio, 0.4) and r.speech == "speaks 0.40"
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    trial = study.ask()
+    write_record(trial, r)
+    study.tell(trial, r.value)
+    (back,) = load_records(study)
+    assert back.speaks and math.isclose(back.decode.ratio, 0.4) and math.isclose(back.decode.walk, 0.7)
+    silent = TrialRecord(number=9, state=TrialState.COMPLETE, value=0.5, constraints={"x": -1.0})
+    assert silent.speech == "-" and rec.best_feasible([silent, back]) is back  # speaks beats a lower mel

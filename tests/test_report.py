@@ -50,6 +50,7 @@ PLOTS = (
     "slices.png",
     "validation.png",
     "best_sample.png",
+    "transfer.png",
 )
 
 
@@ -79,6 +80,8 @@ def reported(tmp_path_factory: pytest.TempPathFactory, cache_env: Path) -> Path:
     base = ["--study", STUDY, "--runs-dir", str(runs), *data_flags(paths)]
     assert run_cli(search.main, [*base, "--trials", "3"]) == 0
     assert run_cli(search.main, [*base, "--lr-probe", "--steps", "20"]) == 0
+    # The smoke study's horizon is 20 steps: a long run is at least 10x that.
+    assert run_cli(search.main, [*base, "--transfer-check", "3", "--steps", "200"]) == 0
     assert (
         run_cli(search.main, [*base, "--validate", "basic", "--seeds", "2", "--steps", "6", "--report"]) == 0
     )
@@ -109,9 +112,10 @@ def test_report_holds_every_part(reported: Path) -> None:
         "curves",
         "importance",
         "validation",
+        "transfer",
     ):
         assert f'id="{anchor}"' in html
-    for table_id in ("presets-table", "boundary-table", "validation-table"):
+    for table_id in ("presets-table", "boundary-table", "validation-table", "transfer-table"):
         assert f'id="{table_id}"' in html
     for name in PLOTS:
         assert f'data-file="{name}"' in html, name

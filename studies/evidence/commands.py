@@ -1,7 +1,8 @@
-"""The evidence commands on an existing study: --lr-probe, --validate, --report, --export-preset, --train-best.
+"""The evidence commands on an existing study: --lr-probe, --validate, --transfer-check, --report,
+--export-preset, --train-best.
 
 ``search.py`` checks the flags; this module opens the study (one line if there is none) and runs
-them in a fixed order: probe, then validation, then the report.
+them in a fixed order: probe, validation, transfer check, then the report.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from studies.evidence import tables
 from studies.evidence.export import export_best
 from studies.evidence.lr_probe import run_probe
 from studies.evidence.report import write_report
+from studies.evidence.transfer import MIN_TRIALS, ranking, run_transfer
+from studies.evidence.transfer import lines as transfer_lines
 from studies.evidence.validate import resolve, validate
 from studies.launch import load_data, note_other_data, open_existing
 from studies.objective import TrialSetup
+from studies.record import load_records
 from studies.registry import StudyDef
 from studies.runner import counts
 from trainer.cli import main as train_main
@@ -37,6 +41,7 @@ class EvidenceRun:
     report: bool = False
     lr_probe: bool = False
     validate: tuple[str, ...] = ()
+    transfer_check: int | None = None  # K trials re-run long
     seeds: int = 3
     steps: int | None = None
     seed: int = 0
@@ -55,9 +60,14 @@ def run_evidence(run: EvidenceRun) -> int:
     study = open_existing(run.study, run.url)
     if run.report and counts(study).finished == 0:
         raise UserError(f"study {run.study.name!r} has no finished trial yet: nothing to report")
-    if run.lr_probe or run.validate:
+    if run.lr_probe or run.validate or run.transfer_check:
         for name in run.validate:
             resolve(study, run.study, name)  # "best" needs a feasible trial: fail before loading data
+        if run.transfer_check and len(ranking(load_records(study))) < MIN_TRIALS:
+            raise UserError(
+                f"--transfer-check: study {run.study.name!r} has fewer than {MIN_TRIALS} finished trials; "
+                "run more trials first"
+            )
         if run.threads is not None:
             torch.set_num_threads(run.threads)
         data = load_data(run.train_data, run.val_data, console)
@@ -71,6 +81,11 @@ def run_evidence(run: EvidenceRun) -> int:
             runs = {"seeds": run.seeds, "steps": run.steps, "base_seed": run.seed}
             results = validate(study, setup, run.validate, **runs, console=console)
             Console().print(tables.to_rich(tables.validation(results)))
+        if run.transfer_check:
+            check = run_transfer(study, setup, k=run.transfer_check, steps=run.steps, console=console)
+            Console().print(tables.to_rich(tables.transfer(check)))
+            for line in transfer_lines(check):
+                Console().print(line, soft_wrap=True)
     if run.report:
         console.print(f"report: {write_report(study, run.study, run.study_dir)}")
     return 0

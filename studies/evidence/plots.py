@@ -301,3 +301,32 @@ def validation_plot(results: dict[str, dict], path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def transfer_plot(runs: Sequence[dict], path: Path) -> Path:
+    """Short-trial rank against the long run's decode ratio; a long run that diverged sits on a red
+    band above, one that speaks is filled green."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ratios = [r["decode_ratio"] for r in runs if r["decode_ratio"] is not None]
+    top = (max(ratios) if ratios else 1.0) + 0.15
+    for r in runs:
+        y = top if r["long_diverged"] else r["decode_ratio"]
+        if y is None:
+            continue
+        colour = "red" if r["long_diverged"] else ("tab:green" if r["speaks"] else "white")
+        ax.scatter(r["short_rank"], y, marker=_marker(r["short_outcome"]), c=colour, edgecolors="black", s=60)
+        ax.annotate(
+            str(r["preset"] or r["number"]),
+            (r["short_rank"], y),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    ax.axhline(1.0, color="grey", linestyle=":", label="decode ratio 1: no closer than a constant frame")
+    ax.axhline(top, color="red", alpha=0.3, label="diverged in the long run")
+    ax.set_xlabel("rank in the study after the short trial (1 = best; marker = its short outcome)")
+    ax.set_ylabel("long run: decode ratio (0 = same words, other rate)")
+    ax.set_title("does the short trial predict the long run?")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -21,7 +21,7 @@ import optuna
 import torch
 
 from studies.display import fmt
-from studies.evidence import conclusions, plots, tables
+from studies.evidence import conclusions, plots, tables, transfer
 from studies.evidence import validate as validation
 from studies.evidence.importance import importances
 from studies.evidence.lr_probe import ATTR as PROBE_ATTR
@@ -142,6 +142,16 @@ def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> P
         page.para(
             f"Not run yet: python search.py --study {study.study_name} --validate basic enhanced best --seeds 3"
         )
+
+    # --- short vs long ------------------------------------------------------------------------------
+    page.section("transfer", "Does the short trial predict the long run?")
+    check = transfer.stored(study)
+    if check is None:
+        page.para(f"Not run yet: python search.py --study {study.study_name} --transfer-check 8")
+    else:
+        page.para("<br>".join(html.escape(line) for line in transfer.lines(check)))
+        page.image(plots.transfer_plot(check["runs"], out / "transfer.png"), "transfer")
+        page.raw(html_table(tables.transfer(check), table_id="transfer-table"))
 
     # --- what the best trial sounds like -----------------------------------------------------------
     page.section("sample", "The best trial's last eval: mel, attention, voice")

@@ -53,6 +53,7 @@ def side_by_side(
     lines += [(p, lambda r, p=p: fmt(r.params.get(p))) for p in param_names]
     lines += [
         ("verdict", lambda r: r.outcome),
+        ("speech (decode ratio)", lambda r: r.speech),
         ("divergence step", lambda r: _dash(r.divergence.step if r.divergence else None)),
         ("val mel", lambda r: fmt_value(r.last_value)),
         ("attention diagonality", lambda r: _dash(r.diagonality)),
@@ -103,3 +104,31 @@ def validation(results: Mapping[str, dict]) -> Rows:
         )
     head = ("recipe", "seeds", "steps", "diverged", "divergence steps", "stable", "val mel (mean ± std)")
     return Rows("validation: each recipe over several seeds, longer than a trial", head, tuple(rows))
+
+
+def transfer(check: dict) -> Rows:
+    """One row per long run of a transfer check, in the short ranking's order."""
+    rows = tuple(
+        (
+            str(r["number"]),
+            r["preset"] or "",
+            str(r["short_rank"]),
+            r["short_outcome"],
+            r["long_verdict"],
+            _dash(r["long_divergence_step"]),
+            _dash(r["decode_ratio"]),
+            "yes" if r["speaks"] else "no",
+        )
+        for r in check["runs"]
+    )
+    head = (
+        "trial",
+        "preset",
+        "short rank",
+        "short outcome",
+        "long verdict",
+        "divergence step",
+        "decode ratio",
+        "speaks",
+    )
+    return Rows(f"transfer check: {check['steps']} steps a run", head, rows)

@@ -1,0 +1,118 @@
+"""The transfer check's pure parts: the study's ranking, which trials it picks, Spearman, the counts;
+and its bad input. The end-to-end run (real long runs, the report's section) is in test_report.py."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import search
+from studies.evidence.transfer import pick, ranking, spearman, summarize
+from studies.record import C_DIVERGED, C_NO_STOP, C_UNALIGNED, Divergence, TrialRecord
+from tts_model.cli import run_cli
+
+FEASIBLE = {C_DIVERGED: -1.0, C_UNALIGNED: -0.1, C_NO_STOP: -0.2}
+
+
+def rec(
+    n: int, *, value: float | None, constraints: dict, preset: str | None = None, diverged: bool = False
+) -> TrialRecord:
+    return TrialRecord(
+        number=n,
+        state=TrialState.COMPLETE if value is not None else TrialState.PRUNED,
+        value=value,
+        constraints=constraints,
+        preset=preset,
+        divergence=Divergence(kind="explosion", step=40) if diverged else None,
+    )
+
+
+def study_records() -> list[TrialRecord]:
+    return [
+        rec(0, value=3.3, constraints={**FEASIBLE, C_UNALIGNED: 0.05}, preset="basic"),
+        rec(1, value=2.9, constraints={**FEASIBLE, C_NO_STOP: 0.8}, preset="enhanced"),
+        rec(2, value=None, constraints={C_DIVERGED: 10.0, C_UNALIGNED: 0.0, C_NO_STOP: 0.0}, diverged=True),
+        rec(3, value=1.7, constraints=FEASIBLE),
+        rec(4, value=2.0, constraints=FEASIBLE),
+        rec(5, value=2.5, constraints={**FEASIBLE, C_NO_STOP: 0.3}),
+        rec(6, value=None, constraints={C_DIVERGED: 10.0, C_UNALIGNED: 0.0, C_NO_STOP: 0.0}, diverged=True),
+        rec(7, value=2.2, constraints={**FEASIBLE, C_NO_STOP: 1.1}),
+    ]
+
+
+def test_ranking_puts_feasible_by_mel_then_violation_then_diverged() -> None:
+    order = [r.number for r in ranking(study_records())]
+    assert order[:2] == [3, 4]  # feasible, by val mel
+    assert order[2:5] == [0, 5, 1]  # infeasible by summed violation: 0.05, 0.3, 0.8 ...
+    assert set(order[-2:]) == {2, 6}  # diverged last
+
+
+def test_pick_keeps_presets_best_and_a_diverged_one_and_spreads_the_rest() -> None:
+    ranked = ranking(study_records())
+    chosen = [r.number for r in pick(ranked, 5)]
+    assert {0, 1, 3} <= set(chosen) and len(chosen) == 5
+    assert any(n in (2, 6) for n in chosen)
+    assert [r.number for r in pick(ranked, 20)] == [r.number for r in ranked]  # all when K >= n
+
+
+def test_spearman() -> None:
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3], [0.5, math.inf, 0.7]) == pytest.approx(0.5)  # inf ranks last
+    assert spearman([1, 2], [1, 2]) is None and spearman([1, 2, 3], [1, 1, 1]) is None
+
+
+def test_summary_counts() -> None:
+    base = {"preset": None, "long_divergence_step": None, "val_mel": 2.0, "steps_run": 300}
+    runs = [
+        {**base, "number": 3, "short_outcome": "stable", "short_rank": 1, "short_diverged": False,
+         "long_verdict": "stable", "long_diverged": False, "decode_ratio": 0.4, "speaks": True},
+        {**base, "number": 0, "short_outcome": "unaligned", "short_rank": 2, "short_diverged": False,
+         "long_verdict": "no-stop", "long_diverged": False, "decode_ratio": 0.9, "speaks": False},
+        {**base, "number": 2, "short_outcome": "diverged:explosion", "short_rank": 3, "short_diverged": True,
+         "long_verdict": "diverged:explosion", "long_diverged": True, "long_divergence_step": 41,
+         "decode_ratio": None, "speaks": False},
+    ]  # fmt: skip
+    s = summarize(runs, steps=3000)
+    assert s["spearman_rank_vs_decode_ratio"] == pytest.approx(1.0)
+    assert (s["diverged_short"], s["diverged_short_and_long"], s["long_divergence_steps"]) == (
+        1,
+        1,
+        {"2": 41},
+    )
+    assert (s["stable_short"], s["stable_short_speak_long"]) == (1, 1)
+
+
+def _study(tmp_path: Path, n: int) -> Path:
+    runs = tmp_path / "runs"
+    (runs / "stability-smoke").mkdir(parents=True)
+    study = optuna.create_study(
+        study_name="stability-smoke", storage=f"sqlite:///{runs / 'stability-smoke' / 'study.db'}"
+    )
+    for i in range(n):
+        study.add_trial(optuna.trial.create_trial(value=2.0 + i, constraints=FEASIBLE))
+    return runs
+
+
+@pytest.mark.parametrize(
+    ("trials", "flags", "words"),
+    [
+        (None, ["--transfer-check", "8"], "run the search first"),
+        (2, ["--transfer-check", "8"], "fewer than 3 finished trials"),
+        (5, ["--transfer-check", "2"], "at least 3"),
+        (5, ["--transfer-check", "8", "--steps", "100"], "10x the trial horizon"),
+    ],
+)
+def test_bad_transfer_checks_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], trials: int | None, flags: list[str], words: str
+) -> None:
+    runs = _study(tmp_path, trials) if trials is not None else tmp_path / "runs"
+    code = run_cli(
+        search.main, ["--study", "stability-smoke", "--runs-dir", str(runs), "--device", "cpu", *flags]
+    )
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and words in lines[0], lines
