@@ -12,7 +12,8 @@ import torch
 
 from studies.lr_probe import END_LR, START_LR, min_loss_lr, probe_lr
 from tests.corpus_fixture import cache_env, corpus_paths, subset, train_data  # noqa: F401  (fixtures)
-from trainer.config import apply_overrides, preset
+from trainer.config import apply_overrides
+from trainer.presets import preset
 from trainer.data import TrainData
 from trainer.loop import StepMetrics, train
 

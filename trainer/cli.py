@@ -17,9 +17,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from trainer.config import PRESETS, TrainConfig, apply_overrides, load_preset_file, preset
+from trainer.config import TrainConfig, apply_overrides
 from trainer.data import load_train_data
 from trainer.loop import StepMetrics, TrainResult, train
+from trainer.presets import PRESETS, load_preset_file, preset
 from trainer.telemetry import Telemetry
 from tts_model.cli import OneLineParser, run_cli
 from tts_model.config import MODEL_SIZES
@@ -171,7 +172,7 @@ def _report(result: TrainResult, console: Console, out: Path) -> None:
     table.add_row("total loss range", f"{s.loss_min:.3f} .. {s.loss_max:.3f}")
     table.add_row("steps with loss in 1..10", f"{100 * s.loss_in_seed_band:.1f}%")
     table.add_row("NaN/Inf events", str(s.nonfinite_events))
-    table.add_row("fp16 skipped steps", str(s.skipped_steps))
+    table.add_row("fp16 GradScaler skips (finite loss)", str(s.scaler_skips))
     table.add_row("pre-clip grad norm median / p95", f"{s.grad_norm_median:.3g} / {s.grad_norm_p95:.3g}")
     table.add_row("steps with grad norm < 1", f"{100 * s.grad_norm_below_one:.1f}%")
     table.add_row("recoveries", str(s.recoveries))
