@@ -9,8 +9,9 @@ mostly means "mel weight x 0.7".
 
 The rule runs on 0-dim float64 tensors so a training step never waits for the device to read the loss
 (one host sync a step, see trainer/loop.py). float64 on purpose: each operation is the IEEE double
-operation the same formula in Python floats performs, so the weights, and the loss curve, are those of
-the float rule bit for bit (tests/test_adaptive.py checks it against `math.tanh`).
+operation the same formula in Python floats performs, so the running mean is the float rule's bit for
+bit; torch's tanh may round the last bit of a double differently from the C library's, which the float32
+weight the loss is multiplied by practically never sees (tests/test_adaptive.py checks both against `math.tanh`).
 """
 
 from __future__ import annotations
