@@ -23,7 +23,9 @@ BASE = TrainConfig(
 )
 CONFIGS = {
     "basic-like": BASE,
-    "every-loss-switch": with_overrides(BASE, adaptive_loss_weights=True, label_smoothing=True, huber_loss=True),
+    "every-loss-switch": with_overrides(
+        BASE, adaptive_loss_weights=True, label_smoothing=True, huber_loss=True
+    ),
     "no-clip": with_overrides(BASE, grad_clip=0.0, alignment_loss="guided"),
 }
 

@@ -60,6 +60,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def describe_device(device: torch.device) -> str:
+    """The device in words, said before any training ("cpu (2 threads)", "cuda:0 NVIDIA H200, 139.8 GiB"):
+    `--device auto` picks one, and a 78M fp16 study silently on a CPU takes hours to show it."""
+    if device.type != "cuda":
+        threads = torch.get_num_threads()
+        return f"{device.type} ({threads} thread{'' if threads == 1 else 's'})"
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    return f"cuda:{index} {props.name}, {props.total_memory / 2**30:.1f} GiB"
+
+
 def config_from_args(args) -> TrainConfig:
     """The level, then the preset file, then explicit flags: the most specific wins."""
     cfg = preset(args.optimization_level)
@@ -96,13 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     data = load_train_data(args.train_data, args.val_data, DataConfig(), console=console)
     out.mkdir(parents=True, exist_ok=True)
+    console.print(f"device: {describe_device(device)}")
     console.print(
         f"training [bold]{args.optimization_level}[/] ({cfg.model_size}, {cfg.precision}) on {device}; run folder {out}"
     )
     with Telemetry(out / "telemetry.db") as telemetry:
         result = _train_with_progress(cfg, data, device, out, telemetry, resume=args.resume, console=console)
     _report(result, console, out)
-    return 0 if result.verdict is None else 1
+    return 0 if result.verdict is None and result.oom is None else 1
 
 
 def _train_with_progress(
@@ -184,11 +196,12 @@ def _report(result: TrainResult, console: Console, out: Path) -> None:
             table.add_row(
                 "decode stops / length ratio", f"{ev.decode.stop_rate:.2f} / {ev.decode.length_ratio:.2f}"
             )
-    verdict = (
-        "stable"
-        if result.verdict is None
-        else f"diverged: {result.verdict.kind} at step {result.verdict.step}"
-    )
+    if result.oom is not None:
+        verdict = f"out of memory at step {result.oom.step}: {result.oom.detail}"
+    elif result.verdict is not None:
+        verdict = f"diverged: {result.verdict.kind} at step {result.verdict.step}: {result.verdict.detail}"
+    else:
+        verdict = "stable"
     table.add_row("verdict", verdict)
     console.print(table)
     console.print(f"checkpoints, telemetry.db and eval PNG/WAV in {out}")
