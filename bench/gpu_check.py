@@ -165,7 +165,7 @@ def measure_sharing(out: Callable[[str], None]) -> dict[tuple[str, int], float]:
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--worker"],
+            [sys.executable, str(Path(__file__).resolve()), "--worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
