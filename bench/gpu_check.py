@@ -128,14 +128,16 @@ class _WindowOver(Exception):
 def worker_main() -> int:
     """A worker: one JSON command per stdin line ({"size", "start_at", "seconds"}), one JSON reply per
     line ({"steps", "seconds", "late"}); the data set is loaded once, a fresh trial per command."""
+    replies = sys.stdout
+    sys.stdout = sys.stderr  # what data loading or the trainer prints goes to the log, not into the replies
     torch.set_num_threads(2)
     device = torch.device("cuda")
     data = load_train_data(None, None, DataConfig())
-    print(json.dumps({"ready": True}), flush=True)
+    print(json.dumps({"ready": True}), file=replies, flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
         reply = train_window(data, device, cmd["size"], start_at=cmd["start_at"], seconds=cmd["seconds"])
-        print(json.dumps(reply), flush=True)
+        print(json.dumps(reply), file=replies, flush=True)
     return 0
 
 
@@ -153,10 +155,14 @@ def train_window(
             raise _WindowOver
 
     with contextlib.suppress(_WindowOver):
-        loop.train(check_config(size, 10**6), data, device=device, on_step=on_step)
+        loop.train(check_config(size, 10**6), data, device=device, on_step=on_step, warn=_log)
     late = not stamps or stamps[0] - start_at > 1.0
     elapsed = stamps[-1] - stamps[0] if len(stamps) > 1 else math.nan
     return {"steps": len(stamps) - 1, "seconds": elapsed, "late": late}
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def measure_sharing(out: Callable[[str], None]) -> dict[tuple[str, int], float]:

@@ -246,13 +246,9 @@ def _train(
     # Rollback target before the first checkpoint; only full mode heals, so trials skip the copy.
     initial = copy.deepcopy(_state_dict(model, optimizer, scaler, pos, cfg)) if mode == "full" else None
 
-    resumed_from: int | None = None
-    if resume and ckpt_dir is not None:
-        found = load_latest(ckpt_dir, warn=warn)
-        if found is not None:
-            pos = _restore(found[0], model, optimizer, scaler)
-            resumed_from = pos.step
-            warn(f"resumed from {found[1]} at step {pos.step}")
+    resumed = _resume(ckpt_dir, model, optimizer, scaler, warn) if resume and ckpt_dir is not None else None
+    if resumed is not None:
+        pos = resumed
 
     adaptive_mean = adaptive.initial_mean(pos.adaptive_mean, device)
     history = StepHistory(cfg.guards)
@@ -265,14 +261,16 @@ def _train(
     step_log: list[StepMetrics] = []
     if telemetry is not None:
         meta = {"mode": mode, "device": str(device), "data": data.fingerprint}
-        telemetry.start_run(run_id, config_to_dict(cfg), meta, from_step=resumed_from)
+        telemetry.start_run(
+            run_id, config_to_dict(cfg), meta, from_step=None if resumed is None else resumed.step
+        )
 
     step = pos.step  # the step being trained or evaluated, for an out-of-memory report
     try:
         # --- baseline: the untrained model's val mel, so a collapse (fit the mean, then flat) is told
         #     apart from a run too slow to leave the starting level (judged by the pruner, not a guard) ---
         if pos.baseline_mel is None:
-            baseline, _ = _evaluate(model, cfg, data, val_batches, step=0, decode=0, device=device)
+            baseline, _ = _evaluate(model, cfg, data, val_batches, step=0, decode_sentences=0, device=device)
             pos.baseline_mel = baseline.val_mel
             if telemetry is not None:
                 telemetry.log_eval(run_id, 0, baseline.as_dict())
@@ -334,7 +332,7 @@ def _train(
             if step % cfg.eval_every == 0 or is_last:
                 n_decode = decode_sentences if (is_last or mode == "full") else 0
                 ev, last_sample = _evaluate(
-                    model, cfg, data, val_batches, step=step, decode=n_decode, device=device
+                    model, cfg, data, val_batches, step=step, decode_sentences=n_decode, device=device
                 )
                 evals.append(ev)
                 pos.evals.append(asdict(ev))
@@ -488,12 +486,12 @@ def _evaluate(
     val_batches: list[Batch],
     *,
     step: int,
-    decode: int,
+    decode_sentences: int,
     device: torch.device,
 ) -> tuple[EvalMetrics, EvalSample]:
-    """Validation (and `decode` free-running decodes) under the run's autocast, so an fp16 overflow shows
-    at eval as it would in use, and the eval measures the model the run trains."""
-    examples = data.decode_examples(decode) if decode else []
+    """Validation (and free-running decodes of `decode_sentences`) under the run's autocast, so an fp16
+    overflow shows at eval as it would in training, and the eval measures the model the run trains."""
+    examples = data.decode_examples(decode_sentences) if decode_sentences else []
     with autocast(device, cfg.precision):
         return evaluate(
             model,
@@ -521,6 +519,16 @@ def _status(divergence: Verdict | None, oom: OutOfMemory | None, stopped_by_call
     if divergence is not None:
         return "diverged"
     return "pruned" if stopped_by_callback else "finished"
+
+
+def _resume(ckpt_dir: Path, model, optimizer, scaler, warn: Callable[[str], None]) -> _Position | None:
+    """The newest good checkpoint restored into the run, or None when there is none to resume."""
+    found = load_latest(ckpt_dir, warn=warn)
+    if found is None:
+        return None
+    pos = _restore(found[0], model, optimizer, scaler)
+    warn(f"resumed from {found[1]} at step {pos.step}")
+    return pos
 
 
 def _heal(
