@@ -57,11 +57,11 @@ SEEDED_PRESETS = ("basic", "enhanced")
 STUDY_TIMEOUT_S = 240
 
 
-def check_config(size: str, steps: int) -> TrainConfig:
+def check_config(size: str, steps: int, precision: str = "fp16") -> TrainConfig:
     """The main study's recipe (`basic`, fp16, batch 16) at `size`; no eval inside the timed steps."""
     overrides = {
         "model_size": size,
-        "precision": "fp16",
+        "precision": precision,
         "batch_size": 16,
         "max_steps": steps,
         "eval_every": 10**6,
@@ -125,38 +125,43 @@ class _WindowOver(Exception):
     """Raised from on_step when a worker's timed window has closed: the trial has said what it can."""
 
 
-def worker_main() -> int:
-    """A worker: one JSON command per stdin line ({"size", "start_at", "seconds"}), one JSON reply per
-    line ({"steps", "seconds", "late"}); the data set is loaded once, a fresh trial per command."""
+def worker_main(device: torch.device) -> int:
+    """A worker: one JSON command per stdin line ({"size", "start_at", "seconds"}, optionally
+    "precision"), one JSON reply per line ({"steps", "seconds", "late"}); the data set is loaded once, a
+    fresh trial per command."""
     replies = sys.stdout
     sys.stdout = sys.stderr  # what data loading or the trainer prints goes to the log, not into the replies
-    torch.set_num_threads(2)
-    device = torch.device("cuda")
     data = load_train_data(None, None, DataConfig())
     print(json.dumps({"ready": True}), file=replies, flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
-        reply = train_window(data, device, cmd["size"], start_at=cmd["start_at"], seconds=cmd["seconds"])
+        cfg = check_config(cmd["size"], 10**6, cmd.get("precision", "fp16"))
+        reply = train_window(data, device, cfg, start_at=cmd["start_at"], seconds=cmd["seconds"])
         print(json.dumps(reply), file=replies, flush=True)
     return 0
 
 
 def train_window(
-    data: TrainData, device: torch.device, size: str, *, start_at: float, seconds: float
+    data: TrainData, device: torch.device, cfg: TrainConfig, *, start_at: float, seconds: float
 ) -> dict:
-    """A trial of `size` whose steps from wall-clock `start_at` for `seconds` are counted, then stopped."""
+    """A trial whose steps from wall-clock `start_at` for `seconds` are counted, then stopped. "late": it
+    had not finished a step when the window opened (its setup overran), so it did not share it fully."""
     stamps: list[float] = []
+    stepping_before = False
 
     def on_step(m: loop.StepMetrics) -> None:
+        nonlocal stepping_before
         now = time.time()
-        if now >= start_at:
-            stamps.append(now)
+        if now < start_at:
+            stepping_before = True
+            return
+        stamps.append(now)
         if now >= start_at + seconds:
             raise _WindowOver
 
     with contextlib.suppress(_WindowOver):
-        loop.train(check_config(size, 10**6), data, device=device, on_step=on_step, warn=_log)
-    late = not stamps or stamps[0] - start_at > 1.0
+        loop.train(cfg, data, device=device, on_step=on_step, warn=_log)
+    late = not stepping_before
     elapsed = stamps[-1] - stamps[0] if len(stamps) > 1 else math.nan
     return {"steps": len(stamps) - 1, "seconds": elapsed, "late": late}
 
@@ -168,10 +173,10 @@ def _log(message: str) -> None:
 def measure_sharing(out: Callable[[str], None]) -> dict[tuple[str, int], float]:
     """trial-steps/s summed over 1, 2, 4 processes for each size; four workers are started once and the
     first N of them train together in each cell, their windows opened at the same wall-clock time."""
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}  # 4 workers x 2 host threads fit 16 cores beside the parent
     procs = [
         subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker"],
+            [sys.executable, str(Path(__file__).resolve()), "--worker", "cuda"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -251,13 +256,14 @@ class CheckFailed(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    # A sharing worker (part 2) on DEVICE; "cpu" lets tests/test_gpu_check.py run the protocol anywhere.
+    parser.add_argument("--worker", choices=["cuda", "cpu"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker is not None:
+        return worker_main(torch.device(args.worker))
     if not torch.cuda.is_available():
         print(NO_GPU)
         return 0
-    if args.worker:
-        return worker_main()
 
     began = time.perf_counter()
     device = torch.device("cuda")
