@@ -53,6 +53,9 @@ WORKERS = (1, 2, 4)
 WINDOW_S = 8.0  # timed training per (size, workers) cell
 SETUP_S = 8.0  # a worker's model build + baseline eval + first steps, before the window opens
 STUDY = "stability"
+HORIZON_SCALE = 0.05
+# search.py stores a scaled study under its own name (studies/registry.py `scaled`), apart from the real one.
+SCALED_STUDY = f"{STUDY}-x{HORIZON_SCALE:g}"
 SEEDED_PRESETS = ("basic", "enhanced")
 STUDY_TIMEOUT_S = 240
 
@@ -223,19 +226,29 @@ def run_study(runs_dir: Path, out: Callable[[str], None]) -> list[str]:
     """The real study for 3 trials with its horizon cut, then its seeded presets' outcomes from storage."""
     import optuna
 
-    cmd = [sys.executable, "search.py", "--study", STUDY, "--trials", "3", "--horizon-scale", "0.05"]
+    cmd = [
+        sys.executable,
+        "search.py",
+        "--study",
+        STUDY,
+        "--trials",
+        "3",
+        "--horizon-scale",
+        str(HORIZON_SCALE),
+    ]
     cmd += ["--device", "cuda", "--runs-dir", str(runs_dir)]
     out("  $ " + " ".join(cmd[1:]))
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=STUDY_TIMEOUT_S)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         raise CheckFailed(f"study: search.py exited {proc.returncode}: " + " | ".join(tail))
-    storage = f"sqlite:///{(runs_dir / STUDY / 'study.db').resolve().as_posix()}"
+    storage = f"sqlite:///{(runs_dir / SCALED_STUDY / 'study.db').resolve().as_posix()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=STUDY, storage=storage)
+    study = optuna.load_study(study_name=SCALED_STUDY, storage=storage)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     problems = []
     for name in SEEDED_PRESETS:
+        # Seeded trials carry the preset they judge as user attribute "preset" (studies/record.py PRESET).
         trials = [t for t in study.trials if t.user_attrs.get("preset") == name]
         if not trials:
             problems.append(f"no trial of preset {name!r}")
@@ -290,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckFailed, OSError, subprocess.SubprocessError, ValueError) as exc:
         failures.append(str(exc))
 
-    print(f"3. study: {STUDY}, 3 trials, horizon x0.05", flush=True)
+    print(f"3. study: {STUDY}, 3 trials, every step count x{HORIZON_SCALE:g}", flush=True)
     try:
         with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
             failures += [f"study: {p}" for p in run_study(Path(tmp), lambda line: print(line, flush=True))]
