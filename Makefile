@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench
+.PHONY: setup run test lint bench gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,3 +30,8 @@ lint: setup
 bench: setup
 	$(PY) bench/bench_model_speed.py
 	$(PY) bench/bench_telemetry_overhead.py
+
+# On a CUDA machine: speed of the seed's model, trial throughput with 1/2/4 workers per GPU, and the
+# real study for 3 short trials (under 8 minutes). Without a GPU it says so and exits 0.
+gpu-check: setup
+	$(PY) bench/gpu_check.py

@@ -20,10 +20,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.config import apply_overrides, preset  # noqa: E402
+from trainer.config import apply_overrides  # noqa: E402
 from trainer.data import BatchStream, load_train_data  # noqa: E402
 from trainer.loop import build_model, train  # noqa: E402
 from trainer.loss_terms import compute_losses  # noqa: E402
+from trainer.presets import preset  # noqa: E402
 from trainer.telemetry import Telemetry  # noqa: E402
 from tts_model.dataset import DataConfig  # noqa: E402
 

@@ -6,7 +6,6 @@ import re
 
 import pytest
 
-from trainer import config as config_module
 from trainer.config import (
     ConfigError,
     GuardConfig,
@@ -77,11 +76,6 @@ def test_unknown_preset_lists_levels():
         preset("turbo")
 
 
-def test_contract_names_are_reachable_from_config():
-    assert config_module.preset is preset and config_module.PRESETS is PRESETS
-    assert config_module.load_preset_file is load_preset_file
-
-
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -111,7 +105,7 @@ def test_bad_values_fail_at_construction_naming_field_and_range(changes, message
         TrainConfig(**changes)
 
 
-def test_model_sizes_fallback_or_module():
+def test_model_sizes_are_the_models():
     sizes = model_sizes()
     assert {"tiny", "normal"} <= sizes
     for size in sizes:

@@ -12,9 +12,10 @@ import torch
 
 from studies.evidence.lr_probe import END_LR, START_LR, min_loss_lr, probe_lr
 from tests.corpus_fixture import cache_env, corpus_paths, subset, train_data  # noqa: F401  (fixtures)
-from trainer.config import apply_overrides, preset
+from trainer.config import apply_overrides
 from trainer.data import TrainData
 from trainer.loop import StepMetrics, train
+from trainer.presets import preset
 
 
 def test_probe_lr_rises_geometrically_from_start_to_end() -> None:

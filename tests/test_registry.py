@@ -149,6 +149,7 @@ def test_protect_stop_margin_reaches_the_pruner() -> None:
 
 def test_train_overrides_are_valid_trainer_overrides() -> None:
     config = pytest.importorskip("trainer.config")
+    presets = pytest.importorskip("trainer.presets")
     for name in study_names():
         study = get_study(name)
         params = preset_params(BASIC, study.space)
@@ -157,7 +158,7 @@ def test_train_overrides_are_valid_trainer_overrides() -> None:
             **params,
             "max_steps": trial_steps(study, params["warmup_steps"]),
         }
-        cfg = config.apply_overrides(config.preset("basic"), overrides, where=f"study {name}")
+        cfg = config.apply_overrides(presets.preset("basic"), overrides, where=f"study {name}")
         assert cfg.model_size == study.model_size and cfg.max_steps == trial_steps(study, cfg.warmup_steps)
 
 

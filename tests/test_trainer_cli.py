@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -94,6 +95,67 @@ def test_short_real_run_leaves_checkpoints_telemetry_plots_and_audio(
     # The same folder again without --resume would mix two runs: refused, before any work.
     code, err = call(argv, capsys)
     assert_one_line_error(code, err, "--resume")
+
+
+# The seed's failure made quick: lr 1.0 at once, nothing to hold the gradients, fp16. Measured with this
+# test's command on the 24-utterance corpus: the loss is NaN from step 2 and the run ends there
+# (before the fix it was booked as 17 GradScaler skips and called diverged at step 18).
+NAN_PRESET = {
+    "lr": 1.0,
+    "warmup_steps": 0,
+    "scheduler": "constant",
+    "grad_clip": 0,
+    "precision": "fp16",
+    "norm": "pre",
+    "max_recoveries": 0,
+}
+
+
+def test_fp16_nan_preset_ends_nonfinite_at_the_step_the_loss_turns(
+    corpus_paths: CorpusPaths,  # noqa: F811
+    cache_env: Path,  # noqa: F811
+    train_data,  # noqa: F811  (features cached before the subprocess starts)
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    argv = RUN_FLAGS + [
+        "--device",
+        "cpu",
+        "--max-steps",
+        "40",
+        "--preset",
+        str(preset_file(tmp_path, NAN_PRESET)),
+    ]
+    argv += data_flags(corpus_paths) + ["--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", *argv],
+        cwd=REPO,
+        env=subprocess_env(cache_env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]  # a diverged full training exits 1, not 2
+    assert "Traceback" not in proc.stderr
+    assert "device: cpu (1 thread)" in proc.stderr  # said before training (OMP_NUM_THREADS=1)
+    record = read_run(out / "telemetry.db", out.name)
+    assert record is not None and record["status"] == "diverged" and record["verdict_kind"] == "nonfinite"
+    step = record["verdict_step"]
+    assert 1 <= step <= 12, record
+    assert record["verdict_detail"] == f"loss is nan at step {step} (forward overflow under fp16)"
+    assert len(read_steps(out / "telemetry.db", out.name)) == step
+
+
+def test_describe_device_says_what_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer.cli import describe_device
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    assert describe_device(torch.device("cpu")) == "cpu (16 threads)"
+    card = SimpleNamespace(name="NVIDIA H200", total_memory=int(139.8 * 2**30))
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: card)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert describe_device(torch.device("cuda")) == "cuda:0 NVIDIA H200, 139.8 GiB"
+    assert describe_device(torch.device("cuda:1")) == "cuda:1 NVIDIA H200, 139.8 GiB"
 
 
 def test_error_through_the_real_entry_point(tmp_path: Path, cache_env: Path) -> None:  # noqa: F811

@@ -17,9 +17,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from trainer.config import PRESETS, TrainConfig, apply_overrides, load_preset_file, preset
+from trainer.config import TrainConfig, apply_overrides
 from trainer.data import load_train_data
 from trainer.loop import StepMetrics, TrainResult, train
+from trainer.presets import PRESETS, load_preset_file, preset
 from trainer.telemetry import Telemetry
 from tts_model.cli import OneLineParser, run_cli
 from tts_model.config import MODEL_SIZES
@@ -59,6 +60,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def describe_device(device: torch.device) -> str:
+    """The device in words, said before any training ("cpu (2 threads)", "cuda:0 NVIDIA H200, 139.8 GiB"):
+    `--device auto` picks one, and a 78M fp16 study silently on a CPU takes hours to show it."""
+    if device.type != "cuda":
+        threads = torch.get_num_threads()
+        return f"{device.type} ({threads} thread{'' if threads == 1 else 's'})"
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    return f"cuda:{index} {props.name}, {props.total_memory / 2**30:.1f} GiB"
+
+
 def config_from_args(args) -> TrainConfig:
     """The level, then the preset file, then explicit flags: the most specific wins."""
     cfg = preset(args.optimization_level)
@@ -95,13 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     data = load_train_data(args.train_data, args.val_data, DataConfig(), console=console)
     out.mkdir(parents=True, exist_ok=True)
+    console.print(f"device: {describe_device(device)}")
     console.print(
         f"training [bold]{args.optimization_level}[/] ({cfg.model_size}, {cfg.precision}) on {device}; run folder {out}"
     )
     with Telemetry(out / "telemetry.db") as telemetry:
         result = _train_with_progress(cfg, data, device, out, telemetry, resume=args.resume, console=console)
     _report(result, console, out)
-    return 0 if result.verdict is None else 1
+    return 0 if result.verdict is None and result.oom is None else 1
 
 
 def _train_with_progress(
@@ -171,7 +184,7 @@ def _report(result: TrainResult, console: Console, out: Path) -> None:
     table.add_row("total loss range", f"{s.loss_min:.3f} .. {s.loss_max:.3f}")
     table.add_row("steps with loss in 1..10", f"{100 * s.loss_in_seed_band:.1f}%")
     table.add_row("NaN/Inf events", str(s.nonfinite_events))
-    table.add_row("fp16 skipped steps", str(s.skipped_steps))
+    table.add_row("fp16 GradScaler skips (finite loss)", str(s.scaler_skips))
     table.add_row("pre-clip grad norm median / p95", f"{s.grad_norm_median:.3g} / {s.grad_norm_p95:.3g}")
     table.add_row("steps with grad norm < 1", f"{100 * s.grad_norm_below_one:.1f}%")
     table.add_row("recoveries", str(s.recoveries))
@@ -183,11 +196,12 @@ def _report(result: TrainResult, console: Console, out: Path) -> None:
             table.add_row(
                 "decode stops / length ratio", f"{ev.decode.stop_rate:.2f} / {ev.decode.length_ratio:.2f}"
             )
-    verdict = (
-        "stable"
-        if result.verdict is None
-        else f"diverged: {result.verdict.kind} at step {result.verdict.step}"
-    )
+    if result.oom is not None:
+        verdict = f"out of memory at step {result.oom.step}: {result.oom.detail}"
+    elif result.verdict is not None:
+        verdict = f"diverged: {result.verdict.kind} at step {result.verdict.step}: {result.verdict.detail}"
+    else:
+        verdict = "stable"
     table.add_row("verdict", verdict)
     console.print(table)
     console.print(f"checkpoints, telemetry.db and eval PNG/WAV in {out}")

@@ -2,7 +2,8 @@
 
 A config is frozen and keyword-only, so a trial's settings cannot drift after they are recorded, and a
 bad value fails at construction with the field's name and the allowed range instead of as a NaN an
-hour later. Named presets and preset files live in `trainer/presets.py` (re-exported here).
+hour later. Named presets and preset files live in `trainer/presets.py`, which builds on this module
+(import them from there).
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tts_model.config import MODEL_SIZES
 from tts_model.errors import UserError
 
 Scheduler = Literal["noam", "cosine", "constant"]
 AlignmentLoss = Literal["kl", "guided"]
 Precision = Literal["fp32", "bf16", "fp16"]
 Norm = Literal["post", "pre"]
-# Used only when tts_model/config.py (which owns the sizes) cannot be imported.
-_FALLBACK_MODEL_SIZES = ("tiny", "small", "normal", "big")
 
 
 class ConfigError(UserError):
@@ -192,13 +192,7 @@ class TrainConfig:
 
 
 def model_sizes() -> frozenset[str]:
-    """The model sizes tts_model/config.py defines (the fallback list while that module is absent)."""
-    try:
-        from tts_model.config import MODEL_SIZES
-    except ModuleNotFoundError as exc:
-        if exc.name != "tts_model.config":
-            raise
-        return frozenset(_FALLBACK_MODEL_SIZES)
+    """The model sizes tts_model/config.py defines (the model owns its sizes)."""
     return frozenset(MODEL_SIZES)
 
 
@@ -302,13 +296,3 @@ def apply_overrides(cfg: TrainConfig, mapping: Mapping[str, Any], *, where: str)
 def with_overrides(cfg: TrainConfig, **changes: Any) -> TrainConfig:
     """Keyword form of `apply_overrides` for code and tests."""
     return apply_overrides(cfg, changes, where="overrides")
-
-
-def __getattr__(name: str) -> Any:
-    # The contract names these in trainer.config; they live in trainer.presets (which imports this
-    # module), so they are fetched lazily to avoid an import cycle.
-    if name in ("PRESETS", "preset", "load_preset_file", "preset_to_json"):
-        from trainer import presets
-
-        return getattr(presets, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,8 +21,8 @@ from typing import Any, Literal, NamedTuple
 
 from trainer.config import GuardConfig
 
-VerdictKind = Literal["nonfinite", "explosion", "spike", "ceiling", "collapse", "decode"]
-_KINDS = ("nonfinite", "explosion", "spike", "ceiling", "collapse", "decode")
+VerdictKind = Literal["nonfinite", "explosion", "spike", "ceiling", "collapse"]
+_KINDS = ("nonfinite", "explosion", "spike", "ceiling", "collapse")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -43,7 +43,7 @@ class StepRecord(NamedTuple):
     loss: float  # the weighted total that was backpropagated
     mel: float  # the unweighted mel loss
     grad_norm: float | None  # pre-clip global norm; None when not measured
-    skipped: bool  # fp16: the GradScaler found inf/NaN gradients and skipped the update
+    skipped: bool  # fp16: the loss was finite, its scaled gradients overflowed, the update was skipped
 
 
 class EvalPoint(NamedTuple):
@@ -106,9 +106,16 @@ def check_nonfinite(
     skipped: bool,
     consecutive_skips: int,
     cfg: GuardConfig,
+    fp16: bool = False,
 ) -> Verdict | None:
-    """NaN/Inf in the loss or the gradient norm. A GradScaler skip left the weights untouched, so it
+    """NaN/Inf in the loss or the gradient norm. A non-finite loss is a divergence at its step whatever
+    the GradScaler did: under fp16 it is a forward overflow (the seed's NaN), which no loss scale cures.
+    A GradScaler skip (a finite loss whose scaled gradients overflowed) left the weights untouched, so it
     is counted, not a divergence, until more than `max_consecutive_skips` come in a row."""
+    for name, value in (("loss", loss), ("unweighted mel loss", mel)):
+        if not math.isfinite(value):
+            cause = " (forward overflow under fp16)" if fp16 else ""
+            return Verdict(kind="nonfinite", step=step, detail=f"{name} is {value} at step {step}{cause}")
     if skipped:
         if consecutive_skips > cfg.max_consecutive_skips:
             detail = (
@@ -117,9 +124,8 @@ def check_nonfinite(
             )
             return Verdict(kind="nonfinite", step=step, detail=detail)
         return None
-    for name, value in (("loss", loss), ("unweighted mel loss", mel), ("gradient norm", grad_norm)):
-        if value is not None and not math.isfinite(value):
-            return Verdict(kind="nonfinite", step=step, detail=f"{name} is {value} at step {step}")
+    if grad_norm is not None and not math.isfinite(grad_norm):
+        return Verdict(kind="nonfinite", step=step, detail=f"gradient norm is {grad_norm} at step {step}")
     return None
 
 
@@ -170,9 +176,12 @@ def check_ceiling(step: int, mel: float, *, warmup_steps: int, cfg: GuardConfig)
     return Verdict(kind="ceiling", step=step, detail=detail)
 
 
-def check_step(history: StepHistory, cfg: GuardConfig, *, warmup_steps: int = 0) -> Verdict | None:
+def check_step(
+    history: StepHistory, cfg: GuardConfig, *, warmup_steps: int = 0, fp16: bool = False
+) -> Verdict | None:
     """Run the per-step checks on the newest step, first verdict wins: non-finite, explosion, spike,
-    ceiling. A GradScaler-skipped step is judged only by the skip count (its gradients are inf)."""
+    ceiling. A GradScaler-skipped step is judged only by the skip count (its gradients are inf). `fp16`:
+    the forward ran under fp16 autocast, which a non-finite loss's verdict names as its likely cause."""
     r = history.last
     if r is None:
         return None
@@ -184,6 +193,7 @@ def check_step(history: StepHistory, cfg: GuardConfig, *, warmup_steps: int = 0)
         skipped=r.skipped,
         consecutive_skips=history.consecutive_skips,
         cfg=cfg,
+        fp16=fp16,
     )
     if verdict is not None or r.skipped:
         return verdict
@@ -246,33 +256,3 @@ def check_eval(
         f"(diagonality {diagonality:.2f} < {cfg.collapse_diagonality:g})"
     )
     return Verdict(kind="collapse", step=step, detail=detail)
-
-
-def check_decode(
-    step: int,
-    *,
-    stopped: Sequence[bool],
-    frames: Sequence[int],
-    reference_frames: Sequence[int],
-    cfg: GuardConfig,
-) -> Verdict | None:
-    """Greedy free-running decoding of a few validation sentences must stop within a sane length:
-    teacher-forced mel alone can look excellent for a model whose attention never aligned. A sentence
-    is bad if it never stopped or its length is outside [1/r, r] x the reference (r = decode_length_ratio)."""
-    if not (len(stopped) == len(frames) == len(reference_frames)):
-        raise ValueError("stopped, frames and reference_frames must have one entry per sentence")
-    if not stopped:
-        return None
-    bad = [
-        i
-        for i, (ok, n, ref) in enumerate(zip(stopped, frames, reference_frames, strict=True))
-        if not ok or not (ref / cfg.decode_length_ratio <= n <= ref * cfg.decode_length_ratio)
-    ]
-    if len(bad) <= cfg.decode_max_bad_fraction * len(stopped):
-        return None
-    unstopped = sum(1 for ok in stopped if not ok)
-    detail = (
-        f"{len(bad)} of {len(stopped)} greedy decodes failed ({unstopped} never stopped; the others "
-        f"outside {1 / cfg.decode_length_ratio:g}-{cfg.decode_length_ratio:g}x the reference length)"
-    )
-    return Verdict(kind="decode", step=step, detail=detail)

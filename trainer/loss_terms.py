@@ -20,7 +20,7 @@ from tts_model.model import ModelOutput
 class LossTerms:
     total: torch.Tensor  # weighted sum that is back-propagated
     mel: torch.Tensor  # mel term as trained (L1 or Huber), decoder + postnet, unweighted
-    mel_l1: float  # unweighted L1 of the postnet mel: comparable across presets, what guards watch
+    mel_l1: torch.Tensor  # unweighted L1 of the postnet mel: comparable across presets, what guards watch
     align: torch.Tensor  # the "KL" knob's alignment loss, unweighted
     stop: torch.Tensor  # stop-token BCE, unweighted
 
@@ -31,9 +31,18 @@ def decoder_lengths(mel_lengths: torch.Tensor, reduction_factor: int) -> torch.T
 
 
 def compute_losses(
-    out: ModelOutput, batch: Batch, cfg: TrainConfig, *, mel_weight: float, reduction_factor: int
+    out: ModelOutput,
+    batch: Batch,
+    cfg: TrainConfig,
+    *,
+    mel_weight: float | torch.Tensor,
+    reduction_factor: int,
+    stop_pos_weight: torch.Tensor | None = None,
 ) -> LossTerms:
-    """Combine the model's losses with the preset's weights; `mel_weight` may be adapted per step."""
+    """Combine the model's losses with the preset's weights; `mel_weight` may be adapted per step (a 0-dim
+    float32 tensor then, so the step need not wait for the device). The loop builds `stop_pos_weight`
+    (cfg.stop_pos_weight on the device) once per run: a tensor made from a Python number every step is a
+    host-to-device copy every step. Nothing here reads a value back to the host."""
     huber = cfg.huber_delta if cfg.huber_loss else None
     # Losses in fp32 whatever the autocast dtype: F.huber_loss cannot back-propagate a bf16/fp16
     # prediction against an fp32 target ("Found dtype Float but expected BFloat16").
@@ -56,8 +65,8 @@ def compute_losses(
         out.stop_logits.float(),
         batch.stop_target,
         batch.mel_lengths,
-        pos_weight=cfg.stop_pos_weight,
+        pos_weight=cfg.stop_pos_weight if stop_pos_weight is None else stop_pos_weight,
         label_smoothing=smoothing,
     )
     total = mel_weight * mel + cfg.kl_weight * align + cfg.stop_weight * stop
-    return LossTerms(total=total, mel=mel, mel_l1=float(mel_l1), align=align, stop=stop)
+    return LossTerms(total=total, mel=mel, mel_l1=mel_l1, align=align, stop=stop)

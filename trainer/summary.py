@@ -19,8 +19,11 @@ class RunSummary:
     loss_min: float
     loss_max: float
     loss_in_seed_band: float  # fraction of steps with total loss in the seed's 1..10 band
-    nonfinite_events: int  # steps whose loss or gradient norm was NaN/Inf
-    skipped_steps: int  # fp16 GradScaler skips
+    # Steps whose loss, or whose gradient norm outside a GradScaler skip, was NaN/Inf: real divergence
+    # events. A skip's gradients are inf by definition (that is how the scaler calibrates its scale), so
+    # counting them here would report "NaN/Inf events" for every healthy fp16 run.
+    nonfinite_events: int
+    scaler_skips: int  # fp16: finite losses whose scaled gradients overflowed, so the scaler skipped
     grad_norm_median: float  # pre-clip
     grad_norm_p95: float
     grad_norm_below_one: float  # fraction of steps with pre-clip norm < 1 (the seed's other sign)
@@ -43,8 +46,10 @@ def summarize(steps: list[_Step], recoveries: int) -> RunSummary:
         loss_min=min(finite_loss, default=math.nan),
         loss_max=max(finite_loss, default=math.nan),
         loss_in_seed_band=sum(1.0 <= v <= 10.0 for v in finite_loss) / n,
-        nonfinite_events=sum(not (math.isfinite(s.loss) and math.isfinite(s.grad_norm)) for s in steps),
-        skipped_steps=sum(bool(s.skipped) for s in steps),
+        nonfinite_events=sum(
+            not math.isfinite(s.loss) or not (s.skipped or math.isfinite(s.grad_norm)) for s in steps
+        ),
+        scaler_skips=sum(bool(s.skipped) for s in steps),
         grad_norm_median=_percentile(norms, 0.5),
         grad_norm_p95=_percentile(norms, 0.95),
         grad_norm_below_one=sum(v < 1.0 for v in norms) / n,

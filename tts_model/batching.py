@@ -53,13 +53,16 @@ def collate(examples: Sequence[Example], reduction_factor: int = 1, *, mel_pad: 
     if reduction_factor < 1:
         raise ValueError(f"reduction_factor must be >= 1, got {reduction_factor}")
     batch_size = len(examples)
-    text_lengths = torch.tensor([ex.text.shape[0] for ex in examples], dtype=torch.long)
-    mel_lengths = torch.tensor([ex.mel.shape[0] for ex in examples], dtype=torch.long)
-    max_t = int(mel_lengths.max())
-    max_t = -(-max_t // reduction_factor) * reduction_factor
+    # Sizes from the Python shapes, not from the length tensors: reading a tensor here would be one
+    # more host read in every training step (tests/test_host_syncs.py counts them).
+    text_sizes = [ex.text.shape[0] for ex in examples]
+    mel_sizes = [ex.mel.shape[0] for ex in examples]
+    text_lengths = torch.tensor(text_sizes, dtype=torch.long)
+    mel_lengths = torch.tensor(mel_sizes, dtype=torch.long)
+    max_t = -(-max(mel_sizes) // reduction_factor) * reduction_factor
     n_mels = examples[0].mel.shape[1]
 
-    text = torch.full((batch_size, int(text_lengths.max())), PAD_ID, dtype=torch.long)  # (B, L)
+    text = torch.full((batch_size, max(text_sizes)), PAD_ID, dtype=torch.long)  # (B, L)
     mel = torch.full((batch_size, max_t, n_mels), mel_pad, dtype=torch.float32)  # (B, T, n_mels)
     for i, ex in enumerate(examples):
         text[i, : ex.text.shape[0]] = ex.text

@@ -36,19 +36,16 @@ from tts_model import espeak
 from tts_model.cache import atomic_write_text, default_cache_dir
 from tts_model.errors import CorpusError, UserError
 from tts_model.sentences import iter_sentences
+from tts_model.text import normalize_text
 
 FORMAT = 2  # bump when the layout or the way utterances are made changes: old caches are rebuilt
 MANIFEST = "manifest.json"
 SPLITS = ("train", "eval")
 
 
-def _normalizer() -> tuple[str, Callable[[str], str]]:
-    """The project's text cleaner if it is importable, else a minimal one (lowercase, one space)."""
-    try:
-        from tts_model.text import normalize_text
-    except ImportError:
-        return "fallback", lambda text: " ".join(text.lower().split())
-    return "tts_model.text", normalize_text
+# Which cleaner wrote metadata's normalized_text; part of the manifest, so a corpus made by another
+# cleaner is rebuilt rather than reused.
+NORMALIZER = "tts_model.text"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -93,7 +90,7 @@ class CorpusPaths:
 
 
 def _expected_manifest_fields(spec: CorpusSpec) -> dict:
-    return {"format": FORMAT, "spec": dataclasses.asdict(spec), "normalizer": _normalizer()[0]}
+    return {"format": FORMAT, "spec": dataclasses.asdict(spec), "normalizer": NORMALIZER}
 
 
 def is_complete(root: Path, spec: CorpusSpec) -> bool:
@@ -197,7 +194,6 @@ def build_corpus(
     out = Path(out).expanduser().absolute()
     _check_out(out)
     espeak.synthesize("", spec.voice)  # fail fast (one line) on an unknown voice, before any work
-    _, normalize = _normalizer()
     console = console or Console()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +208,7 @@ def build_corpus(
         started = time.perf_counter()
         columns = (TextColumn("eSpeak corpus"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, disable=not progress) as bar:
-            stats = _write_splits(tmp, spec, normalize, bar)
+            stats = _write_splits(tmp, spec, normalize_text, bar)
         manifest = {
             **_expected_manifest_fields(spec),
             "key": spec.key(),

@@ -33,13 +33,22 @@ def masked_mel_loss(
 
 
 def stop_loss(
-    logits: Tensor, target: Tensor, mel_lengths: Tensor, pos_weight: float = 5.0, label_smoothing: float = 0.0
+    logits: Tensor,
+    target: Tensor,
+    mel_lengths: Tensor,
+    pos_weight: float | Tensor = 5.0,
+    label_smoothing: float = 0.0,
 ) -> Tensor:
     """Weighted BCE over real frames. Smoothing moves targets to t*(1-a) + a/2; with pos_weight > 1 it puts a
-    floor under the loss, so totals are not comparable across smoothing settings (compare mel instead)."""
+    floor under the loss, so totals are not comparable across smoothing settings (compare mel instead).
+    A training loop passes `pos_weight` as a tensor on the logits' device, built once: made from a float
+    here it is a host-to-device copy on every call."""
     mask = _frame_mask(mel_lengths, logits.shape[1]).to(logits.dtype)  # (B, T)
     target = target.to(logits.dtype) * (1.0 - label_smoothing) + label_smoothing / 2.0
-    weight = torch.tensor(pos_weight, dtype=logits.dtype, device=logits.device)
+    if isinstance(pos_weight, Tensor):
+        weight = pos_weight.to(logits.dtype)
+    else:
+        weight = torch.tensor(pos_weight, dtype=logits.dtype, device=logits.device)
     bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight, reduction="none")
     return (bce * mask).sum() / mask.sum().clamp_min(1.0)
 
