@@ -29,7 +29,8 @@ SEED_LOSS_BAND = "seed_loss_in_1_10"
 SEED_GRAD_BELOW_ONE = "seed_grad_norm_below_1"
 GRAD_NORM_MEDIAN = "grad_norm_median"
 GRAD_NORM_P95 = "grad_norm_p95"
-NONFINITE_EVENTS = "nonfinite_events"
+NONFINITE_EVENTS = "nonfinite_events"  # real NaN/Inf losses or gradients (not GradScaler skips)
+SCALER_SKIPS = "scaler_skips"  # fp16: finite losses whose scaled gradients overflowed (calibration)
 JUDGED = "judged"  # a pruned trial: False if it stopped before every guard could judge it
 DIVERGED = "diverged"  # True on a trial a divergence guard stopped
 VERDICT = "verdict"  # the finished verdict word, "pruned", or the divergence kind of a diverged trial
@@ -123,6 +124,7 @@ class TrialRecord:
     grad_norm_median: float | None = None
     grad_norm_p95: float | None = None
     nonfinite_events: int | None = None
+    scaler_skips: int | None = None
     # who runs it and what it repeats
     preset: str | None = None
     host: str | None = None
@@ -208,6 +210,7 @@ class TrialRecord:
             GRAD_NORM_MEDIAN: self.grad_norm_median,
             GRAD_NORM_P95: self.grad_norm_p95,
             NONFINITE_EVENTS: self.nonfinite_events,
+            SCALER_SKIPS: self.scaler_skips,
             DIAGONALITY: self.diagonality,
             SHARPNESS: self.sharpness,
             PRESET: self.preset,
@@ -283,6 +286,7 @@ class TrialRecord:
             grad_norm_median=_float(a.get(GRAD_NORM_MEDIAN)),
             grad_norm_p95=_float(a.get(GRAD_NORM_P95)),
             nonfinite_events=_int(a.get(NONFINITE_EVENTS)),
+            scaler_skips=_int(a.get(SCALER_SKIPS)),
             preset=_str(a.get(PRESET)),
             host=_str(a.get(HOST)),
             pid=_int(a.get(PID)),

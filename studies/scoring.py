@@ -62,6 +62,7 @@ def score(result: TrainResult, guards: GuardConfig, *, warmup_steps: int = 0) ->
         "grad_norm_median": _finite(s.grad_norm_median),
         "grad_norm_p95": _finite(s.grad_norm_p95),
         "nonfinite_events": s.nonfinite_events,
+        "scaler_skips": s.scaler_skips,
     }
     final = result.final_eval
     if result.verdict is not None:  # diverged: stopped at the step a guard fired
