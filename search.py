@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,7 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _evidence(args, study_def, url)
     if args.export_preset is not None or args.train_best:
         return _export_or_train(args, rest, study_def, url)
-    return _search(args, study_def, url, trials)
+    from studies.resilience import EXIT_DB_UNAVAILABLE, DatabaseUnavailable  # issue 13
+
+    try:  # issue 13: a database gone past the retry bound is one line and exit 4, never a traceback
+        return _search(args, study_def, url, trials)
+    except DatabaseUnavailable as e:  # issue 13
+        print(f"error: {e}", file=sys.stderr)  # issue 13
+        return EXIT_DB_UNAVAILABLE  # issue 13
 
 
 def _open_existing(study_def, url: str):
@@ -171,10 +178,11 @@ def _search(args, study_def, url: str, trials: int) -> int:
     from studies.objective import TrialSetup, make_objective
     from studies.presets_seed import enqueue_presets
     from studies.registry import make_pruner, make_sampler, trial_steps
-    from studies.runner import counts, requeue_interrupted, run_worker
+    from studies.runner import counts, exit_status, requeue_interrupted, run_worker  # issue 13: exit_status
     from studies.storage import open_storage, sqlite_path
     from studies.summary import print_summary
-    from studies.workers import sampler_seed, spawn_workers, stop_workers, wait_workers
+    from studies.supervisor import Supervisor  # issue 13
+    from studies.workers import sampler_seed, stop_workers
     from trainer.cli import resolve_device
     from trainer.config import config_to_dict, preset
     from trainer.data import load_train_data
@@ -195,7 +203,7 @@ def _search(args, study_def, url: str, trials: int) -> int:
 
     # From here on the study exists.
     heartbeat = sqlite_path(url) is None  # RDB servers get heartbeats and stale-trial retries
-    storage = open_storage(url, heartbeat=heartbeat, create_dir=True)
+    storage = open_storage(url, heartbeat=heartbeat, create_dir=True, patient=worker)  # issue 13: patient
     seed = sampler_seed(args.seed, args.worker_index, shared=args.storage is not None)
     study = optuna.create_study(
         study_name=study_def.name,
@@ -214,7 +222,7 @@ def _search(args, study_def, url: str, trials: int) -> int:
     )
     if worker:
         run_worker(study, make_objective(setup), trials)
-        return 0
+        return exit_status(study, trials, lambda line: print(line, file=sys.stderr))  # issue 13
 
     _note_other_data(study, data.fingerprint, console)
     study.set_user_attr(DATA_ATTR, data.fingerprint)
@@ -245,8 +253,13 @@ def _search(args, study_def, url: str, trials: int) -> int:
                 run_worker(study, make_objective(setup, on_step=on_step), trials, on_trial_end=refresh)
             else:
                 log_dir = args.runs_dir / study_def.name / "workers"
-                procs = spawn_workers(_worker_argv(args, trials), args.workers, threads, log_dir)
-                errors = wait_workers(procs, refresh)
+                say = lambda line: console.print(line, soft_wrap=True)  # noqa: E731  (issue 13)
+                # issue 13: the supervisor restarts dead workers; procs grows with every restart
+                supervisor = Supervisor(
+                    study, _worker_argv(args, trials), args.workers, trials, threads, log_dir, say
+                )
+                procs = supervisor.procs  # issue 13
+                errors = supervisor.run(refresh)  # issue 13
                 for e in errors:
                     console.print(f"[red]worker: {e}[/]")
             refresh()
@@ -260,7 +273,8 @@ def _search(args, study_def, url: str, trials: int) -> int:
         )
         return 130
     print_summary(study, console)
-    return 0
+    say = lambda line: console.print(line, soft_wrap=True)  # noqa: E731  (issue 13)
+    return exit_status(study, trials, say, pids=[p.pid for p in procs])  # issue 13
 
 
 def _note_other_data(study, fingerprint: str, console) -> None:
