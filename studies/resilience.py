@@ -47,8 +47,13 @@ DB_RETRY_S = 60.0
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.2, 2.0
 EXIT_DB_UNAVAILABLE = 4  # distinct from 2 (bad input), 3 (study incomplete), 130 (Ctrl-C)
 
-# Every RDBStorage method that talks to the database (the rest are pure or local).
+# Every RDBStorage method that talks to the database (the rest are pure or local), the private ones
+# Optuna's cache calls included. A public one that calls a private one retries around it; harmless.
 _RETRIED = (
+    "_create_new_trial",
+    "_get_best_trial_id",
+    "_get_trials",
+    "_set_trial_param",
     "create_new_study",
     "delete_study",
     "set_study_user_attr",
