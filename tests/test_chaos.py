@@ -27,11 +27,10 @@ from optuna.trial import TrialState
 
 from studies.presets_seed import PRESET_ATTR
 from studies.resilience import DB_RETRY_ENV, EXIT_DB_UNAVAILABLE
-from studies.runner import FAILED_BY_ATTR, NO_HEARTBEAT, PID_ATTR
+from studies.runner import FAILED_BY_ATTR, FIXED, NO_HEARTBEAT, PID_ATTR
 from tests.corpus_fixture import cache_env, corpus_paths  # noqa: F401  (session fixtures)
 from tests.pg_harness import PgServer, postgres, start_postgres, stop_postgres, wait_for  # noqa: F401
 from tests.test_distributed import (
-    FINISHED,
     assert_complete,
     finish,
     load,
@@ -94,10 +93,29 @@ def kill_right_after_ask(
     return None
 
 
+def said(log: Path, words: str) -> bool:
+    """Whether the log holds `words`, however the terminal wrapped them."""
+    return words in " ".join(log.read_text().split())
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Whatever a failed test left running: Ctrl-C (a search stops its workers), then a kill."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def worker_pids(parent: subprocess.Popen) -> set[int]:
-    """The live children of a ``search.py --workers N`` process (its workers)."""
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent.pid)], capture_output=True, text=True)
-    return {int(p) for p in out.stdout.split()}
+    """The live children of a ``search.py --workers N`` process (its workers; a killed one not yet
+    reaped is a zombie and is left out: killing it again would count twice)."""
+    out = subprocess.run(
+        ["ps", "-o", "pid=,stat=", "--ppid", str(parent.pid)], capture_output=True, text=True
+    )
+    return {int(pid) for pid, stat in (line.split() for line in out.stdout.splitlines()) if "Z" not in stat}
 
 
 def test_kills_and_a_server_restart_still_end_with_exactly_n_trials(
@@ -111,70 +129,88 @@ def test_kills_and_a_server_restart_still_end_with_exactly_n_trials(
     postgres.reset()
     n, runs = 6, tmp_path / "runs"
     log_a, log_b = tmp_path / "search-a.log", tmp_path / "search-b.log"
-    began = time.monotonic()
-    a = start(search_cmd(postgres.url, n, 4, runs, corpus_paths), log_a)
-    wait_for(lambda: "trials finished" in log_a.read_text(), 120, what="the first search to seed the study")
-    b = start(search_cmd(postgres.url, n, 1, runs, corpus_paths), log_b)  # a second machine, unsupervised
-    wait_for(lambda: "trials finished" in log_b.read_text(), 120, what="the second search to open the study")
-    hit_b = None
-    while hit_b is None and b.poll() is None and time.monotonic() - began < 180:
-        hit_b = kill_right_after_ask(postgres, {b.pid})
-    assert hit_b is not None, "the lone search asked for no trial"
-    assert b.wait(timeout=30) == -signal.SIGKILL
-    done = [f"lone search pid {b.pid} killed right after asking for trial {hit_b[0]}"]
+    procs: list[subprocess.Popen] = []
+    try:
+        began = time.monotonic()
+        a = start(search_cmd(postgres.url, n, 4, runs, corpus_paths), log_a)
+        procs.append(a)
+        wait_for(lambda: said(log_a, "trials finished"), 120, what="the first search to seed the study")
+        b = start(search_cmd(postgres.url, n, 1, runs, corpus_paths), log_b)  # a second machine, unsupervised
+        procs.append(b)
+        wait_for(lambda: said(log_b, "trials finished"), 120, what="the second search to open the study")
+        hit_b = None
+        while hit_b is None and b.poll() is None and time.monotonic() - began < 180:
+            hit_b = kill_right_after_ask(postgres, {b.pid})
+        assert hit_b is not None, "the lone search asked for no trial"
+        assert b.wait(timeout=30) == -signal.SIGKILL
+        done = [f"lone search pid {b.pid} killed right after asking for trial {hit_b[0]}"]
+    killed_at = {hit_b[0]: time.time()}  # trial number -> when its worker was killed
 
-    wait_for(lambda: any(t.state == TrialState.RUNNING for t in trials_of(postgres.url)), 120, what="a trial")
-    first = time.monotonic()
-    restart_s = None
-    for event in plan:
-        while time.monotonic() - first < event.at_s:
-            time.sleep(0.1)
-        if event.what == "restart":
-            restart_s = postgres.restart()
-            done.append(f"server restarted at {time.monotonic() - first:.1f} s ({restart_s:.1f} s)")
-        elif event.what == "kill after ask":
-            hit = None
-            while hit is None and a.poll() is None and time.monotonic() - first < event.at_s + 60:
-                hit = kill_right_after_ask(postgres, worker_pids(a))
-            assert hit is not None, "no supervised worker asked for a trial within 60 s"
-            done.append(f"worker pid {hit[1]} killed right after asking for trial {hit[0]}")
-        else:
+        wait_for(
+            lambda: any(t.state == TrialState.RUNNING for t in trials_of(postgres.url)), 120, what="a trial"
+        )
+        first = time.monotonic()
+        restart_s = None
+        for event in plan:
+            while time.monotonic() - first < event.at_s:
+                time.sleep(0.1)
+            if event.what == "restart":
+                restart_s = postgres.restart()
+                done.append(f"server restarted at {time.monotonic() - first:.1f} s ({restart_s:.1f} s)")
+            elif event.what == "kill after ask":
+                hit = None
+                while hit is None and a.poll() is None and time.monotonic() - first < event.at_s + 60:
+                    hit = kill_right_after_ask(postgres, worker_pids(a))
+                assert hit is not None, "no supervised worker asked for a trial within 60 s"
+                killed_at[hit[0]] = time.time()
+                done.append(f"worker pid {hit[1]} killed right after asking for trial {hit[0]}")
+            else:
 
-            def victim():
-                live = worker_pids(a)
-                return [
-                    t
-                    for t in trials_of(postgres.url)
-                    if t.state == TrialState.RUNNING and t.user_attrs.get(PID_ATTR) in live
-                ]
+                def victim():
+                    live = worker_pids(a)
+                    return [
+                        t
+                        for t in trials_of(postgres.url)
+                        if t.state == TrialState.RUNNING and t.user_attrs.get(PID_ATTR) in live
+                    ]
 
-            trial = random.Random(seed + len(done)).choice(
-                wait_for(victim, 60, what="a running trial to kill")
-            )
-            os.kill(trial.user_attrs[PID_ATTR], signal.SIGKILL)
-            done.append(f"worker pid {trial.user_attrs[PID_ATTR]} killed in trial {trial.number}")
-    last_fault = time.monotonic()
-    print("chaos done: " + "; ".join(done))
+                trial = random.Random(seed + len(done)).choice(
+                    wait_for(victim, 60, what="a running trial to kill")
+                )
+                os.kill(trial.user_attrs[PID_ATTR], signal.SIGKILL)
+                killed_at[trial.number] = time.time()
+                done.append(f"worker pid {trial.user_attrs[PID_ATTR]} killed in trial {trial.number}")
+        last_fault = time.monotonic()
+        print("chaos done: " + "; ".join(done))
 
-    assert finish(a, log_a, timeout=300) == 0, log_a.read_text()[-3000:]
-    ended = time.monotonic()
-    text = log_a.read_text()
-    assert "Traceback" not in text
-    assert text.count("killed by SIGKILL") == 3 and text.count("restarted as pid") == 3, text[-3000:]
-    finished = assert_complete(postgres.url, n, runs)  # exactly n, none RUNNING, no params twice
-    presets = sorted(t.user_attrs[PRESET_ATTR] for t in finished if PRESET_ATTR in t.user_attrs)
-    assert presets == ["basic", "enhanced"], presets
-    trials = load(postgres.url).get_trials()
-    silent = trials[hit_b[0]]
-    assert silent.state == TrialState.FAIL and silent.user_attrs[FAILED_BY_ATTR] == NO_HEARTBEAT
-    retry = retry_of(trials, hit_b[0])
-    assert retry is not None and retry.state in FINISHED
-    logs = [p.read_text() for p in (runs / "stability-smoke" / "workers").glob("worker-*.log")]
-    assert sum(log.count("=== search run") for log in logs) == 4 + 3, "a worker log was overwritten"
-    print(
-        f"chaos: {len(done) - 1} kills + 1 restart; {n} trials in {ended - began:.0f} s; "
-        f"done {ended - last_fault:.0f} s after the last fault"
-    )
+        assert finish(a, log_a, timeout=300) == 0, log_a.read_text()[-3000:]
+        ended = time.monotonic()
+        text = log_a.read_text()
+        assert "Traceback" not in text
+        assert text.count("killed by SIGKILL") == 3 and text.count("restarted as pid") == 3, text[-3000:]
+        finished = assert_complete(postgres.url, n, runs)  # exactly n, none RUNNING, no params twice
+        presets = sorted(t.user_attrs[PRESET_ATTR] for t in finished if PRESET_ATTR in t.user_attrs)
+        assert presets == ["basic", "enhanced"], presets
+        trials = load(postgres.url).get_trials()
+        silent = trials[hit_b[0]]
+        assert silent.state == TrialState.FAIL and silent.user_attrs[FAILED_BY_ATTR] == NO_HEARTBEAT
+        for t in trials:  # every killed trial that had params was run again, to the end
+            if t.state == TrialState.FAIL and t.user_attrs.get(FAILED_BY_ATTR) != "duplicate":
+                if {**t.system_attrs.get(FIXED, {}), **t.params}:
+                    assert retry_of(trials, t.number) is not None, (t.number, t.user_attrs)
+        logs = [p.read_text() for p in (runs / "stability-smoke" / "workers").glob("worker-*.log")]
+        assert sum(log.count("=== search run") for log in logs) == 4 + 3, "a worker log was overwritten"
+        found = [trials[k].datetime_complete.timestamp() - at for k, at in killed_at.items()]
+        again = [r.datetime_start.timestamp() - at for k, at in killed_at.items() if (r := retry_of(trials, k))]
+        print(
+            f"chaos: {len(done) - 1} kills + 1 restart; {n} trials in {ended - began:.0f} s, "
+            f"{ended - last_fault:.0f} s after the last fault; killed trial failed after "
+            f"{min(found):.1f}-{max(found):.1f} s, its retry started after "
+            + (f"{min(again):.1f}-{max(again):.1f} s ({len(again)} had params)" if again else "- (none had params)")
+        )
+    finally:
+        for proc in procs:
+            stop(proc)
 
 
 def test_a_database_gone_for_good_ends_in_one_line_and_the_same_command_resumes(
