@@ -144,7 +144,7 @@ def test_kills_and_a_server_restart_still_end_with_exactly_n_trials(
         assert hit_b is not None, "the lone search asked for no trial"
         assert b.wait(timeout=30) == -signal.SIGKILL
         done = [f"lone search pid {b.pid} killed right after asking for trial {hit_b[0]}"]
-    killed_at = {hit_b[0]: time.time()}  # trial number -> when its worker was killed
+        killed_at = {hit_b[0]: time.time()}  # trial number -> when its worker was killed
 
         wait_for(
             lambda: any(t.state == TrialState.RUNNING for t in trials_of(postgres.url)), 120, what="a trial"
@@ -201,12 +201,18 @@ def test_kills_and_a_server_restart_still_end_with_exactly_n_trials(
         logs = [p.read_text() for p in (runs / "stability-smoke" / "workers").glob("worker-*.log")]
         assert sum(log.count("=== search run") for log in logs) == 4 + 3, "a worker log was overwritten"
         found = [trials[k].datetime_complete.timestamp() - at for k, at in killed_at.items()]
-        again = [r.datetime_start.timestamp() - at for k, at in killed_at.items() if (r := retry_of(trials, k))]
+        again = [
+            r.datetime_start.timestamp() - at for k, at in killed_at.items() if (r := retry_of(trials, k))
+        ]
         print(
             f"chaos: {len(done) - 1} kills + 1 restart; {n} trials in {ended - began:.0f} s, "
             f"{ended - last_fault:.0f} s after the last fault; killed trial failed after "
             f"{min(found):.1f}-{max(found):.1f} s, its retry started after "
-            + (f"{min(again):.1f}-{max(again):.1f} s ({len(again)} had params)" if again else "- (none had params)")
+            + (
+                f"{min(again):.1f}-{max(again):.1f} s ({len(again)} had params)"
+                if again
+                else "- (none had params)"
+            )
         )
     finally:
         for proc in procs:
