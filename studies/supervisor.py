@@ -60,7 +60,10 @@ class Supervisor:
                     proc.wait()
             raise
         poll()
-        return [last_log_line(p) for p in current if p.returncode not in (0, EXIT_INCOMPLETE, None)]
+        # A worker given up on has had its line; one that ended on its own (database gone...) gets one.
+        return [
+            last_log_line(current[i]) for i, code in sorted(ended.items()) if code not in (0, EXIT_INCOMPLETE)
+        ]
 
     def _watch(
         self,
@@ -83,7 +86,7 @@ class Supervisor:
                     continue
                 replacement = self._died(i, proc)
                 if replacement is None:
-                    ended[i] = code
+                    ended[i] = 0  # its one line is said
                 else:
                     current[i] = replacement
             if sweep_every is not None and time.monotonic() - last_sweep >= sweep_every:
