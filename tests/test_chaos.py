@@ -127,7 +127,7 @@ def test_kills_and_a_server_restart_still_end_with_exactly_n_trials(
     plan = schedule(seed)
     print(f"\nchaos seed {seed} ({SEED_ENV}): " + ", ".join(f"{k.what} at {k.at_s} s" for k in plan))
     postgres.reset()
-    n, runs = 6, tmp_path / "runs"
+    n, runs = 5, tmp_path / "runs"
     log_a, log_b = tmp_path / "search-a.log", tmp_path / "search-b.log"
     procs: list[subprocess.Popen] = []
     try:
