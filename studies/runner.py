@@ -143,11 +143,12 @@ def fail_stale(study: optuna.Study) -> list[int]:
     """
     backend = _backend(study)
     beat = heartbeat_of(study)
-    if beat is None or not isinstance(backend, ResilientRDBStorage):
+    if beat is None:
         return []
-    if backend.recovered_at is not None and time.monotonic() - backend.recovered_at < beat[1]:
-        return []
-    backend.adopt_silent_trials(study._study_id)
+    if isinstance(backend, ResilientRDBStorage):  # what open_storage gives; a bare RDBStorage cannot adopt
+        if backend.recovered_at is not None and time.monotonic() - backend.recovered_at < beat[1]:
+            return []
+        backend.adopt_silent_trials(study._study_id)
     failed = []
     for trial_id in backend._get_stale_trial_ids(study._study_id):
         t = backend.get_trial(trial_id)
