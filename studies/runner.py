@@ -22,6 +22,7 @@ followed by a small write, safe to run from many processes at once:
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import gc
 import os
@@ -372,21 +373,38 @@ def _alive(pid: int) -> bool:
 @contextlib.contextmanager
 def _interrupt_once() -> Iterator[None]:
     """The first Ctrl-C interrupts the trial; more while it is being recorded as FAIL are ignored, so a
-    trial is never left RUNNING half-recorded (a terminal and the parent may both send one)."""
+    trial is never left RUNNING half-recorded (a terminal and the parent may both send one).
+
+    A Ctrl-C that lands inside a weakref callback or ``__del__`` (SQLAlchemy's, during a garbage
+    collection) is swallowed by Python as "Exception ignored in ..."; seen here, the search then ran
+    to the end and exited 0. The unraisable hook catches exactly that case, re-arms the handler and
+    delivers the interrupt again, outside the callback.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.getsignal(signal.SIGINT)
     previous = signal.SIG_DFL if previous is None else previous
+    previous_hook = sys.unraisablehook
 
     def handler(signum: int, frame: object) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt
 
+    def swallowed(unraisable) -> None:  # sys.UnraisableHookArgs
+        if unraisable.exc_type is KeyboardInterrupt and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, handler)
+            # From another thread, a moment later: raised here, it would be swallowed again.
+            threading.Timer(0.05, _thread.interrupt_main).start()
+            return
+        previous_hook(unraisable)
+
     signal.signal(signal.SIGINT, handler)
+    sys.unraisablehook = swallowed
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         signal.signal(signal.SIGINT, previous)
 
 

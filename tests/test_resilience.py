@@ -190,3 +190,28 @@ def test_a_restarted_worker_draws_other_points_than_the_one_that_died(monkeypatc
     first = sampler_seed(0, 2, shared=True)
     monkeypatch.setenv(RESTART_ENV, "1")
     assert sampler_seed(0, 2, shared=True) != first
+
+
+def test_a_ctrl_c_swallowed_by_a_weakref_callback_still_interrupts() -> None:
+    """Seen in the SIGINT test: the signal landed in SQLAlchemy's weakref callback during a GC, Python
+    printed "Exception ignored" and the search ran on to exit 0."""
+    import signal
+    import weakref
+
+    from studies.runner import _interrupt_once
+
+    class Thing:
+        pass
+
+    def callback(_ref: weakref.ref) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # the handler raises here, and Python swallows it
+        time.sleep(0.01)
+
+    with pytest.raises(KeyboardInterrupt), _interrupt_once():
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        del thing
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert ref() is None
