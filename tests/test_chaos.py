@@ -110,12 +110,17 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def worker_pids(parent: subprocess.Popen) -> set[int]:
-    """The live children of a ``search.py --workers N`` process (its workers; a killed one not yet
-    reaped is a zombie and is left out: killing it again would count twice)."""
-    out = subprocess.run(
-        ["ps", "-o", "pid=,stat=", "--ppid", str(parent.pid)], capture_output=True, text=True
-    )
-    return {int(pid) for pid, stat in (line.split() for line in out.stdout.splitlines()) if "Z" not in stat}
+    """The live children of a ``search.py --workers N`` process (its workers), read from /proc; a killed
+    one not yet reaped is a zombie and is left out: killing it again would count twice."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except OSError:  # gone meanwhile
+            continue
+        if int(ppid) == parent.pid and state != "Z":
+            pids.add(int(stat.parent.name))
+    return pids
 
 
 def test_kills_and_a_server_restart_still_end_with_exactly_n_trials(
