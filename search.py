@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -135,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     from studies.launch import SearchRun, run_search
+    from studies.resilience import EXIT_DB_UNAVAILABLE, DatabaseUnavailable
 
     run = SearchRun(
         study=study_def,
@@ -150,7 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         shared_storage=args.storage is not None,
         worker_index=args.worker_index,
     )
-    return run_search(run, _worker_argv(args, trials))
+    try:  # a database gone past the retry bound is one line and its own exit code, never a traceback
+        return run_search(run, _worker_argv(args, trials))
+    except DatabaseUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_DB_UNAVAILABLE
 
 
 def _check_device(study_def, device: str) -> None:

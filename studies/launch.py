@@ -7,6 +7,7 @@ changes a study happens here, after every check has passed.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +22,10 @@ from studies.objective import TrialSetup, make_objective
 from studies.presets_seed import enqueue_presets
 from studies.record import DATA_FINGERPRINT
 from studies.registry import StudyDef, make_pruner, make_sampler, trial_steps
-from studies.runner import counts, requeue_interrupted, run_worker
+from studies.runner import counts, exit_status, requeue_interrupted, run_worker
 from studies.storage import open_storage, sqlite_path
-from studies.workers import sampler_seed, spawn_workers, stop_workers, wait_workers
+from studies.supervisor import Supervisor
+from studies.workers import sampler_seed, stop_workers
 from trainer.cli import resolve_device
 from trainer.config import config_to_dict
 from trainer.data import TrainData, load_train_data
@@ -63,6 +65,10 @@ class SearchRun:
 def run_search(run: SearchRun, worker_argv: list[str]) -> int:
     """Run the study to ``run.trials`` finished trials; ``worker_argv`` starts one local worker."""
     console = Console(stderr=True)
+
+    def say(line: str) -> None:
+        console.print(line, soft_wrap=True)
+
     # Optuna logs a failed trial (Ctrl-C included) with a traceback at WARNING; the CLI says it in one line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     # More busy threads than free cores makes torch's CPU kernels spin: ~10x slower, measured here.
@@ -85,7 +91,7 @@ def run_search(run: SearchRun, worker_argv: list[str]) -> int:
     )
     if run.is_worker:
         run_worker(study, make_objective(setup), run.trials)
-        return 0
+        return exit_status(study, run.trials, lambda line: print(line, file=sys.stderr))
 
     note_other_data(study, data.fingerprint, console)
     study.set_user_attr(DATA_FINGERPRINT, data.fingerprint)
@@ -121,8 +127,12 @@ def run_search(run: SearchRun, worker_argv: list[str]) -> int:
 
                 run_worker(study, make_objective(setup, on_step=on_step), run.trials, on_trial_end=refresh)
             else:
-                procs = spawn_workers(worker_argv, run.workers, threads, run.study_dir / "workers")
-                for e in wait_workers(procs, refresh):
+                # The supervisor restarts dead workers (bounded); procs grows with every restart.
+                supervisor = Supervisor(
+                    study, worker_argv, run.workers, run.trials, threads, run.study_dir / "workers", say
+                )
+                procs = supervisor.procs
+                for e in supervisor.run(refresh):
                     console.print(f"[red]worker: {e}[/]")
             refresh()
     except KeyboardInterrupt:
@@ -135,12 +145,13 @@ def run_search(run: SearchRun, worker_argv: list[str]) -> int:
         )
         return 130
     print_summary(study, run.study, console)
-    return 0
+    return exit_status(study, run.trials, say, pids=[p.pid for p in procs])
 
 
 def _open_or_create(run: SearchRun) -> optuna.Study:
     heartbeat = sqlite_path(run.url) is None  # RDB servers get heartbeats and stale-trial retries
-    storage = open_storage(run.url, heartbeat=heartbeat, create_dir=True)
+    # A worker is patient with a database that blips (studies.resilience); the parent too, once running.
+    storage = open_storage(run.url, heartbeat=heartbeat, create_dir=True, patient=run.is_worker)
     seed = sampler_seed(run.seed, run.worker_index, shared=run.shared_storage)
     return optuna.create_study(
         study_name=run.study.name,

@@ -6,21 +6,29 @@ followed by a small write, safe to run from many processes at once:
 
 - A trial interrupted by Ctrl-C (or ended by an exception) is tagged ``failed_by`` before Optuna marks
   it FAIL, and is re-queued with its params and preset tag: nothing started is lost.
-- A worker killed outright (SIGKILL, power loss) leaves its trial RUNNING. On an RDB server Optuna's
-  heartbeat finds it (no heartbeat for the grace period), fails it and re-queues it with
-  ``RetryHeartbeatStaleTrialCallback``. SQLite has no heartbeat here, so a worker fails the RUNNING
-  trials whose process on this host is gone: the same recovery, for one machine.
+- A worker killed outright (SIGKILL, power loss) leaves its trial RUNNING. On an RDB server the
+  heartbeat finds it: a trial with no heartbeat for the grace period is failed (``failed_by``: "no
+  heartbeat") by whichever worker looks first, on any machine, and re-queued by the same rule as an
+  interrupt. A trial whose worker died before its first heartbeat is given one first
+  (``adopt_silent_trials``), so it goes stale like any other instead of staying RUNNING forever.
+  SQLite has no heartbeat here, so a worker fails the RUNNING trials whose process on this host is
+  gone: the same recovery, for one machine. The parent of local workers does it at once for a worker
+  it saw die (``studies.supervisor``).
 - A worker starts a trial only while finished + running < N, and a trial that finds itself beyond N
-  (two workers raced) gives its slot back at once; a worker waits, bounded, while the last slots are
-  held by running trials, because one of them may be stale and need a retry.
+  (two workers raced) gives its slot back at once; a worker waits while the last slots are held by
+  running trials, because one of them may be stale and need a retry.
+- Trials run with ask/tell here, not ``study.optimize`` (why: ``studies.resilience``).
 """
 
 from __future__ import annotations
 
+import _thread
 import contextlib
+import gc
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -31,22 +39,23 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+# The attribute keys live in studies.record (defined once); the runner knows them by these names.
+from studies.record import ATTEMPT as ATTEMPT_ATTR
+from studies.record import FAILED_BY as FAILED_BY_ATTR
+from studies.record import FINISHED
+from studies.record import HOST as HOST_ATTR
+from studies.record import PID as PID_ATTR
 from studies.record import PRESET as PRESET_ATTR
+from studies.record import RETRY_OF as RETRY_ATTR
+from studies.resilience import DatabaseUnavailable, ResilientRDBStorage, heartbeat
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-RETRY_ATTR = "retry_of"  # user attr of a re-queued trial: the number of the trial it repeats
-ATTEMPT_ATTR = "attempt"  # how many times these params have been started (1 for a fresh trial)
-HOST_ATTR, PID_ATTR = "host", "pid"
-FAILED_BY_ATTR = (
-    "failed_by"  # why a trial ended FAIL: interrupt / worker died / surplus / duplicate / exc name
-)
+# Why a trial ended FAIL (its FAILED_BY attribute): interrupt / worker died / no heartbeat / surplus /
+# duplicate / the exception's name.
 SURPLUS, DUPLICATE, INTERRUPT, DIED = "surplus", "duplicate", "interrupt", "worker died"
+NO_HEARTBEAT = "no heartbeat"  # RUNNING without a heartbeat for the grace period: its worker is gone
+EXIT_INCOMPLETE = 3  # the study does not hold N finished trials yet; distinct from 2 (bad input) and 130
 MAX_ATTEMPTS = 4  # params that failed this often are not re-queued again (a trial that kills its worker)
 FIXED = "fixed_params"  # Optuna's system attr holding an enqueued trial's params
-
-
-class SurplusTrial(Exception):
-    """The study already holds N finished or running trials; this one is not needed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +74,92 @@ def counts(study: optuna.Study) -> Counts:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """Whether a study holds exactly N finished trials, and what stands in the way if not."""
+
+    n: int
+    finished: int
+    running: tuple[int, ...]  # trials still RUNNING that the processes asked about started
+    failed: tuple[tuple[str, int], ...]  # (failed_by, how many) over FAIL trials never retried
+
+    @property
+    def ok(self) -> bool:
+        return self.finished == self.n and not self.running
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else EXIT_INCOMPLETE
+
+    def line(self) -> str:
+        """One line for a user: how far, what is in the way, what to do."""
+        parts = [f"incomplete: {self.finished} of {self.n} trials finished"]
+        if self.finished > self.n:
+            parts[0] += f" (more than {self.n}: two workers raced past the surplus check)"
+        if self.running:
+            parts.append(f"still RUNNING: {', '.join(map(str, self.running))}")
+        if self.failed:
+            parts.append("failed and not retried: " + ", ".join(f"{k} x {why}" for why, k in self.failed))
+        return "; ".join(parts) + "; run the same command to continue"
+
+
+def completion(study: optuna.Study, n: int, pids: Iterable[int] = ()) -> Completion:
+    """How the study stands against `--trials n`; `pids` are this machine's processes of this search
+    (the caller and its workers): their RUNNING trials count against it, other machines' do not."""
+    host, mine = socket.gethostname(), {os.getpid(), *pids}
+    trials = study.get_trials(deepcopy=False)
+    retried = _retried(trials)
+    running = tuple(
+        t.number
+        for t in trials
+        if t.state == TrialState.RUNNING
+        and t.user_attrs.get(HOST_ATTR) == host
+        and t.user_attrs.get(PID_ATTR) in mine
+    )
+    failed: dict[str, int] = {}
+    for t in trials:
+        reason = str(t.user_attrs.get(FAILED_BY_ATTR, "no reason recorded"))
+        if t.state == TrialState.FAIL and t.number not in retried and reason not in (SURPLUS, DUPLICATE):
+            failed[reason] = failed.get(reason, 0) + 1
+    return Completion(
+        n=n,
+        finished=sum(t.state in FINISHED for t in trials),
+        running=running,
+        failed=tuple(sorted(failed.items())),
+    )
+
+
 def heartbeat_of(study: optuna.Study) -> tuple[float, float] | None:
     """(interval, grace) of the study's heartbeat in seconds, or None when it has none (SQLite here)."""
-    interval = getattr(study._storage, "heartbeat_interval", None)
+    backend = _backend(study)
+    interval = getattr(backend, "heartbeat_interval", None)
     if not interval:
         return None
-    grace = getattr(study._storage, "grace_period", None) or 2 * interval
+    grace = getattr(backend, "grace_period", None) or 2 * interval
     return float(interval), float(grace)
+
+
+def fail_stale(study: optuna.Study) -> list[int]:
+    """Fail RUNNING trials whose heartbeat is older than the grace period (``failed_by``: "no
+    heartbeat"); return their numbers. Their re-queue is ``requeue_interrupted``'s, like any FAIL.
+
+    Held off for one grace period after this process saw the database come back: every live
+    worker's heartbeat was held up by the same outage and needs a moment to land again.
+    """
+    backend = _backend(study)
+    beat = heartbeat_of(study)
+    if beat is None:
+        return []
+    if isinstance(backend, ResilientRDBStorage):  # what open_storage gives; a bare RDBStorage cannot adopt
+        if backend.recovered_at is not None and time.monotonic() - backend.recovered_at < beat[1]:
+            return []
+        backend.adopt_silent_trials(study._study_id)
+    failed = []
+    for trial_id in backend._get_stale_trial_ids(study._study_id):
+        t = backend.get_trial(trial_id)
+        if t.state == TrialState.RUNNING and _fail(study, t, NO_HEARTBEAT):
+            failed.append(t.number)
+    return failed
 
 
 def requeue_interrupted(study: optuna.Study, *, dead_pids: Iterable[int] = ()) -> list[int]:
@@ -79,11 +167,11 @@ def requeue_interrupted(study: optuna.Study, *, dead_pids: Iterable[int] = ()) -
 
     First fails the RUNNING trials of this host whose worker is gone: those in ``dead_pids`` (workers
     this process started and has stopped) and, without a heartbeat, any whose pid is not alive. With a
-    heartbeat the pid test is skipped (another machine may share the host name) and trials that Optuna
-    failed as stale are left to its retry callback. Duplicate queued trials from racing workers are
-    dropped last.
+    heartbeat the pid test is skipped (another machine may share the host name): stale trials are
+    failed by ``fail_stale``. Duplicate queued trials from racing workers are dropped last.
     """
     beat = heartbeat_of(study) is not None
+    fail_stale(study)
     host, dead = socket.gethostname(), set(dead_pids)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get(PID_ATTR)
@@ -96,8 +184,6 @@ def requeue_interrupted(study: optuna.Study, *, dead_pids: Iterable[int] = ()) -
     for t in trials:
         reason = t.user_attrs.get(FAILED_BY_ATTR)
         if t.state != TrialState.FAIL or t.number in retried or reason == DUPLICATE:
-            continue
-        if reason is None and beat:  # failed as stale by Optuna: RetryHeartbeatStaleTrialCallback's job
             continue
         params = {**t.system_attrs.get(FIXED, {}), **t.params}
         attempt = _attempt(t)
@@ -142,32 +228,14 @@ def run_worker(
 
     While the last slots are held by running trials the worker waits instead of leaving: a running
     trial may belong to a dead worker, and someone must be there to retry it once it is found stale.
-    The wait is bounded (grace + 3 heartbeats; 10 polls without a heartbeat, where a dead local
-    worker is seen at once), so a worker does not idle through a live peer's long trial.
+    With a heartbeat every running trial either ends or goes stale, so the wait ends by itself;
+    without one (SQLite) it is bounded (at least 30 s), since only this host's dead pids are seen.
     """
     beat = heartbeat_of(study)
     poll = poll_s if poll_s is not None else (min(beat[0], 5.0) if beat else 2.0)
-    # At least 30 s: on a loaded machine heartbeats and polls arrive late, and leaving too early
-    # strands a dead worker's trial RUNNING.
-    limit = max(beat[1] + 3 * beat[0] if beat else 10 * poll, 30.0)
-    host, pid = socket.gethostname(), os.getpid()
-
-    def tagged(trial: optuna.Trial) -> float:
-        trial.set_user_attr(HOST_ATTR, host)
-        trial.set_user_attr(PID_ATTR, pid)
-        if _surplus(study, trial._trial_id, n_trials):
-            trial.set_user_attr(FAILED_BY_ATTR, SURPLUS)
-            raise SurplusTrial(f"the study already has {n_trials} finished or running trials")
-        try:
-            return objective(trial)
-        except optuna.TrialPruned:
-            raise
-        except BaseException as e:  # tagged while RUNNING, so a resume knows to re-queue it
-            trial.set_user_attr(
-                FAILED_BY_ATTR, INTERRUPT if isinstance(e, KeyboardInterrupt) else type(e).__name__
-            )
-            raise
-
+    # At least 30 s: on a loaded machine polls arrive late, and leaving too early strands a dead
+    # worker's trial RUNNING.
+    limit = None if beat else max(10 * poll, 30.0)
     waiting_since: float | None = None
     with _interrupt_once():
         while True:
@@ -177,18 +245,58 @@ def run_worker(
                 return
             if c.finished + c.running >= n_trials:
                 waiting_since = waiting_since or time.monotonic()
-                if time.monotonic() - waiting_since >= limit:
+                if limit is not None and time.monotonic() - waiting_since >= limit:
                     return
-                if beat:
-                    _fail_stale(study)
                 time.sleep(poll)
             else:
                 waiting_since = None
-                study.optimize(
-                    tagged, n_trials=1, catch=(SurplusTrial,), gc_after_trial=True, show_progress_bar=False
-                )
+                try:
+                    run_trial(study, objective, n_trials)
+                finally:
+                    gc.collect()  # what optimize(gc_after_trial=True) did: many trials in one process
             if on_trial_end is not None:
                 on_trial_end()
+
+
+def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int) -> None:
+    """Ask for one trial, tag it with this process, beat while it runs, tell how it ended.
+
+    The order is the point: the host and pid go on the trial first (a local parent that sees this
+    worker die fails the trial at once), then the first heartbeat (from then on any machine finds
+    it stale). A trial failed under us meanwhile (a heartbeat held up past the grace period) was
+    re-queued by whoever failed it: its result is dropped, not told twice.
+    """
+    with warnings.catch_warnings():
+        # "Heartbeat of storage is supposed to be used with Study.optimize": this loop beats itself.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+        trial = study.ask()
+    trial.set_user_attr(HOST_ATTR, socket.gethostname())
+    trial.set_user_attr(PID_ATTR, os.getpid())
+    try:
+        with heartbeat(study._storage, trial._trial_id):
+            if _surplus(study, trial._trial_id, n_trials):
+                trial.set_user_attr(FAILED_BY_ATTR, SURPLUS)
+                study.tell(trial, state=TrialState.FAIL)
+                return
+            try:
+                value = objective(trial)
+            except optuna.TrialPruned:
+                study.tell(trial, state=TrialState.PRUNED)
+                return
+            except DatabaseUnavailable:
+                raise  # nothing can be written; the trial goes stale and is re-queued on resume
+            except BaseException as e:  # tagged while RUNNING, so a resume knows to re-queue it
+                trial.set_user_attr(
+                    FAILED_BY_ATTR, INTERRUPT if isinstance(e, KeyboardInterrupt) else type(e).__name__
+                )
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            study.tell(trial, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        sys.stderr.write(
+            f"trial {trial.number} was failed by another worker meanwhile (its heartbeat was late); "
+            "its retry runs instead\n"
+        )
 
 
 # -- internals -------------------------------------------------------------------------------------
@@ -210,10 +318,9 @@ def _fail(study: optuna.Study, t: FrozenTrial, reason: str) -> bool:
         return False
 
 
-def _fail_stale(study: optuna.Study) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+def _backend(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage below Optuna's cache (ours, when opened by ``open_storage``)."""
+    return getattr(study._storage, "_backend", study._storage)
 
 
 def _retried(trials: list[FrozenTrial]) -> set[int]:
@@ -270,19 +377,45 @@ def _alive(pid: int) -> bool:
 @contextlib.contextmanager
 def _interrupt_once() -> Iterator[None]:
     """The first Ctrl-C interrupts the trial; more while it is being recorded as FAIL are ignored, so a
-    trial is never left RUNNING half-recorded (a terminal and the parent may both send one)."""
+    trial is never left RUNNING half-recorded (a terminal and the parent may both send one).
+
+    A Ctrl-C that lands inside a weakref callback or ``__del__`` (SQLAlchemy's, during a garbage
+    collection) is swallowed by Python as "Exception ignored in ..."; seen here, the search then ran
+    to the end and exited 0. The unraisable hook catches exactly that case, re-arms the handler and
+    delivers the interrupt again, outside the callback.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.getsignal(signal.SIGINT)
     previous = signal.SIG_DFL if previous is None else previous
+    previous_hook = sys.unraisablehook
 
     def handler(signum: int, frame: object) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt
 
+    def swallowed(unraisable) -> None:  # sys.UnraisableHookArgs
+        if unraisable.exc_type is KeyboardInterrupt and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, handler)
+            # From another thread, a moment later: raised here, it would be swallowed again.
+            threading.Timer(0.05, _thread.interrupt_main).start()
+            return
+        previous_hook(unraisable)
+
     signal.signal(signal.SIGINT, handler)
+    sys.unraisablehook = swallowed
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         signal.signal(signal.SIGINT, previous)
+
+
+def exit_status(study: optuna.Study, n: int, say: Callable[[str], None], pids: Iterable[int] = ()) -> int:
+    """0 when the study holds exactly `n` finished trials and none of ours is RUNNING; otherwise
+    ``say`` one line (how many of n, what is RUNNING or failed and why, what to do) and return 3."""
+    done = completion(study, n, pids)
+    if not done.ok:
+        say(done.line())
+    return done.exit_code

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sqlite3
+import time
 import warnings
 from pathlib import Path
 
@@ -17,13 +18,20 @@ import optuna
 import sqlalchemy.exc
 from sqlalchemy.engine import URL, make_url
 
+from studies.resilience import (
+    DB_RETRY_ENV,
+    DB_RETRY_S,
+    DatabaseUnavailable,
+    ResilientRDBStorage,
+    first_line,
+    is_connection_error,
+)
 from tts_model.errors import UserError
 
 HEARTBEAT_INTERVAL_S = 60
 GRACE_PERIOD_S = 180
 # Seconds between heartbeats; the grace period is 3x. Tests set it to a few seconds.
 HEARTBEAT_ENV = "TTS_SEARCH_HEARTBEAT_S"
-MAX_RETRY = 3
 SQLITE_BUSY_TIMEOUT_S = 30
 CONNECT_TIMEOUT_S = 10
 
@@ -103,58 +111,98 @@ def validate_storage_url(url: str) -> None:
         _check_sqlite_path(url, path)
 
 
-def open_storage(url: str, *, heartbeat: bool, create_dir: bool = False) -> optuna.storages.RDBStorage:
+def open_storage(
+    url: str, *, heartbeat: bool, create_dir: bool = False, patient: bool = False
+) -> ResilientRDBStorage:
     """Open (creating tables if needed) the storage; every failure becomes one ``StorageError`` line.
 
     heartbeat: record a heartbeat every 60 s (``heartbeat_settings``) while a trial runs under
-    ``study.optimize``; a trial whose worker died (no heartbeat for 180 s) is marked FAIL by the next
-    worker and re-queued up to
-    3 times with its params and user attrs. Useful for SQLite too: a resumed run re-queues the trial
-    a killed run left RUNNING. Trials run with ask/tell record no heartbeat and are never failed.
+    ``runner.run_worker``; a trial whose worker died (no heartbeat for 180 s) is failed by the next
+    worker and re-queued by ``runner.requeue_interrupted`` with its params and user attrs.
+    Every database call is retried through a lost connection for ``$TTS_SEARCH_DB_RETRY_S``
+    (``studies.resilience``). patient: retry the first connection too (a worker restarted while the
+    server restarts); a user's first command is not patient, so a wrong host fails in seconds.
     """
     path = sqlite_path(url)
     if path is not None and create_dir:
         path.parent.mkdir(parents=True, exist_ok=True)
     validate_storage_url(url)
+    retry_s = retry_bound_s()
     parsed = _parse(url)
     if parsed.get_backend_name() == "sqlite":
         engine_kwargs: dict = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+        retry_s = 0.0  # a local file: the busy timeout covers locks, and nothing else mends by waiting
         if path is not None:
             _enable_wal(url, path)
     else:
         engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
+    heartbeat_kwargs: dict = {}
+    if heartbeat:
+        interval, grace = heartbeat_settings()
+        heartbeat_kwargs = {"heartbeat_interval": interval, "grace_period": grace}
+    kwargs = {"retry_s": retry_s, "label": redact(url), "engine_kwargs": engine_kwargs, **heartbeat_kwargs}
+    deadline = time.monotonic() + (retry_s if patient else 0.0)
+    while True:
+        try:
+            return _open(url, kwargs, path is not None)
+        except _Unreachable as e:
+            if time.monotonic() >= deadline:
+                if patient:
+                    raise DatabaseUnavailable(
+                        f"database {redact(url)} unreachable for {retry_s:.0f} s ({e}); "
+                        f"run the same command to continue once it is back (${DB_RETRY_ENV} sets the wait)"
+                    ) from None
+                raise StorageError(f"cannot reach storage {redact(url)}: {e}") from None
+            time.sleep(1.0)
+
+
+class _Unreachable(Exception):
+    """The server did not answer (connection refused, dropped, timed out): may mend by waiting."""
+
+
+def _open(url: str, kwargs: dict, is_file: bool) -> ResilientRDBStorage:
     try:
         with warnings.catch_warnings():
-            # heartbeat_interval and the retry callback are marked experimental; that is no news to a user.
+            # heartbeat_interval is marked experimental; that is no news to a user.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            heartbeat_kwargs: dict = {}
-            if heartbeat:
-                interval, grace = heartbeat_settings()
-                heartbeat_kwargs = {
-                    "heartbeat_interval": interval,
-                    "grace_period": grace,
-                    "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                        max_retry=MAX_RETRY
-                    ),
-                }
             try:
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
+                return ResilientRDBStorage(url, **kwargs)
             except sqlalchemy.exc.OperationalError as e:
                 # Two processes creating a fresh database's tables at once: the loser sees "table ...
                 # already exists" (seen when a worker and a reader opened a new SQLite study together).
                 # The other process has made the schema by now, so opening again just reads it.
                 if "already exists" not in str(e):
                     raise
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
+                return ResilientRDBStorage(url, **kwargs)
     except ImportError as e:
         raise StorageError(_driver_missing(url, e)) from None
     except sqlalchemy.exc.SQLAlchemyError as e:
+        if not is_file and is_connection_error(e):
+            raise _Unreachable(first_line(e)) from None
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
-        verb = "open" if path is not None else "reach"
+        verb = "open" if is_file else "reach"
         raise StorageError(f"cannot {verb} storage {redact(url)}: {reason}") from None
     except RuntimeError as e:  # Optuna's schema-version check; its message names the upgrade command.
         reason = str(e).strip().splitlines()[0]
         raise StorageError(f"cannot use storage {redact(url)}: {reason}") from None
+
+
+def retry_bound_s() -> float:
+    """Seconds a lost database connection is retried: ``$TTS_SEARCH_DB_RETRY_S``, default 60; 0 = never.
+
+    Long enough for a server restart or a fail-over; short enough that a database gone for good ends
+    the search with one line instead of a hang.
+    """
+    raw = os.environ.get(DB_RETRY_ENV, "").strip()
+    if not raw:
+        return DB_RETRY_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also NaN
+        raise StorageError(f"${DB_RETRY_ENV}={raw!r}: must be a number of seconds >= 0 (default 60)")
+    return value
 
 
 def heartbeat_settings() -> tuple[int, int]:

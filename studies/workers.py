@@ -1,7 +1,8 @@
 """Local worker processes of one search: start them, watch them, stop them cleanly on Ctrl-C.
 
 ``--workers N`` runs N copies of the same ``search.py`` command with ``--worker-index i``; they share
-the study only through its storage, exactly as processes on other machines do.
+the study only through its storage, exactly as processes on other machines do. A dead one is
+restarted by ``studies.supervisor``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+
+RESTART_ENV = "TTS_SEARCH_WORKER_RESTART"  # set by the supervisor: how many times worker i was restarted
 
 
 def sampler_seed(seed: int, worker_index: int | None, *, shared: bool) -> int:
@@ -24,44 +27,49 @@ def sampler_seed(seed: int, worker_index: int | None, *, shared: bool) -> int:
     same start-up points from the same seed; their host and pid make each stream its own.
     """
     if worker_index is not None:
-        return seed + worker_index
+        # A restarted worker must not propose its dead predecessor's points again.
+        restart = int(os.environ.get(RESTART_ENV, "0") or 0)
+        return seed + worker_index + 1000 * restart
     if not shared:
         return seed
     mix = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
     return (seed + mix) % 2**32
 
 
-def spawn_workers(argv: list[str], n: int, threads_each: int, log_dir: Path) -> list[subprocess.Popen]:
-    """Start `n` worker processes of this same command; they share the study through its storage.
+def spawn_worker(
+    argv: list[str], index: int, threads_each: int, log_dir: Path, *, restart: int = 0
+) -> subprocess.Popen:
+    """Start worker `index` (its `restart`-th restart); stderr goes to ``log_dir/worker-<i>.log``.
 
-    Each writes stderr to ``log_dir/worker-<i>.log`` (a pipe nobody reads would fill and block it).
+    The log is appended to, after a header naming the run and the time: a rerun after a crash, or a
+    restart, must keep the traceback of the worker that died. (A pipe nobody reads would fill and
+    block the worker, hence a file.)
     """
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads_each), "TTS_SEARCH_THREADS": str(threads_each)}
-    procs = []
-    for i in range(n):
-        cmd = [sys.executable, *argv, "--worker-index", str(i)]
-        with open(log_dir / f"worker-{i}.log", "w", encoding="utf-8") as log:
-            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True))
-        procs[-1].log_path = log_dir / f"worker-{i}.log"  # type: ignore[attr-defined]
-    return procs
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads_each),
+        "TTS_SEARCH_THREADS": str(threads_each),
+        RESTART_ENV: str(restart),
+    }
+    path = log_dir / f"worker-{index}.log"
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    what = f"restart {restart}" if restart else "start"
+    cmd = [sys.executable, *argv, "--worker-index", str(index)]
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(f"=== search run of parent pid {os.getpid()}, worker {index} {what}, {started} ===\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    proc.log_path = path  # type: ignore[attr-defined]
+    return proc
 
 
-def wait_workers(procs: list[subprocess.Popen], poll: Callable[[], None], interval: float = 1.0) -> list[str]:
-    """Poll until every worker has exited; return one line for each that failed."""
-    # Poll every worker each round (no short-circuit): polling reaps a dead one at once.
-    while [p.poll() for p in procs].count(None):
-        poll()
-        time.sleep(interval)
-    poll()
-    errors: list[str] = []
-    for p in procs:
-        if p.returncode not in (0, None):
-            path = getattr(p, "log_path", None)
-            lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines() if path else []
-            last = lines[-1] if lines else f"exited with code {p.returncode}"
-            errors.append(f"{last} (log: {path})" if path else last)
-    return errors
+def last_log_line(proc: subprocess.Popen) -> str:
+    """The last line a worker wrote (its one-line error, or a traceback's last line), with its log."""
+    path = getattr(proc, "log_path", None)
+    lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines() if path else []
+    last = lines[-1] if lines and not lines[-1].startswith("=== ") else f"exited with code {proc.returncode}"
+    return f"{last} (log: {path})" if path else last
 
 
 def stop_workers(procs: list[subprocess.Popen], *, settle_s: float = 2.0, timeout_s: float = 30.0) -> None:

@@ -43,6 +43,33 @@ class PgServer:
             c.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
             c.execute(f"CREATE DATABASE {DB_NAME}")
 
+    def restart(self) -> float:
+        """``pg_ctl restart -m fast`` (every client connection is dropped); return the seconds it took."""
+        started = time.monotonic()
+        _pg_ctl(self, "-m", "fast", "restart")
+        return time.monotonic() - started
+
+    def stop(self) -> None:
+        """Stop the server (``-m immediate``: as if it crashed) and keep its data, to ``start`` again."""
+        _pg_ctl(self, "-m", "immediate", "stop")
+
+    def start(self) -> None:
+        _pg_ctl(self, "-o", _options(self.port, self.data_dir.parent), "start")
+
+
+def _options(port: int, root: Path) -> str:
+    return f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100"
+
+
+def _pg_ctl(server: PgServer, *args: str) -> None:
+    """The server's output goes to its log file, never to a pipe: a pipe the server inherits would keep
+    ``subprocess.run`` waiting for an end of file that comes only when the server stops."""
+    log = str(server.data_dir.parent / "log")
+    cmd = [str(server.bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-l", log, "-w", *args]
+    subprocess.run(
+        _as_owner(cmd), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60
+    )
+
 
 def find_bin_dir() -> Path | None:
     for name in ("initdb", "pg_ctl"):
@@ -86,7 +113,7 @@ def start_postgres() -> PgServer:
         capture_output=True,
     )
     port = free_port()
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100"
+    options = _options(port, root)
     subprocess.run(
         _as_owner(
             [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]

@@ -114,7 +114,7 @@ def test_connection_errors_become_one_line(monkeypatch: pytest.MonkeyPatch) -> N
         raise sqlalchemy.exc.OperationalError("SELECT 1", {}, reason)
 
     monkeypatch.setattr(storage, "validate_storage_url", lambda url: None)
-    monkeypatch.setattr(optuna.storages, "RDBStorage", refuse)
+    monkeypatch.setattr(storage, "ResilientRDBStorage", refuse)
     with pytest.raises(StorageError) as info:
         open_storage("postgresql://u:pw@127.0.0.1:1/x", heartbeat=True)
     assert str(info.value) == (
@@ -126,10 +126,10 @@ def test_connection_errors_become_one_line(monkeypatch: pytest.MonkeyPatch) -> N
 def test_a_schema_created_by_another_process_at_the_same_moment_is_opened(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = optuna.storages.RDBStorage
+    real = storage.ResilientRDBStorage
     calls: list[str] = []
 
-    def lose_the_race_once(url: str, **kwargs: object) -> optuna.storages.RDBStorage:
+    def lose_the_race_once(url: str, **kwargs: object) -> storage.ResilientRDBStorage:
         calls.append(url)
         if len(calls) == 1:
             real(url, **kwargs)  # the other process creates the tables...
@@ -137,7 +137,7 @@ def test_a_schema_created_by_another_process_at_the_same_moment_is_opened(
             raise sqlalchemy.exc.OperationalError("CREATE TABLE study_directions", {}, reason)
         return real(url, **kwargs)
 
-    monkeypatch.setattr(optuna.storages, "RDBStorage", lose_the_race_once)
+    monkeypatch.setattr(storage, "ResilientRDBStorage", lose_the_race_once)
     url = f"sqlite:///{tmp_path / 'study.db'}"
     opened = open_storage(url, heartbeat=False)
     assert len(calls) == 2
