@@ -29,11 +29,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -226,17 +230,8 @@ def run_study(runs_dir: Path, out: Callable[[str], None]) -> list[str]:
     """The real study for 3 trials with its horizon cut, then its seeded presets' outcomes from storage."""
     import optuna
 
-    cmd = [
-        sys.executable,
-        "search.py",
-        "--study",
-        STUDY,
-        "--trials",
-        "3",
-        "--horizon-scale",
-        str(HORIZON_SCALE),
-    ]
-    cmd += ["--device", "cuda", "--runs-dir", str(runs_dir)]
+    cmd = [sys.executable, "search.py", "--study", STUDY, "--trials", "3"]
+    cmd += ["--horizon-scale", str(HORIZON_SCALE), "--device", "cuda", "--runs-dir", str(runs_dir)]
     out("  $ " + " ".join(cmd[1:]))
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=STUDY_TIMEOUT_S)
     if proc.returncode != 0:
@@ -245,18 +240,25 @@ def run_study(runs_dir: Path, out: Callable[[str], None]) -> list[str]:
     storage = f"sqlite:///{(runs_dir / SCALED_STUDY / 'study.db').resolve().as_posix()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=SCALED_STUDY, storage=storage)
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    problems = []
-    for name in SEEDED_PRESETS:
-        # Seeded trials carry the preset they judge as user attribute "preset" (studies/record.py PRESET).
-        trials = [t for t in study.trials if t.user_attrs.get("preset") == name]
-        if not trials:
-            problems.append(f"no trial of preset {name!r}")
-        elif not any(t.state in finished for t in trials):
-            problems.append(f"preset {name!r} never finished ({', '.join(t.state.name for t in trials)})")
     for t in study.trials:
         said = {k: t.user_attrs[k] for k in ("preset", "verdict", "divergence_step") if k in t.user_attrs}
         out(f"  trial {t.number}: {t.state.name}, value {t.value}, {said}")
+    return seeded_problems(study.trials)
+
+
+def seeded_problems(trials: Sequence[FrozenTrial]) -> list[str]:
+    """What is wrong with the seeded presets' trials: each of `basic` and `enhanced` must have one that
+    finished (COMPLETE, or PRUNED, which is how a diverged trial ends). Seeded trials carry the preset
+    they judge as user attribute "preset" (studies/record.py PRESET)."""
+    from optuna.trial import TrialState
+
+    problems = []
+    for name in SEEDED_PRESETS:
+        states = [t.state for t in trials if t.user_attrs.get("preset") == name]
+        if not states:
+            problems.append(f"no trial of preset {name!r}")
+        elif not any(state in (TrialState.COMPLETE, TrialState.PRUNED) for state in states):
+            problems.append(f"preset {name!r} never finished ({', '.join(s.name for s in states)})")
     return problems
 
 

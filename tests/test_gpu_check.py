@@ -56,3 +56,23 @@ def test_a_sharing_worker_trains_a_timed_window_and_replies(cache_env: Path) -> 
     assert code == 0
     # A shared 2-core machine can stall a step for seconds; the window still holds several steps.
     assert reply["late"] is False and reply["steps"] >= 2 and 4.0 <= reply["seconds"] <= 30.0, reply
+
+
+def test_the_study_part_needs_both_seeded_presets_finished() -> None:
+    """The study part's verdict over trials as the study stores them (preset in the user attributes)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from gpu_check import seeded_problems
+
+    def trial(preset: str | None, state: TrialState) -> optuna.trial.FrozenTrial:
+        attrs = {} if preset is None else {"preset": preset}
+        value = 2.0 if state == TrialState.COMPLETE else None
+        return optuna.trial.create_trial(state=state, value=value, user_attrs=attrs)
+
+    basic, enhanced = trial("basic", TrialState.COMPLETE), trial("enhanced", TrialState.PRUNED)
+    assert seeded_problems([basic, enhanced, trial(None, TrialState.COMPLETE)]) == []
+    assert seeded_problems([basic]) == ["no trial of preset 'enhanced'"]
+    failed = trial("enhanced", TrialState.FAIL)
+    assert seeded_problems([basic, failed]) == ["preset 'enhanced' never finished (FAIL)"]
