@@ -26,7 +26,7 @@ from studies.runner import counts, exit_status, requeue_interrupted, run_worker
 from studies.storage import open_storage, sqlite_path
 from studies.supervisor import Supervisor
 from studies.workers import sampler_seed, stop_workers
-from trainer.cli import resolve_device
+from trainer.cli import describe_device, resolve_device
 from trainer.config import config_to_dict
 from trainer.data import TrainData, load_train_data
 from trainer.presets import preset
@@ -78,6 +78,13 @@ def run_search(run: SearchRun, worker_argv: list[str]) -> int:
     if run.threads is not None or run.is_worker:  # otherwise leave torch's own default (all cores)
         torch.set_num_threads(threads)
     device = resolve_device(run.device)
+    where = describe_device(device)
+    if run.is_worker:  # into the worker's log: which card (CUDA_VISIBLE_DEVICES) and threads it got
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        print(
+            f"worker {run.worker_index}: {where}" + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible else ""),
+            file=sys.stderr,
+        )
     data = load_data(run.train_data, run.val_data, None if run.is_worker else console)
 
     # From here on the study exists.
@@ -100,7 +107,7 @@ def run_search(run: SearchRun, worker_argv: list[str]) -> int:
     requeued = requeue_interrupted(study)
     c = counts(study)
     console.print(
-        f"study [bold]{run.study.name}[/] in {run.url}: {c.finished} of {run.trials} trials finished"
+        f"study [bold]{run.study.name}[/] in {run.url} on {where}: {c.finished} of {run.trials} trials finished"
         + (f"; seeded presets {', '.join(enqueued)}" if enqueued else "")
         + (f"; re-queued interrupted trials {requeued}" if requeued else "")
     )
@@ -120,7 +127,7 @@ def run_search(run: SearchRun, worker_argv: list[str]) -> int:
                 def on_step(number: int, max_steps: int, m) -> None:
                     view.on_step(number, m.step, max_steps)
                     if not said and m.step >= FORECAST_AFTER_STEPS:
-                        said.append(view.forecast(str(device)) or "")
+                        said.append(view.forecast(where) or "")
                         console.print(said[0], soft_wrap=True)
                     if view.due():
                         refresh()

@@ -26,6 +26,11 @@ from tts_model.cache import atomic_write
 SAMPLE_FIELDS = ("target", "predicted", "attention", "decoded")  # EvalSample's tensors, saved per trial
 
 
+class TrialOutOfMemory(Exception):
+    """The device ran out of memory in this trial: the runner tells it FAIL and goes on (no retry:
+    the same recipe on the same card would run out again)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TrialSetup:
     study: StudyDef
@@ -72,6 +77,8 @@ def make_objective(
         save_sample(sample_path(setup.telemetry_path.parent, trial.number), result)
         record = score(result, guards, warmup_steps=cfg.warmup_steps)
         write_record(trial, record)
+        if record.oom_step is not None:
+            raise TrialOutOfMemory(f"out of memory at step {record.oom_step}: {record.oom_detail}")
         if record.value is None:
             raise optuna.TrialPruned(_pruned_reason(record, result.steps))
         return record.value

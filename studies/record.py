@@ -46,6 +46,8 @@ DECODE_WALK = "decode_walk"  # median share of text positions the decode's atten
 SPEAKS = "speaks"
 HOST, PID = "host", "pid"  # where the trial runs: how a dead local worker's trial is found
 FAILED_BY = "failed_by"  # why a trial ended FAIL: interrupt / worker died / surplus / duplicate / exc name
+OUT_OF_MEMORY = "out of memory"  # the FAILED_BY of a trial the device ran out of memory in (not retried)
+OOM_STEP, OOM_DETAIL = "oom_step", "oom_detail"  # where, and the error's line (it names the size)
 RETRY_OF = "retry_of"  # a re-queued trial: the number of the trial it repeats
 ATTEMPT = "attempt"  # how many times these params have been started (1 for a fresh trial)
 
@@ -59,6 +61,7 @@ C_DIVERGED, C_UNALIGNED, C_NO_STOP = "diverged", "unaligned", "decode_no_stop"
 STABLE, UNALIGNED, NO_STOP, PRUNED = "stable", "unaligned", "no-stop", "pruned"
 UNJUDGED = "unjudged"  # pruned before every divergence guard had the steps to judge it: never counted stable
 RUNNING, WAITING, FAILED, COMPLETE = "running", "waiting", "failed", "complete"
+OOM = "oom"  # ran out of device memory: an outcome, not a crash; FAIL, so samplers learn nothing from it
 DIVERGED_PREFIX = "diverged:"
 FINISHED_VERDICTS = (STABLE, UNALIGNED, NO_STOP)
 
@@ -132,6 +135,8 @@ class TrialRecord:
     failed_by: str | None = None
     retry_of: int | None = None
     attempt: int | None = None
+    oom_step: int | None = None
+    oom_detail: str | None = None
 
     # -- what readers ask ------------------------------------------------------------------------------
     @property
@@ -155,7 +160,7 @@ class TrialRecord:
         if self.state == TrialState.WAITING:
             return WAITING
         if self.state == TrialState.FAIL:
-            return FAILED
+            return OOM if self.failed_by == OUT_OF_MEMORY else FAILED
         if self.divergence is not None:
             return diverged_outcome(self.divergence.kind)
         if self.verdict == PRUNED and self.judged is False:
@@ -219,6 +224,8 @@ class TrialRecord:
             FAILED_BY: self.failed_by,
             RETRY_OF: self.retry_of,
             ATTEMPT: self.attempt,
+            OOM_STEP: self.oom_step,
+            OOM_DETAIL: self.oom_detail,
         }
         if self.divergence is not None:
             attrs.update(
@@ -293,6 +300,8 @@ class TrialRecord:
             failed_by=_str(a.get(FAILED_BY)),
             retry_of=_int(a.get(RETRY_OF)),
             attempt=_int(a.get(ATTEMPT)),
+            oom_step=_int(a.get(OOM_STEP)),
+            oom_detail=_str(a.get(OOM_DETAIL)),
         )
 
 

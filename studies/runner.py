@@ -39,10 +39,12 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from studies.objective import TrialOutOfMemory
+
 # The attribute keys live in studies.record (defined once); the runner knows them by these names.
 from studies.record import ATTEMPT as ATTEMPT_ATTR
 from studies.record import FAILED_BY as FAILED_BY_ATTR
-from studies.record import FINISHED
+from studies.record import FINISHED, OUT_OF_MEMORY
 from studies.record import HOST as HOST_ATTR
 from studies.record import PID as PID_ATTR
 from studies.record import PRESET as PRESET_ATTR
@@ -183,7 +185,7 @@ def requeue_interrupted(study: optuna.Study, *, dead_pids: Iterable[int] = ()) -
     requeued = []
     for t in trials:
         reason = t.user_attrs.get(FAILED_BY_ATTR)
-        if t.state != TrialState.FAIL or t.number in retried or reason == DUPLICATE:
+        if t.state != TrialState.FAIL or t.number in retried or reason in (DUPLICATE, OUT_OF_MEMORY):
             continue
         params = {**t.system_attrs.get(FIXED, {}), **t.params}
         attempt = _attempt(t)
@@ -285,6 +287,10 @@ def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], n
                 return
             except DatabaseUnavailable:
                 raise  # nothing can be written; the trial goes stale and is re-queued on resume
+            except TrialOutOfMemory as e:  # an outcome: recorded by the objective, the worker goes on
+                sys.stderr.write(f"trial {trial.number}: {e}\n")
+                study.tell(trial, state=TrialState.FAIL)
+                return
             except BaseException as e:  # tagged while RUNNING, so a resume knows to re-queue it
                 trial.set_user_attr(
                     FAILED_BY_ATTR, INTERRUPT if isinstance(e, KeyboardInterrupt) else type(e).__name__

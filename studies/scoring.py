@@ -17,6 +17,7 @@ from studies.record import (
     C_NO_STOP,
     C_UNALIGNED,
     NO_STOP,
+    OUT_OF_MEMORY,
     PRUNED,
     STABLE,
     UNALIGNED,
@@ -65,6 +66,14 @@ def score(result: TrainResult, guards: GuardConfig, *, warmup_steps: int = 0) ->
         "scaler_skips": s.scaler_skips,
     }
     final = result.final_eval
+    if result.oom is not None:  # an outcome of the machine, not of the recipe: FAIL, never retried
+        return TrialRecord(
+            state=TrialState.FAIL,
+            failed_by=OUT_OF_MEMORY,
+            oom_step=result.oom.step,
+            oom_detail=result.oom.detail,
+            **evidence,
+        )
     if result.verdict is not None:  # diverged: stopped at the step a guard fired
         v = result.verdict
         return TrialRecord(

@@ -36,6 +36,22 @@ def sampler_seed(seed: int, worker_index: int | None, *, shared: bool) -> int:
     return (seed + mix) % 2**32
 
 
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, as CUDA_VISIBLE_DEVICES names them ([] on a CPU machine)."""
+    named = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if named is not None:
+        return [d.strip() for d in named.split(",") if d.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def worker_gpu(index: int, gpus: list[str]) -> str | None:
+    """The card of local worker `index`: worker i on GPU i mod count, so N workers spread over the cards
+    and several share one when N exceeds them (a tiny model leaves a big GPU mostly idle)."""
+    return gpus[index % len(gpus)] if gpus else None
+
+
 def spawn_worker(
     argv: list[str], index: int, threads_each: int, log_dir: Path, *, restart: int = 0
 ) -> subprocess.Popen:
@@ -52,6 +68,9 @@ def spawn_worker(
         "TTS_SEARCH_THREADS": str(threads_each),
         RESTART_ENV: str(restart),
     }
+    gpu = worker_gpu(index, visible_gpus())
+    if gpu is not None:  # each worker sees its one card as cuda:0; it says which in its log
+        env["CUDA_VISIBLE_DEVICES"] = gpu
     path = log_dir / f"worker-{index}.log"
     started = datetime.now(UTC).isoformat(timespec="seconds")
     what = f"restart {restart}" if restart else "start"

@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg
 from optuna.trial import TrialState
 
-from studies.presets_seed import PRESET_ATTR
+from studies.record import PRESET as PRESET_ATTR
 from studies.resilience import DB_RETRY_ENV, EXIT_DB_UNAVAILABLE
 from studies.runner import FAILED_BY_ATTR, FIXED, NO_HEARTBEAT, PID_ATTR
 from tests.corpus_fixture import cache_env, corpus_paths  # noqa: F401  (session fixtures)

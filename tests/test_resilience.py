@@ -20,7 +20,7 @@ from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from studies.presets_seed import PRESET_ATTR
+from studies.record import PRESET as PRESET_ATTR
 from studies.resilience import (
     DB_RETRY_ENV,
     DatabaseUnavailable,

@@ -48,3 +48,20 @@ def test_a_crashed_worker_is_restarted_and_one_that_ends_is_not(tmp_path: Path) 
     assert sup.run(lambda: None, interval=0.05) == []
     assert len(lines) == 1 and "crashed (exit code 1)" in lines[0] and "restarted as pid" in lines[0]
     assert [p.returncode for p in sup.procs] == [1, 0]
+
+
+def test_workers_spread_over_the_visible_gpus_and_share_them_beyond() -> None:
+    from studies.workers import worker_gpu
+
+    assert [worker_gpu(i, ["0", "1"]) for i in range(5)] == ["0", "1", "0", "1", "0"]
+    assert [worker_gpu(i, ["3"]) for i in range(3)] == ["3", "3", "3"]  # several per GPU
+    assert worker_gpu(0, []) is None  # a CPU machine: the environment is left alone
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch) -> None:
+    from studies.workers import visible_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5")
+    assert visible_gpus() == ["2", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == []

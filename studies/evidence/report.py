@@ -28,7 +28,7 @@ from studies.evidence.lr_probe import ATTR as PROBE_ATTR
 from studies.evidence.plots import Point
 from studies.evidence.report_html import Page, html_table
 from studies.objective import sample_path
-from studies.record import TrialRecord, is_diverged_outcome, load_records
+from studies.record import OOM, TrialRecord, is_diverged_outcome, load_records
 from studies.registry import StudyDef
 from trainer.config import config_to_dict
 from trainer.presets import preset
@@ -59,10 +59,16 @@ def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> P
 
     page = Page(f"Stability report: {study.study_name}")
     tally = Counter(p.outcome for p in pts)
+    oom = [r for r in records if r.outcome == OOM]
+    oom_words = (
+        f" {len(oom)} ran out of device memory (not retried: trials {', '.join(str(r.number) for r in oom)})."
+        if oom
+        else ""
+    )
     page.para(
         f"{study_def.description}. {len(pts)} finished trials ({', '.join(f'{k} {v}' for k, v in sorted(tally.items()))}); "
         f"model {study_def.model_size}, {study_def.precision}, batch {study_def.batch_size}; each trial is its warmup "
-        f"plus {study_def.horizon} steps at peak lr. Written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC."
+        f"plus {study_def.horizon} steps at peak lr.{oom_words} Written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC."
     )
 
     # --- the presets table and the rediscovery check: the answer first --------------------------------

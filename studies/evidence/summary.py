@@ -10,7 +10,7 @@ from rich.console import Console
 
 from studies.evidence import tables
 from studies.evidence.importance import importances
-from studies.record import best_feasible, load_records, preset_trials
+from studies.record import OOM, best_feasible, load_records, preset_trials
 from studies.registry import StudyDef
 
 
@@ -34,6 +34,11 @@ def print_summary(study: optuna.Study, study_def: StudyDef, console: Console) ->
 
     reasons = Counter(r.outcome for r in finished)
     console.print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
+    for r in (r for r in records if r.outcome == OOM):
+        console.print(
+            f"out of memory (not retried): trial {r.number} at step {r.oom_step}: {r.oom_detail}",
+            soft_wrap=True,
+        )
     half = len(finished) // 2
     if half >= 2:
         early = sum(r.diverged for r in finished[:half]) / half
