@@ -308,3 +308,24 @@ def test_eval_artifacts_of_any_decode_length(frames: int, tmp_path: Path) -> Non
     assert info.samplerate == features.sample_rate and info.frames >= (frames - 1) * features.hop_length
     png = write_eval_plot(tmp_path / "x.png", sample, step=1, val_mel=1.0)
     assert png.stat().st_size > 1000
+
+
+def test_the_last_line_says_whether_the_model_speaks_and_why() -> None:
+    from tests.test_record import NEVER_STOPS, ev, result
+    from trainer.cli import speech_line
+    from trainer.evaluate import DecodeMetrics
+    from trainer.presets import preset
+    from tts_model.speech_measure import SentenceMeasure
+
+    cfg = preset("basic")
+    rows = tuple(
+        SentenceMeasure(id=f"u{i}", stopped=True, length_ratio=1.0, dtw=1.0, walk=0.7, ratio=0.3)
+        for i in range(3)
+    )
+    good = DecodeMetrics(
+        sentences=3, stop_rate=1.0, length_ratio=1.0, dtw=1.0, per_sentence=rows, speaks=True
+    )
+    assert speech_line(result((ev(3000, decode=good),)), cfg).startswith("speaks: decode ratio 0.30")
+    silent = speech_line(result((ev(3000, decode=NEVER_STOPS),)), cfg)
+    assert silent.startswith("does not speak: ") and "at step 3000" in silent
+    assert "no free-running decode" in speech_line(result(()), cfg)

@@ -21,6 +21,7 @@ from trainer.config import TrainConfig, apply_overrides
 from trainer.data import load_train_data
 from trainer.loop import StepMetrics, TrainResult, train
 from trainer.presets import PRESETS, load_preset_file, preset
+from trainer.speech import speak_failures
 from trainer.telemetry import Telemetry
 from tts_model.cli import OneLineParser, run_cli
 from tts_model.config import MODEL_SIZES
@@ -108,13 +109,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = load_train_data(args.train_data, args.val_data, DataConfig(), console=console)
     out.mkdir(parents=True, exist_ok=True)
     console.print(f"device: {describe_device(device)}")
+    recipe = (
+        f"preset {args.preset} (on level {args.optimization_level})"
+        if args.preset
+        else args.optimization_level
+    )
     console.print(
-        f"training [bold]{args.optimization_level}[/] ({cfg.model_size}, {cfg.precision}) on {device}; run folder {out}"
+        f"training [bold]{recipe}[/] ({cfg.model_size}, {cfg.precision}) on {device}; run folder {out}",
+        soft_wrap=True,
     )
     with Telemetry(out / "telemetry.db") as telemetry:
         result = _train_with_progress(cfg, data, device, out, telemetry, resume=args.resume, console=console)
     _report(result, console, out)
+    console.print(speech_line(result, cfg), soft_wrap=True)
     return 0 if result.verdict is None and result.oom is None else 1
+
+
+def speech_line(result: TrainResult, cfg: TrainConfig) -> str:
+    """The last line of a full training: does the model it leaves speak, and the figures behind it."""
+    final = result.final_eval
+    decode = final.decode if final is not None else None
+    if decode is None:
+        return "does not speak: no free-running decode was measured (the run ended before its first eval)"
+    m = decode.measure
+    figures = (
+        f"decode ratio {m.ratio:.2f}, attention walk {m.walk:.2f}, {m.stop_rate:.0%} of decodes stop, "
+        f"median length {m.length_ratio:.2f}x, at step {final.step}"
+    )
+    failures = speak_failures(m, cfg.guards)
+    if not failures and result.verdict is None:
+        return f"speaks: {figures}"
+    why = [*failures, *([f"diverged at step {result.verdict.step}"] if result.verdict is not None else [])]
+    return f"does not speak: {'; '.join(why)} ({figures})"
 
 
 def _train_with_progress(
@@ -147,9 +173,14 @@ def _train_with_progress(
                 out / "evals" / f"step_{ev.step:08d}.png", sample, step=ev.step, val_mel=ev.val_mel
             )
             write_eval_wav(out / "evals" / f"step_{ev.step:08d}.wav", sample, data.data_cfg.features)
+            speech = ""
+            if ev.decode is not None:
+                m = ev.decode.measure
+                word = "speaks" if ev.decode.speaks else "does not speak"
+                speech = f", decode ratio {m.ratio:.2f}, walk {m.walk:.2f} ({word})"
             progress.console.print(
                 f"eval step {ev.step}: val mel {ev.val_mel:.4f}, stop acc {ev.stop_accuracy:.3f}, "
-                f"diagonality {ev.diagonality:.3f} -> {png}"
+                f"diagonality {ev.diagonality:.3f}{speech} -> {png}"
             )
             return False
 
