@@ -20,7 +20,6 @@ from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from studies.presets_seed import PRESET_ATTR
 from studies.resilience import (
     DB_RETRY_ENV,
     DatabaseUnavailable,
@@ -36,6 +35,7 @@ from studies.runner import (
     HOST_ATTR,
     NO_HEARTBEAT,
     PID_ATTR,
+    PRESET_ATTR,
     RETRY_ATTR,
     completion,
     exit_status,
