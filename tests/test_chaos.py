@@ -155,6 +155,7 @@ def test_kills_and_a_server_restart_still_end_with_exactly_n_trials(
         assert b.wait(timeout=30) == -signal.SIGKILL
         done = [f"lone search pid {b.pid} killed right after asking for trial {hit_b[0]}"]
         killed_at = {hit_b[0]: time.time()}  # trial number -> when its worker was killed
+        killed = {b.pid}  # a killed process lingers a moment before it is a zombie: never pick it again
 
         wait_for(
             lambda: any(t.state == TrialState.RUNNING for t in trials_of(postgres.url)), 120, what="a trial"
@@ -170,14 +171,15 @@ def test_kills_and_a_server_restart_still_end_with_exactly_n_trials(
             elif event.what == "kill after ask":
                 hit = None
                 while hit is None and a.poll() is None and time.monotonic() - first < event.at_s + 60:
-                    hit = kill_right_after_ask(postgres, worker_pids(a))
+                    hit = kill_right_after_ask(postgres, worker_pids(a) - killed)
                 assert hit is not None, "no supervised worker asked for a trial within 60 s"
                 killed_at[hit[0]] = time.time()
+                killed.add(hit[1])
                 done.append(f"worker pid {hit[1]} killed right after asking for trial {hit[0]}")
             else:
 
                 def victim():
-                    live = worker_pids(a)
+                    live = worker_pids(a) - killed
                     return [
                         t
                         for t in trials_of(postgres.url)
@@ -189,6 +191,7 @@ def test_kills_and_a_server_restart_still_end_with_exactly_n_trials(
                 )
                 os.kill(trial.user_attrs[PID_ATTR], signal.SIGKILL)
                 killed_at[trial.number] = time.time()
+                killed.add(trial.user_attrs[PID_ATTR])
                 done.append(f"worker pid {trial.user_attrs[PID_ATTR]} killed in trial {trial.number}")
         last_fault = time.monotonic()
         print("chaos done: " + "; ".join(done))
