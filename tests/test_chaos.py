@@ -19,6 +19,7 @@ import random
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,22 +81,28 @@ def _conninfo(server: PgServer) -> str:
 
 
 def kill_right_after_ask(
-    server: PgServer, pids: set[int], timeout_s: float = HOLD_S
+    server: PgServer, pids: Callable[[], set[int]], give_up: Callable[[], bool]
 ) -> tuple[int, int] | None:
-    """Lock the heartbeat table, wait for a trial of one of `pids` that is RUNNING without a heartbeat,
-    SIGKILL its worker, unlock; (trial number, pid), or None if none asked within `timeout_s`."""
+    """Lock the heartbeat table, wait for a trial of one of `pids()` RUNNING without a heartbeat,
+    SIGKILL its worker, unlock; (trial number, pid), or None once `give_up()`.
+
+    The lock is held at most ``HOLD_S`` at a time and taken again at once on one connection: the
+    heartbeats queued behind it go first (PostgreSQL grants locks in order), a worker's next ask and
+    first heartbeat come after it, so the window is never missed for a reconnect.
+    """
     with psycopg.connect(_conninfo(server)) as conn:
-        conn.execute("LOCK TABLE trial_heartbeats IN EXCLUSIVE MODE")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for number, pid_json in conn.execute(SILENT).fetchall():
-                pid = int(pid_json)
-                if pid in pids:
-                    os.kill(pid, signal.SIGKILL)
-                    conn.rollback()
-                    return number, pid
-            time.sleep(0.02)
-        conn.rollback()
+        while not give_up():
+            conn.execute("LOCK TABLE trial_heartbeats IN EXCLUSIVE MODE")
+            deadline = time.monotonic() + HOLD_S
+            while time.monotonic() < deadline:
+                wanted = pids()
+                for number, pid_json in conn.execute(SILENT).fetchall():
+                    if int(pid_json) in wanted:
+                        os.kill(int(pid_json), signal.SIGKILL)
+                        conn.rollback()
+                        return number, int(pid_json)
+                time.sleep(0.02)
+            conn.rollback()
     return None
 
 
@@ -149,9 +156,7 @@ def test_kills_and_a_server_restart_still_end_with_exactly_n_trials(
         b = start(search_cmd(postgres.url, n, 1, runs, corpus_paths), log_b)  # a second machine, unsupervised
         procs.append(b)
         wait_for(lambda: said(log_b, "trials finished"), 120, what="the second search to open the study")
-        hit_b = None
-        while hit_b is None and b.poll() is None and time.monotonic() - began < 180:
-            hit_b = kill_right_after_ask(postgres, {b.pid})
+        hit_b = kill_right_after_ask(postgres, lambda: {b.pid}, lambda: b.poll() is not None)
         assert hit_b is not None, "the lone search asked for no trial"
         assert b.wait(timeout=30) == -signal.SIGKILL
         done = [f"lone search pid {b.pid} killed right after asking for trial {hit_b[0]}"]
@@ -170,9 +175,12 @@ def test_kills_and_a_server_restart_still_end_with_exactly_n_trials(
                 restart_s = postgres.restart()
                 done.append(f"server restarted at {time.monotonic() - first:.1f} s ({restart_s:.1f} s)")
             elif event.what == "kill after ask":
-                hit = None
-                while hit is None and a.poll() is None and time.monotonic() - first < event.at_s + 60:
-                    hit = kill_right_after_ask(postgres, worker_pids(a) - killed)
+                until = time.monotonic() + 60
+                hit = kill_right_after_ask(
+                    postgres,
+                    lambda: worker_pids(a) - killed,
+                    lambda: a.poll() is not None or time.monotonic() > until,  # noqa: B023 (called here)
+                )
                 assert hit is not None, "no supervised worker asked for a trial within 60 s"
                 killed_at[hit[0]] = time.time()
                 killed.add(hit[1])
