@@ -140,7 +140,9 @@ def test_kills_and_a_server_restart_still_end_with_exactly_n_trials(
     plan = schedule(seed)
     print(f"\nchaos seed {seed} ({SEED_ENV}): " + ", ".join(f"{k.what} at {k.at_s} s" for k in plan))
     postgres.reset()
-    n, runs = 5, tmp_path / "runs"
+    # 8, not 5: on a quiet machine 4 workers could take every slot of a 5-trial study before the lone
+    # search (a second machine) asked for one, and the kill right after its ask had nothing to hit.
+    n, runs = 8, tmp_path / "runs"
     log_a, log_b = tmp_path / "search-a.log", tmp_path / "search-b.log"
     procs: list[subprocess.Popen] = []
     try:
