@@ -167,11 +167,12 @@ def _open(url: str, kwargs: dict, is_file: bool) -> ResilientRDBStorage:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             try:
                 return ResilientRDBStorage(url, **kwargs)
-            except sqlalchemy.exc.OperationalError as e:
+            except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as e:
                 # Two processes creating a fresh database's tables at once: the loser sees "table ...
-                # already exists" (seen when a worker and a reader opened a new SQLite study together).
-                # The other process has made the schema by now, so opening again just reads it.
-                if "already exists" not in str(e):
+                # already exists", or "UNIQUE constraint failed: alembic_version..." when both stamp
+                # the schema version (both seen when a worker and a reader opened a new SQLite study
+                # together). The other process has made the schema by now, so opening again reads it.
+                if not _lost_schema_race(e):
                     raise
                 return ResilientRDBStorage(url, **kwargs)
     except ImportError as e:
@@ -203,6 +204,11 @@ def retry_bound_s() -> float:
     if not value >= 0:  # also NaN
         raise StorageError(f"${DB_RETRY_ENV}={raw!r}: must be a number of seconds >= 0 (default 60)")
     return value
+
+
+def _lost_schema_race(e: sqlalchemy.exc.SQLAlchemyError) -> bool:
+    text = str(e)
+    return "already exists" in text or ("UNIQUE constraint failed" in text and "alembic_version" in text)
 
 
 def heartbeat_settings() -> tuple[int, int]:

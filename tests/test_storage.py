@@ -175,3 +175,19 @@ def test_open_default_storage_runs_a_study_and_keeps_nan(tmp_path: Path) -> None
 def test_redact() -> None:
     assert redact("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
     assert redact("not a url") == "not a url"
+
+
+def test_losing_the_race_to_create_a_schema_is_told_apart_from_other_errors() -> None:
+    import sqlalchemy.exc
+
+    from studies.storage import _lost_schema_race
+
+    def err(text: str) -> sqlalchemy.exc.SQLAlchemyError:
+        return sqlalchemy.exc.IntegrityError("INSERT", {}, Exception(text))
+
+    assert _lost_schema_race(err("UNIQUE constraint failed: alembic_version.version_num"))
+    assert _lost_schema_race(
+        sqlalchemy.exc.OperationalError("CREATE", {}, Exception("table studies already exists"))
+    )
+    assert not _lost_schema_race(err("UNIQUE constraint failed: trials.number"))
+    assert not _lost_schema_race(sqlalchemy.exc.OperationalError("x", {}, Exception("disk I/O error")))
