@@ -94,9 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--threads must be > 0, got {args.threads}")
     url = resolve_storage(args.storage, study_def.name, args.runs_dir)
     evidence = args.report or args.lr_probe or args.validate or args.transfer_check is not None
-    trains = not (args.report or args.export_preset is not None) or args.lr_probe or bool(args.validate)
-    trains = trains or args.transfer_check is not None
-    if trains and not args.train_best:
+    # The search trains, and so do the probe, validation and transfer check; report and export do not,
+    # and --train-best hands the device to the trainer's own CLI.
+    trains = args.lr_probe or bool(args.validate) or args.transfer_check is not None
+    if trains or not (evidence or args.export_preset is not None or args.train_best):
         _check_device(study_def, args.device)
 
     if evidence:

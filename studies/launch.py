@@ -17,13 +17,14 @@ import torch
 from rich.console import Console
 from rich.live import Live
 
+from studies.completion import exit_status
 from studies.evidence.summary import print_summary
 from studies.live import LiveView
 from studies.objective import TrialSetup, make_objective
 from studies.presets_seed import enqueue_presets
 from studies.record import DATA_FINGERPRINT
 from studies.registry import StudyDef, make_pruner, make_sampler, trial_steps
-from studies.runner import counts, exit_status, requeue_interrupted, run_worker
+from studies.runner import counts, requeue_interrupted, run_worker
 from studies.storage import open_storage, sqlite_path
 from studies.supervisor import Supervisor
 from studies.workers import sampler_seed, stop_workers

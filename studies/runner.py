@@ -55,7 +55,6 @@ from studies.resilience import DatabaseUnavailable, ResilientRDBStorage, heartbe
 # duplicate / the exception's name.
 SURPLUS, DUPLICATE, INTERRUPT, DIED = "surplus", "duplicate", "interrupt", "worker died"
 NO_HEARTBEAT = "no heartbeat"  # RUNNING without a heartbeat for the grace period: its worker is gone
-EXIT_INCOMPLETE = 3  # the study does not hold N finished trials yet; distinct from 2 (bad input) and 130
 MAX_ATTEMPTS = 4  # params that failed this often are not re-queued again (a trial that kills its worker)
 FIXED = "fixed_params"  # Optuna's system attr holding an enqueued trial's params
 
@@ -73,61 +72,6 @@ def counts(study: optuna.Study) -> Counts:
         finished=sum(t.state in FINISHED for t in trials),
         running=sum(t.state == TrialState.RUNNING for t in trials),
         waiting=sum(t.state == TrialState.WAITING for t in trials),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """Whether a study holds exactly N finished trials, and what stands in the way if not."""
-
-    n: int
-    finished: int
-    running: tuple[int, ...]  # trials still RUNNING that the processes asked about started
-    failed: tuple[tuple[str, int], ...]  # (failed_by, how many) over FAIL trials never retried
-
-    @property
-    def ok(self) -> bool:
-        return self.finished == self.n and not self.running
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.ok else EXIT_INCOMPLETE
-
-    def line(self) -> str:
-        """One line for a user: how far, what is in the way, what to do."""
-        parts = [f"incomplete: {self.finished} of {self.n} trials finished"]
-        if self.finished > self.n:
-            parts[0] += f" (more than {self.n}: two workers raced past the surplus check)"
-        if self.running:
-            parts.append(f"still RUNNING: {', '.join(map(str, self.running))}")
-        if self.failed:
-            parts.append("failed and not retried: " + ", ".join(f"{k} x {why}" for why, k in self.failed))
-        return "; ".join(parts) + "; run the same command to continue"
-
-
-def completion(study: optuna.Study, n: int, pids: Iterable[int] = ()) -> Completion:
-    """How the study stands against `--trials n`; `pids` are this machine's processes of this search
-    (the caller and its workers): their RUNNING trials count against it, other machines' do not."""
-    host, mine = socket.gethostname(), {os.getpid(), *pids}
-    trials = study.get_trials(deepcopy=False)
-    retried = _retried(trials)
-    running = tuple(
-        t.number
-        for t in trials
-        if t.state == TrialState.RUNNING
-        and t.user_attrs.get(HOST_ATTR) == host
-        and t.user_attrs.get(PID_ATTR) in mine
-    )
-    failed: dict[str, int] = {}
-    for t in trials:
-        reason = str(t.user_attrs.get(FAILED_BY_ATTR, "no reason recorded"))
-        if t.state == TrialState.FAIL and t.number not in retried and reason not in (SURPLUS, DUPLICATE):
-            failed[reason] = failed.get(reason, 0) + 1
-    return Completion(
-        n=n,
-        finished=sum(t.state in FINISHED for t in trials),
-        running=running,
-        failed=tuple(sorted(failed.items())),
     )
 
 
@@ -181,7 +125,7 @@ def requeue_interrupted(study: optuna.Study, *, dead_pids: Iterable[int] = ()) -
             if pid in dead or (not beat and not _alive(pid)):
                 _fail(study, t, DIED)
     trials = study.get_trials(deepcopy=False)
-    retried = _retried(trials)
+    retried = retried_numbers(trials)
     requeued = []
     for t in trials:
         reason = t.user_attrs.get(FAILED_BY_ATTR)
@@ -329,7 +273,7 @@ def _backend(study: optuna.Study) -> optuna.storages.BaseStorage:
     return getattr(study._storage, "_backend", study._storage)
 
 
-def _retried(trials: list[FrozenTrial]) -> set[int]:
+def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
     """Numbers of trials that some other trial repeats (our re-queue or Optuna's heartbeat retry)."""
     out: set[int] = set()
     for t in trials:
@@ -416,12 +360,3 @@ def _interrupt_once() -> Iterator[None]:
     finally:
         sys.unraisablehook = previous_hook
         signal.signal(signal.SIGINT, previous)
-
-
-def exit_status(study: optuna.Study, n: int, say: Callable[[str], None], pids: Iterable[int] = ()) -> int:
-    """0 when the study holds exactly `n` finished trials and none of ours is RUNNING; otherwise
-    ``say`` one line (how many of n, what is RUNNING or failed and why, what to do) and return 3."""
-    done = completion(study, n, pids)
-    if not done.ok:
-        say(done.line())
-    return done.exit_code

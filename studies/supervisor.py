@@ -20,8 +20,9 @@ from pathlib import Path
 
 import optuna
 
+from studies.completion import EXIT_INCOMPLETE
 from studies.resilience import EXIT_DB_UNAVAILABLE, DatabaseUnavailable
-from studies.runner import EXIT_INCOMPLETE, counts, heartbeat_of, requeue_interrupted
+from studies.runner import counts, heartbeat_of, requeue_interrupted
 from studies.workers import last_log_line, spawn_worker
 
 MAX_RESTARTS = 3  # per worker: a trial that kills its worker every time is also capped (MAX_ATTEMPTS)

@@ -20,6 +20,7 @@ from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from studies.completion import EXIT_INCOMPLETE, completion, exit_status
 from studies.record import PRESET as PRESET_ATTR
 from studies.resilience import (
     DB_RETRY_ENV,
@@ -30,15 +31,12 @@ from studies.resilience import (
 )
 from studies.runner import (
     DIED,
-    EXIT_INCOMPLETE,
     FAILED_BY_ATTR,
     FIXED,
     HOST_ATTR,
     NO_HEARTBEAT,
     PID_ATTR,
     RETRY_ATTR,
-    completion,
-    exit_status,
     requeue_interrupted,
 )
 from studies.storage import HEARTBEAT_ENV, StorageError, open_storage, retry_bound_s

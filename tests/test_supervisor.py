@@ -10,7 +10,7 @@ from pathlib import Path
 
 import optuna
 
-from studies.runner import EXIT_INCOMPLETE, exit_status
+from studies.completion import EXIT_INCOMPLETE, exit_status
 from studies.storage import open_storage
 from studies.supervisor import MAX_RESTARTS, Supervisor
 
