@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,19 +125,14 @@ def run_search(run: SearchRun, worker_argv: list[str]) -> int:
                 live.update(view.render(), refresh=True)
 
             if run.workers == 1:
-                forecast = {"said": False, "first_step_at": 0.0}
 
                 def on_step(number: int, max_steps: int, m) -> None:
                     view.on_step(number, m.step, max_steps)
-                    if forecast["said"]:
-                        pass
-                    elif m.step == 1:
-                        forecast["first_step_at"] = time.monotonic()
-                    elif m.step >= FORECAST_AFTER_STEPS or (
-                        time.monotonic() - forecast["first_step_at"] >= FORECAST_AFTER_S
-                    ):
-                        forecast["said"] = True
-                        console.print(view.forecast(where) or "", soft_wrap=True)
+                    line = view.take_forecast(
+                        where, after_steps=FORECAST_AFTER_STEPS, after_s=FORECAST_AFTER_S
+                    )
+                    if line is not None:
+                        console.print(line, soft_wrap=True)
                     if view.due():
                         refresh()
 

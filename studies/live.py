@@ -35,6 +35,8 @@ class LiveView:
         self.mean_trial_steps = mean_trial_steps
         self._rate: float | None = None  # training steps per second, EMA over in-process steps
         self._last_step_time: float | None = None
+        self._first_step_at: float | None = None  # this process's first training step
+        self._forecast_said = False
         self.progress = Progress(
             TextColumn("[bold]trials"),
             MofNCompleteColumn(),
@@ -90,6 +92,8 @@ class LiveView:
             rate = 1.0 / max(now - self._last_step_time, 1e-6)
             self._rate = rate if self._rate is None else 0.95 * self._rate + 0.05 * rate
         self._last_step_time = now
+        if self._first_step_at is None:
+            self._first_step_at = now
         self.step_info[number] = f"{step}" if max_steps is None else f"{step}/{max_steps}"
         self._current = (step, max_steps or self.mean_trial_steps)
 
@@ -105,6 +109,18 @@ class LiveView:
             f"step rate {self._rate:.2f}/s -> about {duration(seconds)} left if the remaining "
             f"{remaining_trials + 1} trials run {self.mean_trial_steps} steps each (pruning shortens it)"
         )
+
+    def take_forecast(self, device: str, *, after_steps: int, after_s: float) -> str | None:
+        """The forecast line once, after `after_steps` in-process steps, or after the second step when
+        the steps since the first have taken `after_s`; None before and ever after."""
+        if self._forecast_said or self._rate is None:
+            return None
+        step, _ = getattr(self, "_current", (0, 0))
+        slow = time.monotonic() - (self._first_step_at or 0.0) >= after_s
+        if step < after_steps and not slow:
+            return None
+        self._forecast_said = True
+        return self.forecast(device)
 
     def forecast(self, device: str) -> str | None:
         """One line, printed once after a trial's first steps: the measured rate and what it means for
