@@ -17,11 +17,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from rich.console import Console
 
 import search
-from studies.evidence import conclusions
+from studies.evidence import conclusions, transfer
 from studies.evidence.plots import Point, importance_plot
+from studies.launch import load_data
+from studies.objective import TrialSetup
 from studies.record import STABLE, load_records
 from studies.registry import get_study
 from tests.corpus_fixture import cache_env  # noqa: F401  (session fixture)
@@ -81,7 +84,8 @@ def reported(tmp_path_factory: pytest.TempPathFactory, cache_env: Path) -> Path:
     assert run_cli(search.main, [*base, "--trials", "3"]) == 0
     assert run_cli(search.main, [*base, "--lr-probe", "--steps", "20"]) == 0
     # The smoke study's horizon is 20 steps: a long run is at least 10x that.
-    assert run_cli(search.main, [*base, "--transfer-check", "3", "--steps", "200"]) == 0
+    # Two worker processes: test_transfer_runs_in_workers_match_this_process checks what they ran.
+    assert run_cli(search.main, [*base, "--transfer-check", "3", "--steps", "200", "--workers", "2"]) == 0
     assert (
         run_cli(search.main, [*base, "--validate", "basic", "--seeds", "2", "--steps", "6", "--report"]) == 0
     )
@@ -173,6 +177,30 @@ def test_the_optuna_cli_reads_the_study_untouched(reported: Path) -> None:
     assert out.returncode == 0, out.stderr
     trials = json.loads(out.stdout)
     assert len(trials) >= 3 and {"number", "params", "state"} <= set(trials[0])
+
+
+def test_transfer_runs_in_workers_match_this_process(
+    reported: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """The fixture's transfer check ran its long runs in two spawned workers; the first one again, here in
+    this process, trains to the same numbers (one thread each, same seed): the pool changes nothing."""
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{reported / 'study.db'}")
+    check = transfer.stored(study)
+    assert check is not None and len(check["runs"]) == 3
+    first = check["runs"][0]
+    paths = short_corpus(tmp_path_factory.getbasetemp())
+    setup = TrialSetup(
+        get_study(STUDY), load_data(paths.train, paths.eval, None), torch.device("cpu"), tmp_path / "t.db", 0
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        job = transfer.LongRun(first["number"], study.trials[first["number"]].params, check["steps"], "again")
+        again = transfer.long_run(setup, job)
+    finally:
+        torch.set_num_threads(threads)
+    for key in ("long_verdict", "long_divergence_step", "steps_run", "val_mel", "decode_ratio", "speaks"):
+        assert again[key] == first[key], key
 
 
 def test_report_without_a_finished_trial_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

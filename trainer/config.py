@@ -76,6 +76,12 @@ class GuardConfig:
     # ... or improved less than 1% over the last 3 evals ...
     collapse_window: int = 3
     collapse_tolerance: float = 0.01
+    # ... and the attention is not aligning either: its diagonality rose less than this over the same
+    # window. Measured: a collapse at lr >= 3e-2 holds 0.19 flat (trial 8 of the quick study: 0.190,
+    # 0.190, 0.190); basic's lr 1e-5, re-run for 3,000 steps, was still aligning at step 850 (0.220 ->
+    # 0.247 over 3 evals) with its val mel improving 1.0% per 150 steps, and a 1%-only rule called it
+    # collapsed.
+    collapse_diagonality_rise: float = 0.01
     # ... while the attention's diagonality stays below 0.3. Measured on the corpus's val set
     # (tts_model.losses.attention_diagonality, band 0.1): uniform attention scores 0.19, the seed's
     # KL prior (width 0.2) 0.44, a sharp diagonal 1.0. The seed's KL loss pulls attention onto its
@@ -119,6 +125,7 @@ class GuardConfig:
         _check_range("mel_ceiling", self.mel_ceiling, gt=0.0)
         _check_range("collapse_min_drop", self.collapse_min_drop, ge=0.0, lt=1.0)
         _check_range("collapse_tolerance", self.collapse_tolerance, ge=0.0, lt=1.0)
+        _check_range("collapse_diagonality_rise", self.collapse_diagonality_rise, ge=0.0, le=1.0)
         _check_range("collapse_diagonality", self.collapse_diagonality, ge=0.0, le=1.0)
         _check_range("decode_length_ratio", self.decode_length_ratio, gt=1.0)
         _check_range("decode_max_bad_fraction", self.decode_max_bad_fraction, ge=0.0, le=1.0)

@@ -220,8 +220,9 @@ def check_eval(
     attributes): after max(`collapse_min_steps`, warmup) the val mel sits on a high plateau (fell less
     than `collapse_min_drop` from the first eval and is not falling now, or improved less than
     `collapse_tolerance` over the last `collapse_window` evals) while the attention never aligned
-    (latest diagonality below `collapse_diagonality`). A run still warming up, or one still improving
-    steadily, is slow, not collapsed. A post-norm transformer at a high lr without warmup fails this way
+    (latest diagonality below `collapse_diagonality`) and is not aligning (it rose less than
+    `collapse_diagonality_rise` over that window). A run still warming up, one still improving
+    steadily, or one whose attention is still finding the diagonal, is slow, not collapsed. A post-norm transformer at a high lr without warmup fails this way
     instead of going NaN, with a loss the seed's 1-10 band calls healthy. A run that never left the
     untrained model's val mel (`baseline`, measured before step 1) is slow, not collapsed: collapse means
     it fitted something (the average frame) and stopped there. A non-finite eval is "nonfinite"."""
@@ -238,8 +239,10 @@ def check_eval(
     first = _point(evals[0]).val_mel
     drop = (first - val_mel) / first if first > 0 else 0.0
     window = min(cfg.collapse_window, len(evals) - 1)
-    ref = _point(evals[-1 - window]).val_mel
+    ref, ref_diagonality = _point(evals[-1 - window])[1:]
     gain = (ref - val_mel) / ref if ref > 0 else 0.0
+    if diagonality - ref_diagonality >= cfg.collapse_diagonality_rise:
+        return None  # the attention is still finding the diagonal: slow, not collapsed
     if baseline is not None and math.isfinite(baseline) and baseline > 0:
         if (baseline - val_mel) / baseline < cfg.collapse_min_drop:
             return None  # never left the starting level: too slow to judge, not collapsed

@@ -7,6 +7,7 @@ them in a fixed order: probe, validation, transfer check, then the report.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from rich.console import Console
 from studies.evidence import tables
 from studies.evidence.export import export_best
 from studies.evidence.lr_probe import run_probe
+from studies.evidence.pool import WorkerSpec
 from studies.evidence.report import write_report
 from studies.evidence.transfer import MIN_TRIALS, ranking, run_transfer
 from studies.evidence.transfer import lines as transfer_lines
@@ -42,6 +44,7 @@ class EvidenceRun:
     lr_probe: bool = False
     validate: tuple[str, ...] = ()
     transfer_check: int | None = None  # K trials re-run long
+    workers: int = 1  # the transfer check's long runs at a time, each in its own process
     seeds: int = 3
     steps: int | None = None
     seed: int = 0
@@ -82,7 +85,24 @@ def run_evidence(run: EvidenceRun) -> int:
             results = validate(study, setup, run.validate, **runs, console=console)
             Console().print(tables.to_rich(tables.validation(results)))
         if run.transfer_check:
-            check = run_transfer(study, setup, k=run.transfer_check, steps=run.steps, console=console)
+            spec = WorkerSpec(
+                study=run.study,
+                train_data=run.train_data,
+                val_data=run.val_data,
+                device=setup.device,
+                telemetry_path=setup.telemetry_path,
+                seed=run.seed,
+                threads=run.threads or max(1, (os.cpu_count() or 1) // run.workers),
+            )
+            check = run_transfer(
+                study,
+                setup,
+                k=run.transfer_check,
+                steps=run.steps,
+                console=console,
+                workers=run.workers,
+                spec=spec,
+            )
             Console().print(tables.to_rich(tables.transfer(check)))
             for line in transfer_lines(check):
                 Console().print(line, soft_wrap=True)

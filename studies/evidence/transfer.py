@@ -15,11 +15,13 @@ import datetime as dt
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import optuna
 from rich.console import Console
 
+from studies.evidence.pool import WorkerSpec, run_jobs
 from studies.evidence.validate import judge, run_one
 from studies.objective import TrialSetup
 from studies.record import STABLE, TrialRecord, best_feasible, load_records, preset_trials
@@ -147,10 +149,46 @@ def summarize(runs: list[dict], *, steps: int) -> dict:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class LongRun:
+    """One trial's long re-run, as a worker process receives it."""
+
+    number: int
+    params: dict
+    steps: int
+    run_id: str
+
+
+def long_run(setup: TrialSetup, job: LongRun) -> dict:
+    """Train one trial's params for the long horizon; what the summary needs of it (plain data: it
+    crosses a process boundary)."""
+    t0 = time.perf_counter()
+    result = run_one(setup, dict(job.params), seed=setup.seed, steps=job.steps, run_id=job.run_id)
+    row = judge(result, guard_config(setup.study))
+    final = result.final_eval
+    return {
+        "long_verdict": row["verdict"],
+        "long_diverged": result.verdict is not None,
+        "long_divergence_step": row["divergence_step"],
+        "val_mel": row["val_mel"],
+        "decode_ratio": decode_ratio(final),
+        "speaks": speaks(final) and result.verdict is None,
+        "steps_run": result.steps,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
 def run_transfer(
-    study: optuna.Study, setup: TrialSetup, *, k: int, steps: int | None, console: Console
+    study: optuna.Study,
+    setup: TrialSetup,
+    *,
+    k: int,
+    steps: int | None,
+    console: Console,
+    workers: int = 1,
+    spec: WorkerSpec | None = None,
 ) -> dict:
-    """Run the check, record it in the study, and return it."""
+    """Run the check (``workers`` long runs at a time), record it in the study, and return it."""
     study_def = setup.study
     steps = steps or default_steps(study_def)
     ranked = ranking(load_records(study))
@@ -161,37 +199,30 @@ def run_transfer(
         )
     chosen = pick(ranked, k, study_def.presets)
     position = {r.number: i + 1 for i, r in enumerate(ranked)}
-    guards = guard_config(study_def)
-    console.print(f"transfer check: {len(chosen)} trials of {len(ranked)}, {steps} steps each")
-    runs = []
-    for r in chosen:
-        t0 = time.perf_counter()
-        run_id = f"{study_def.name}/transfer-trial-{r.number}"
-        result = run_one(setup, dict(r.params), seed=setup.seed, steps=steps, run_id=run_id)
-        row = judge(result, guards)
-        final = result.final_eval
-        runs.append(
-            {
-                "number": r.number,
-                "preset": r.preset,
-                "short_outcome": r.outcome,
-                "short_rank": position[r.number],
-                "short_diverged": r.diverged,
-                "long_verdict": row["verdict"],
-                "long_diverged": result.verdict is not None,
-                "long_divergence_step": row["divergence_step"],
-                "val_mel": row["val_mel"],
-                "decode_ratio": decode_ratio(final),
-                "speaks": speaks(final) and result.verdict is None,
-                "steps_run": result.steps,
-            }
-        )
-        ratio = runs[-1]["decode_ratio"]
+    at_once = f", {workers} at a time" if workers > 1 else ""
+    console.print(f"transfer check: {len(chosen)} trials of {len(ranked)}, {steps} steps each{at_once}")
+    jobs = [
+        LongRun(r.number, dict(r.params), steps, f"{study_def.name}/transfer-trial-{r.number}")
+        for r in chosen
+    ]
+    done: dict[int, dict] = {}
+    for i, long in run_jobs(long_run, jobs, setup=setup, workers=workers, spec=spec):
+        r = chosen[i]
+        done[i] = {
+            "number": r.number,
+            "preset": r.preset,
+            "short_outcome": r.outcome,
+            "short_rank": position[r.number],
+            "short_diverged": r.diverged,
+            **long,
+        }
+        ratio = long["decode_ratio"]
         console.print(
-            f"transfer trial {r.number} (rank {position[r.number]}, short {r.outcome}): long {row['verdict']}, "
+            f"transfer trial {r.number} (rank {position[r.number]}, short {r.outcome}): long {long['long_verdict']}, "
             f"decode ratio {'-' if ratio is None else f'{ratio:.2f}'}"
-            f"{', speaks' if runs[-1]['speaks'] else ''} ({time.perf_counter() - t0:.0f} s)"
+            f"{', speaks' if long['speaks'] else ''} ({long['seconds']:.0f} s; {len(done)} of {len(jobs)} done)"
         )
+    runs = [done[i] for i in range(len(jobs))]
     summary = summarize(runs, steps=steps)
     study.set_user_attr(ATTR, summary)
     return summary
