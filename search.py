@@ -25,7 +25,12 @@ def build_parser() -> OneLineParser:
     p = OneLineParser(prog="search.py", description="Stability search for TTS training (Optuna).")
     p.add_argument("--study", default="stability", help=f"study name ({', '.join(study_names())})")
     p.add_argument("--trials", type=int, default=None, help="total finished trials the study should reach")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes on this study (--transfer-check: long runs at a time)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="local worker processes on this study (--transfer-check: long runs at a time)",
+    )
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under runs/STUDY/)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--model-size", default=None, help="override the study's model size")

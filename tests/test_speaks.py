@@ -22,7 +22,8 @@ from corpus_fixture import cache_env, corpus_paths, subset, train_data  # noqa: 
 from trainer.config import GuardConfig, TrainConfig
 from trainer.data import TrainData
 from trainer.evaluate import DecodeMetrics, EvalMetrics, evaluate
-from trainer.loop import _eval_from_dict, build_model, train
+from trainer.loop import build_model, train
+from trainer.run_state import eval_from_dict
 from trainer.speech import speak_failures
 
 UTTERANCES = 4
@@ -107,12 +108,12 @@ def test_a_short_overfit_run_speaks_on_its_utterances(overfit) -> None:
 def test_evals_from_checkpoints_old_and_new_load(overfit) -> None:
     evals, _ = overfit
     ev = evals[-1]
-    again = _eval_from_dict(dataclasses.asdict(ev))  # what a checkpoint stores, then loads
+    again = eval_from_dict(dataclasses.asdict(ev))  # what a checkpoint stores, then loads
     assert again == ev and again.decode.speaks and again.decode.ratio == ev.decode.ratio
     old = dataclasses.asdict(ev)
     old["decode"] = {"sentences": 3, "stop_rate": 1.0, "length_ratio": 1.1, "dtw": 2.3}  # before the measure
-    loaded = _eval_from_dict(old).decode
+    loaded = eval_from_dict(old).decode
     assert loaded == DecodeMetrics(sentences=3, stop_rate=1.0, length_ratio=1.1, dtw=2.3)
     assert not loaded.speaks and math.isnan(loaded.ratio)
-    row = _eval_from_dict(old).as_dict()
+    row = eval_from_dict(old).as_dict()
     assert row["speaks"] == 0.0 and math.isnan(row["decode_ratio"]) and row["decode_dtw"] == 2.3

@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 import search
-from studies.evidence.transfer import pick, ranking, spearman, summarize
+from studies.evidence.transfer import lines, pick, ranking, rho_all, rho_finished, spearman, summarize
 from studies.record import C_DIVERGED, C_NO_STOP, C_UNALIGNED, Divergence, TrialRecord
 from tts_model.cli import run_cli
 
@@ -79,12 +79,26 @@ def test_summary_counts() -> None:
     ]  # fmt: skip
     s = summarize(runs, steps=3000)
     assert s["spearman_rank_vs_decode_ratio"] == pytest.approx(1.0)
+    assert s["spearman_finished_only"] is None  # two finished long runs: too few to rank
+    assert "over the 2 that did not diverge long: not computable" in lines(s)[0]
     assert (s["diverged_short"], s["diverged_short_and_long"], s["long_divergence_steps"]) == (
         1,
         1,
         {"2": 41},
     )
     assert (s["stable_short"], s["stable_short_speak_long"]) == (1, 1)
+
+
+def test_finished_only_rank_correlation_leaves_the_diverged_out() -> None:
+    # The quick study's transfer check (2026-12-01): the short ranking put the diverged runs last, as
+    # they were long, but among the 5 long runs that finished, its best had the worst decode ratio.
+    def run(rank: int, ratio: float | None) -> dict:
+        return {"short_rank": rank, "long_diverged": ratio is None, "decode_ratio": ratio}
+
+    runs = [run(1, 1.17), run(2, 0.808), run(4, 0.847), run(8, 0.916), run(13, None), run(14, 0.722)]
+    runs += [run(19, None), run(20, None)]
+    assert rho_all(runs) == pytest.approx(0.44, abs=0.01)
+    assert rho_finished(runs) == pytest.approx(-0.6)
 
 
 def _study(tmp_path: Path, n: int) -> Path:

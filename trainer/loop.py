@@ -15,7 +15,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -23,14 +23,16 @@ import torch
 from torch import Tensor
 
 from trainer import adaptive
-from trainer.checkpoints import load_latest, rng_state, save_checkpoint, set_rng_state
+from trainer.checkpoints import save_checkpoint
 from trainer.config import TrainConfig, config_to_dict
 from trainer.data import DECODE_SENTENCES, BatchStream, TrainData
-from trainer.evaluate import DecodeMetrics, EvalMetrics, EvalSample, evaluate
+from trainer.evaluate import EvalMetrics, EvalSample, evaluate
 from trainer.guards import StepHistory, Verdict, check_eval, check_step
 from trainer.loss_terms import compute_losses
+from trainer.results import OutOfMemory, Recovery, StepMetrics, TrainResult
+from trainer.run_state import Position, eval_from_dict, heal, resume_latest, state_dict
 from trainer.schedules import lr_at
-from trainer.summary import RunSummary, summarize
+from trainer.summary import summarize
 from trainer.telemetry import Telemetry
 from tts_model.batching import Batch
 from tts_model.config import model_config
@@ -38,74 +40,6 @@ from tts_model.losses import masked_mel_loss
 from tts_model.model import ModelOutput, TransformerTTS
 
 Mode = Literal["trial", "full"]
-
-
-@dataclass(frozen=True, slots=True)
-class StepMetrics:
-    step: int
-    loss: float  # weighted total
-    mel: float  # mel term as trained (L1 or Huber, decoder + postnet), unweighted
-    mel_l1: float  # unweighted postnet L1: the scale-free number guards watch
-    kl: float  # alignment loss behind the "KL" knob, unweighted
-    stop: float
-    grad_norm: float  # global norm measured before clipping
-    lr: float
-    loss_scale: float
-    skipped: bool  # fp16: the loss was finite, its scaled gradients overflowed, the scaler skipped the update
-    step_time: float
-    mel_weight: float  # after adaptive weighting
-
-    def as_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items() if k != "step"}
-
-
-@dataclass(frozen=True, slots=True)
-class Recovery:
-    step: int  # where the guard fired
-    verdict: Verdict
-    rolled_back_to: int  # the checkpoint step training resumed from
-    lr_scale: float  # multiplier on the schedule's lr from then on
-
-
-@dataclass(frozen=True, slots=True)
-class OutOfMemory:
-    """The device ran out of memory: an outcome of the recipe (model size x batch x lengths), not a crash,
-    so a search can book it and go on."""
-
-    step: int  # the step being trained or evaluated (0: the baseline eval)
-    detail: str  # the error's first line, which names the size that failed
-
-
-@dataclass(frozen=True, slots=True)
-class TrainResult:
-    steps: int
-    verdict: Verdict | None  # the divergence that ended the run, if any
-    evals: tuple[EvalMetrics, ...]
-    recoveries: tuple[Recovery, ...]
-    stopped_by_callback: bool
-    summary: RunSummary
-    last_sample: EvalSample | None = None
-    baseline_mel: float | None = None  # val mel of the untrained model (before step 1)
-    oom: OutOfMemory | None = None  # the run stopped because the device ran out of memory
-
-    @property
-    def final_eval(self) -> EvalMetrics | None:
-        return self.evals[-1] if self.evals else None
-
-
-@dataclass(slots=True)
-class _Position:
-    """What a checkpoint must hold besides weights so a resumed run repeats an uninterrupted one."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_index: int = 0
-    adaptive_mean: float | None = None
-    lr_scale: float = 1.0
-    recoveries: int = 0
-    best_val_mel: float = math.inf
-    baseline_mel: float | None = None  # val mel of the untrained model: did training move at all?
-    evals: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,17 +176,19 @@ def _train(
     total_steps = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * len(stream)
     val_batches = data.val_batches(cfg.batch_size, r)
     ckpt_dir = out_dir / "checkpoints" if out_dir is not None else None
-    pos = _Position()
+    pos = Position()
     # Rollback target before the first checkpoint; only full mode heals, so trials skip the copy.
-    initial = copy.deepcopy(_state_dict(model, optimizer, scaler, pos, cfg)) if mode == "full" else None
+    initial = copy.deepcopy(state_dict(model, optimizer, scaler, pos, cfg)) if mode == "full" else None
 
-    resumed = _resume(ckpt_dir, model, optimizer, scaler, warn) if resume and ckpt_dir is not None else None
+    resumed = (
+        resume_latest(ckpt_dir, model, optimizer, scaler, warn) if resume and ckpt_dir is not None else None
+    )
     if resumed is not None:
         pos = resumed
 
     adaptive_mean = adaptive.initial_mean(pos.adaptive_mean, device)
     history = StepHistory(cfg.guards)
-    evals = [_eval_from_dict(e) for e in pos.evals]
+    evals = [eval_from_dict(e) for e in pos.evals]
     recoveries: list[Recovery] = []
     divergence: Verdict | None = None  # the guard verdict that ended the run
     oom: OutOfMemory | None = None
@@ -321,7 +257,7 @@ def _train(
                     divergence = step_verdict
                     break
                 recoveries.append(
-                    _heal(step_verdict, ckpt_dir, initial, model, optimizer, scaler, pos, cfg, warn)
+                    heal(step_verdict, ckpt_dir, initial, model, optimizer, scaler, pos, cfg, warn)
                 )
                 adaptive_mean = adaptive.initial_mean(pos.adaptive_mean, device)
                 history = StepHistory(cfg.guards)
@@ -352,7 +288,7 @@ def _train(
             # --- checkpoint: every checkpoint_every steps, atomically, keeping the last K and the best ---
             if ckpt_dir is not None and (step % cfg.checkpoint_every == 0 or is_last):
                 best = evals[-1].val_mel if evals and evals[-1].step == step else None
-                state = _state_dict(model, optimizer, scaler, pos, cfg)
+                state = state_dict(model, optimizer, scaler, pos, cfg)
                 save_checkpoint(ckpt_dir, step, state, keep=cfg.keep_checkpoints, val_mel=best)
 
     # --- out of memory: an outcome of the recipe; the failed step's tensors die with the exception ----
@@ -520,62 +456,6 @@ def _status(divergence: Verdict | None, oom: OutOfMemory | None, stopped_by_call
     if divergence is not None:
         return "diverged"
     return "pruned" if stopped_by_callback else "finished"
-
-
-def _resume(ckpt_dir: Path, model, optimizer, scaler, warn: Callable[[str], None]) -> _Position | None:
-    """The newest good checkpoint restored into the run, or None when there is none to resume."""
-    found = load_latest(ckpt_dir, warn=warn)
-    if found is None:
-        return None
-    pos = _restore(found[0], model, optimizer, scaler)
-    warn(f"resumed from {found[1]} at step {pos.step}")
-    return pos
-
-
-def _heal(
-    verdict, ckpt_dir, initial, model, optimizer, scaler, pos: _Position, cfg: TrainConfig, warn
-) -> Recovery:
-    """Roll back to the last good checkpoint, lower the lr, and go on past the batches that diverged."""
-    found = load_latest(ckpt_dir, warn=warn) if ckpt_dir is not None else None
-    state = found[0] if found is not None else initial
-    epoch, batch_index = pos.epoch, pos.batch_index  # keep the data position: skip the bad batches
-    restored = _restore(state, model, optimizer, scaler)
-    restored.epoch, restored.batch_index = epoch, batch_index
-    restored.lr_scale = pos.lr_scale * cfg.recovery_lr_factor
-    restored.recoveries = pos.recoveries + 1
-    restored.evals = pos.evals
-    for name in _Position.__slots__:
-        setattr(pos, name, getattr(restored, name))
-    warn(
-        f"recovery {pos.recoveries}: {verdict.kind} at step {verdict.step} ({verdict.detail}); "
-        f"rolled back to step {pos.step}, lr x{pos.lr_scale:g}"
-    )
-    return Recovery(step=verdict.step, verdict=verdict, rolled_back_to=pos.step, lr_scale=pos.lr_scale)
-
-
-def _state_dict(model, optimizer, scaler, pos: _Position, cfg: TrainConfig) -> dict:
-    return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "position": {name: getattr(pos, name) for name in _Position.__slots__},
-        "rng": rng_state(),
-        "config": config_to_dict(cfg),
-    }
-
-
-def _restore(state: dict, model, optimizer, scaler) -> _Position:
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    set_rng_state(state["rng"])
-    return _Position(**state["position"])
-
-
-def _eval_from_dict(d: dict) -> EvalMetrics:
-    decode = DecodeMetrics(**d["decode"]) if d.get("decode") else None
-    # Checkpoints written before the stop margin existed lack it: "not measured".
-    return EvalMetrics(**{"stop_end_margin": math.nan, **d, "decode": decode})
 
 
 def _verdict_dict(verdict: Verdict | None, oom: OutOfMemory | None) -> dict | None:

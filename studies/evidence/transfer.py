@@ -123,20 +123,33 @@ def speaks(final: EvalMetrics | None) -> bool:
     return decode is not None and decode.speaks
 
 
-def summarize(runs: list[dict], *, steps: int) -> dict:
-    """The three answers over the long runs, and the runs themselves."""
-    # A long run that diverged ranks worst; one without a decode cannot be placed.
+def rho_all(runs: Sequence[dict]) -> float | None:
+    """Short rank vs long decode ratio over every placed run: a long run that diverged ranks worst, one
+    without a decode cannot be placed. Diverged runs tie last, so this mixes "does the ranking predict
+    divergence" with "does it predict speech"; `rho_finished` asks the second question alone."""
     placed = [r for r in runs if r["long_diverged"] or r["decode_ratio"] is not None]
-    rho = spearman(
+    return spearman(
         [r["short_rank"] for r in placed],
         [math.inf if r["long_diverged"] else r["decode_ratio"] for r in placed],
     )
+
+
+def rho_finished(runs: Sequence[dict]) -> float | None:
+    """Short rank vs long decode ratio over the long runs that finished without diverging."""
+    done = [r for r in runs if not r["long_diverged"] and r["decode_ratio"] is not None]
+    return spearman([r["short_rank"] for r in done], [r["decode_ratio"] for r in done])
+
+
+def summarize(runs: list[dict], *, steps: int) -> dict:
+    """The three answers over the long runs, and the runs themselves."""
+    rho = rho_all(runs)
     short_div = [r for r in runs if r["short_diverged"]]
     stable_short = [r for r in runs if r["short_outcome"] == STABLE]
     return {
         "steps": steps,
         "trials": [r["number"] for r in runs],
         "spearman_rank_vs_decode_ratio": rho,
+        "spearman_finished_only": rho_finished(runs),
         "diverged_short": len(short_div),
         "diverged_short_and_long": sum(r["long_diverged"] for r in short_div),
         "long_divergence_steps": {
@@ -236,10 +249,14 @@ def stored(study: optuna.Study) -> dict | None:
 def lines(summary: dict) -> list[str]:
     """The answer in three sentences, for the terminal and the report alike."""
     rho = summary["spearman_rank_vs_decode_ratio"]
+    finished = rho_finished(summary["runs"])  # from the runs: checks stored before it was kept say it too
+    n_finished = sum(not r["long_diverged"] and r["decode_ratio"] is not None for r in summary["runs"])
     return [
         f"Spearman rank correlation, short ranking vs long-run decode ratio: "
         f"{'not computable' if rho is None else f'{rho:+.2f}'} over {len(summary['runs'])} trials of "
-        f"{summary['steps']} steps (positive: the short ranking predicts the long one)",
+        f"{summary['steps']} steps, diverged long runs ranked last (positive: the short ranking predicts the "
+        f"long one); over the {n_finished} that did not diverge long: "
+        f"{'not computable' if finished is None else f'{finished:+.2f}'}",
         f"diverged short and long: {summary['diverged_short_and_long']} of {summary['diverged_short']} "
         f"that diverged short",
         f"stable short trials that speak long: {summary['stable_short_speak_long']} of {summary['stable_short']}",

@@ -1,0 +1,65 @@
+"""What a training run reports: each step's numbers, recoveries, an out-of-memory stop, the result.
+
+Records, not dicts: the search, the CLI and the evidence commands read these fields by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from trainer.evaluate import EvalMetrics, EvalSample
+from trainer.guards import Verdict
+from trainer.summary import RunSummary
+
+
+@dataclass(frozen=True, slots=True)
+class StepMetrics:
+    step: int
+    loss: float  # weighted total
+    mel: float  # mel term as trained (L1 or Huber, decoder + postnet), unweighted
+    mel_l1: float  # unweighted postnet L1: the scale-free number guards watch
+    kl: float  # alignment loss behind the "KL" knob, unweighted
+    stop: float
+    grad_norm: float  # global norm measured before clipping
+    lr: float
+    loss_scale: float
+    skipped: bool  # fp16: the loss was finite, its scaled gradients overflowed, the scaler skipped the update
+    step_time: float
+    mel_weight: float  # after adaptive weighting
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items() if k != "step"}
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    step: int  # where the guard fired
+    verdict: Verdict
+    rolled_back_to: int  # the checkpoint step training resumed from
+    lr_scale: float  # multiplier on the schedule's lr from then on
+
+
+@dataclass(frozen=True, slots=True)
+class OutOfMemory:
+    """The device ran out of memory: an outcome of the recipe (model size x batch x lengths), not a crash,
+    so a search can book it and go on."""
+
+    step: int  # the step being trained or evaluated (0: the baseline eval)
+    detail: str  # the error's first line, which names the size that failed
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    steps: int
+    verdict: Verdict | None  # the divergence that ended the run, if any
+    evals: tuple[EvalMetrics, ...]
+    recoveries: tuple[Recovery, ...]
+    stopped_by_callback: bool
+    summary: RunSummary
+    last_sample: EvalSample | None = None
+    baseline_mel: float | None = None  # val mel of the untrained model (before step 1)
+    oom: OutOfMemory | None = None  # the run stopped because the device ran out of memory
+
+    @property
+    def final_eval(self) -> EvalMetrics | None:
+        return self.evals[-1] if self.evals else None

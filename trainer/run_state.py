@@ -1,0 +1,89 @@
+"""A run's position and its checkpoint state: what resuming and healing restore.
+
+A checkpoint holds the weights, the optimizer and scaler, the RNG streams and this position (step,
+data position, adaptive mean, lr scale, evals so far), so a resumed run repeats an uninterrupted one and
+a healed run (rolled back after a divergence) goes on past the batches that diverged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainer.checkpoints import load_latest, rng_state, set_rng_state
+from trainer.config import TrainConfig, config_to_dict
+from trainer.evaluate import DecodeMetrics, EvalMetrics
+from trainer.results import Recovery
+
+
+@dataclass(slots=True)
+class Position:
+    """What a checkpoint must hold besides weights so a resumed run repeats an uninterrupted one."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_index: int = 0
+    adaptive_mean: float | None = None
+    lr_scale: float = 1.0
+    recoveries: int = 0
+    best_val_mel: float = math.inf
+    baseline_mel: float | None = None  # val mel of the untrained model: did training move at all?
+    evals: list[dict] = field(default_factory=list)
+
+
+def resume_latest(ckpt_dir: Path, model, optimizer, scaler, warn: Callable[[str], None]) -> Position | None:
+    """The newest good checkpoint restored into the run, or None when there is none to resume."""
+    found = load_latest(ckpt_dir, warn=warn)
+    if found is None:
+        return None
+    pos = restore(found[0], model, optimizer, scaler)
+    warn(f"resumed from {found[1]} at step {pos.step}")
+    return pos
+
+
+def heal(
+    verdict, ckpt_dir, initial, model, optimizer, scaler, pos: Position, cfg: TrainConfig, warn
+) -> Recovery:
+    """Roll back to the last good checkpoint, lower the lr, and go on past the batches that diverged."""
+    found = load_latest(ckpt_dir, warn=warn) if ckpt_dir is not None else None
+    state = found[0] if found is not None else initial
+    epoch, batch_index = pos.epoch, pos.batch_index  # keep the data position: skip the bad batches
+    restored = restore(state, model, optimizer, scaler)
+    restored.epoch, restored.batch_index = epoch, batch_index
+    restored.lr_scale = pos.lr_scale * cfg.recovery_lr_factor
+    restored.recoveries = pos.recoveries + 1
+    restored.evals = pos.evals
+    for name in Position.__slots__:
+        setattr(pos, name, getattr(restored, name))
+    warn(
+        f"recovery {pos.recoveries}: {verdict.kind} at step {verdict.step} ({verdict.detail}); "
+        f"rolled back to step {pos.step}, lr x{pos.lr_scale:g}"
+    )
+    return Recovery(step=verdict.step, verdict=verdict, rolled_back_to=pos.step, lr_scale=pos.lr_scale)
+
+
+def state_dict(model, optimizer, scaler, pos: Position, cfg: TrainConfig) -> dict:
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "position": {name: getattr(pos, name) for name in Position.__slots__},
+        "rng": rng_state(),
+        "config": config_to_dict(cfg),
+    }
+
+
+def restore(state: dict, model, optimizer, scaler) -> Position:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return Position(**state["position"])
+
+
+def eval_from_dict(d: dict) -> EvalMetrics:
+    decode = DecodeMetrics(**d["decode"]) if d.get("decode") else None
+    # Checkpoints written before the stop margin existed lack it: "not measured".
+    return EvalMetrics(**{"stop_end_margin": math.nan, **d, "decode": decode})
