@@ -11,7 +11,16 @@ import pytest
 from optuna.trial import TrialState
 
 import search
-from studies.evidence.transfer import lines, pick, ranking, rho_all, rho_finished, spearman, summarize
+from studies.evidence.transfer import (
+    lines,
+    pick,
+    ranking,
+    rho_all,
+    rho_finished,
+    rho_val_mel,
+    spearman,
+    summarize,
+)
 from studies.record import C_DIVERGED, C_NO_STOP, C_UNALIGNED, Divergence, TrialRecord
 from tts_model.cli import run_cli
 
@@ -92,13 +101,15 @@ def test_summary_counts() -> None:
 def test_finished_only_rank_correlation_leaves_the_diverged_out() -> None:
     # The quick study's transfer check (2026-12-01): the short ranking put the diverged runs last, as
     # they were long, but among the 5 long runs that finished, its best had the worst decode ratio.
-    def run(rank: int, ratio: float | None) -> dict:
-        return {"short_rank": rank, "long_diverged": ratio is None, "decode_ratio": ratio}
+    # Its teacher-forced val mel, the study's objective, did carry over.
+    def run(rank: int, ratio: float | None, mel: float | None) -> dict:
+        return {"short_rank": rank, "long_diverged": ratio is None, "decode_ratio": ratio, "val_mel": mel}
 
-    runs = [run(1, 1.17), run(2, 0.808), run(4, 0.847), run(8, 0.916), run(13, None), run(14, 0.722)]
-    runs += [run(19, None), run(20, None)]
+    runs = [run(1, 1.17, 1.037), run(2, 0.808, 0.955), run(4, 0.847, 2.047), run(8, 0.916, 1.304)]
+    runs += [run(13, None, None), run(14, 0.722, 2.513), run(19, None, None), run(20, None, None)]
     assert rho_all(runs) == pytest.approx(0.44, abs=0.01)
     assert rho_finished(runs) == pytest.approx(-0.6)
+    assert rho_val_mel(runs) == pytest.approx(0.8)
 
 
 def _study(tmp_path: Path, n: int) -> Path:

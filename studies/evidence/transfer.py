@@ -140,6 +140,13 @@ def rho_finished(runs: Sequence[dict]) -> float | None:
     return spearman([r["short_rank"] for r in done], [r["decode_ratio"] for r in done])
 
 
+def rho_val_mel(runs: Sequence[dict]) -> float | None:
+    """Short rank vs the long run's teacher-forced val mel (the study's own objective), over the long
+    runs that did not diverge: does the ranking carry over in what it measured, if not in speech?"""
+    done = [r for r in runs if not r["long_diverged"] and r.get("val_mel") is not None]
+    return spearman([r["short_rank"] for r in done], [r["val_mel"] for r in done])
+
+
 def summarize(runs: list[dict], *, steps: int) -> dict:
     """The three answers over the long runs, and the runs themselves."""
     rho = rho_all(runs)
@@ -150,6 +157,7 @@ def summarize(runs: list[dict], *, steps: int) -> dict:
         "trials": [r["number"] for r in runs],
         "spearman_rank_vs_decode_ratio": rho,
         "spearman_finished_only": rho_finished(runs),
+        "spearman_rank_vs_long_val_mel": rho_val_mel(runs),
         "diverged_short": len(short_div),
         "diverged_short_and_long": sum(r["long_diverged"] for r in short_div),
         "long_divergence_steps": {
@@ -246,6 +254,10 @@ def stored(study: optuna.Study) -> dict | None:
     return found if isinstance(found, dict) else None
 
 
+def _signed(rho: float | None) -> str:
+    return "not computable" if rho is None else f"{rho:+.2f}"
+
+
 def lines(summary: dict) -> list[str]:
     """The answer in three sentences, for the terminal and the report alike."""
     rho = summary["spearman_rank_vs_decode_ratio"]
@@ -256,7 +268,8 @@ def lines(summary: dict) -> list[str]:
         f"{'not computable' if rho is None else f'{rho:+.2f}'} over {len(summary['runs'])} trials of "
         f"{summary['steps']} steps, diverged long runs ranked last (positive: the short ranking predicts the "
         f"long one); over the {n_finished} that did not diverge long: "
-        f"{'not computable' if finished is None else f'{finished:+.2f}'}",
+        f"{'not computable' if finished is None else f'{finished:+.2f}'}; short ranking vs long-run val mel "
+        f"(teacher forced) over those: {_signed(rho_val_mel(summary['runs']))}",
         f"diverged short and long: {summary['diverged_short_and_long']} of {summary['diverged_short']} "
         f"that diverged short",
         f"stable short trials that speak long: {summary['stable_short_speak_long']} of {summary['stable_short']}",
