@@ -46,7 +46,9 @@ VARIANTS: dict[str, dict | None] = {
     "basic": None,
     "enhanced": None,
 }
-METRICS = ("val_mel", "diagonality", "decode_ratio", "decode_walk", "decode_length_ratio", "speaks")
+METRICS = (
+    "val_mel", "diagonality", "decode_ratio", "decode_walk", "decode_length_ratio", "decode_stop_rate", "speaks",
+)  # fmt: skip
 
 
 def variant_preset(base: Path, name: str, out: Path) -> Path | None:
@@ -94,11 +96,20 @@ def first_speaking(rows: list[dict]) -> int | None:
 
 def plot(curves: dict[str, list[dict]], path: Path, *, threshold: float) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    hollow_label = "hollow: most decodes do not stop"
     for name, rows in curves.items():
         steps = [r["step"] for r in rows]
-        axes[0].plot(steps, [r["decode_ratio"] for r in rows], marker="o", label=name)
+        (line,) = axes[0].plot(steps, [r["decode_ratio"] for r in rows], marker="o", label=name)
+        # A decode that runs to the length cap gives DTW more frames to warp: its ratio flatters it.
+        capped = [r for r in rows if r.get("decode_stop_rate", 1.0) < 0.5]
+        axes[0].scatter(
+            [r["step"] for r in capped], [r["decode_ratio"] for r in capped], s=90, facecolors="white",
+            edgecolors=line.get_color(), zorder=3, label=hollow_label if capped else None,
+        )  # fmt: skip
         axes[1].plot(steps, [r["decode_walk"] for r in rows], marker="o", label=name)
         axes[2].plot(steps, [r["val_mel"] for r in rows], marker="o", label=name)
+        if capped:
+            hollow_label = None
     axes[0].axhline(threshold, color="grey", ls="--", lw=1, label=f"speaks below {threshold}")
     axes[0].set(
         title="decode ratio (0 = eSpeak at another rate, 1 = constant frame)", xlabel="step", ylabel="median"

@@ -52,6 +52,10 @@ def test_best_feasible_trial_exports_a_preset_the_trainer_accepts(tmp_path: Path
     assert exported["lr"] == 2e-3  # the best *feasible* trial, not the lowest mel
     assert exported["warmup_steps"] == round(100 / spec.warmup_scale)  # back on the seed's scale
     assert exported["provenance"]["study"] == STUDY and exported["provenance"]["trial"] == 0
+    # Trials search with the KL prior; the full training the preset is for aligns with guided attention.
+    assert (
+        exported["alignment_loss"] == "guided" and exported["provenance"]["alignment_loss_in_study"] == "kl"
+    )
 
     args = build_parser().parse_args(["--preset", str(out), "--max-steps", "2"])
     cfg = config_from_args(args)

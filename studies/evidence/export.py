@@ -30,6 +30,8 @@ def export_best(study: optuna.Study, study_def: StudyDef, path: Path) -> Path:
     # training judges itself on the trainer's own thresholds.
     overrides = study_def.space.export_overrides(dict(best.params))
     overrides.update({"model_size": study_def.model_size, "precision": study_def.precision})
+    # The full training aligns with its own loss (registry.py: KL searched short, guided speaks long).
+    overrides["alignment_loss"] = study_def.full_alignment_loss
     cfg = apply_overrides(preset(BASE_LEVEL), overrides, where=f"trial {best.number}")
     provenance = {
         "study": study.study_name,
@@ -40,6 +42,7 @@ def export_best(study: optuna.Study, study_def: StudyDef, path: Path) -> Path:
         "data_fingerprint": study.user_attrs.get(DATA_FINGERPRINT),
         "warmup_in_study": int(best.params[study_def.space.warmup_param]),
         "warmup_scale": study_def.space.warmup_scale,
+        "alignment_loss_in_study": study_def.alignment_loss,
     }
     atomic_write_text(path, preset_to_json(cfg, provenance))
     return path
