@@ -4,8 +4,8 @@ Ground truth for the search's horizons: the trainer's full mode (the same `pytho
 runs), every eval's speech measure read back from each run's telemetry. Variants change one knob of
 the preset each, so the curves compare the seed's KL prior with guided attention and a narrower prior:
 
-    kl       the preset as it is (what `search.py --train-best` trains)
-    guided   alignment_loss "guided" (same weight, same width)
+    kl       the preset with the seed's KL prior (alignment_loss "kl")
+    guided   the preset with guided attention (same weight, same width): what `--train-best` trains
     narrow   the KL prior at alignment_width 0.1 instead of 0.2
     basic, enhanced   the seed's levels themselves (no preset file), the same budget
 
@@ -40,9 +40,9 @@ from trainer.telemetry import read_evals  # noqa: E402
 
 # name -> changes on the preset file; None: the seed's named level of that name, no preset file
 VARIANTS: dict[str, dict | None] = {
-    "kl": {},
+    "kl": {"alignment_loss": "kl"},
     "guided": {"alignment_loss": "guided"},
-    "narrow": {"alignment_width": 0.1},
+    "narrow": {"alignment_loss": "kl", "alignment_width": 0.1},
     "basic": None,
     "enhanced": None,
 }
