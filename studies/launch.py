@@ -65,6 +65,12 @@ class SearchRun:
         return self.worker_index is not None
 
 
+def threads_per_worker(threads: int | None, workers: int) -> int:
+    """Torch CPU threads for each of `workers` processes: the flag, else the cores shared out. More busy
+    threads than free cores makes torch's CPU kernels spin: ~10x slower, measured here."""
+    return threads or max(1, (os.cpu_count() or 1) // workers)
+
+
 def run_search(run: SearchRun, worker_argv: list[str]) -> int:
     """Run the study to ``run.trials`` finished trials; ``worker_argv`` starts one local worker."""
     console = Console(stderr=True)
@@ -74,8 +80,7 @@ def run_search(run: SearchRun, worker_argv: list[str]) -> int:
 
     # Optuna logs a failed trial (Ctrl-C included) with a traceback at WARNING; the CLI says it in one line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    # More busy threads than free cores makes torch's CPU kernels spin: ~10x slower, measured here.
-    threads = run.threads or max(1, (os.cpu_count() or 1) // run.workers)
+    threads = threads_per_worker(run.threads, run.workers)
     if run.is_worker and os.environ.get("TTS_SEARCH_THREADS"):
         threads = int(os.environ["TTS_SEARCH_THREADS"])
     if run.threads is not None or run.is_worker:  # otherwise leave torch's own default (all cores)

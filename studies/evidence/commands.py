@@ -7,7 +7,6 @@ them in a fixed order: probe, validation, transfer check, then the report.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from studies.evidence.report import write_report
 from studies.evidence.transfer import MIN_TRIALS, ranking, run_transfer
 from studies.evidence.transfer import lines as transfer_lines
 from studies.evidence.validate import resolve, validate
-from studies.launch import load_data, note_other_data, open_existing
+from studies.launch import load_data, note_other_data, open_existing, threads_per_worker
 from studies.objective import TrialSetup
 from studies.record import load_records
 from studies.registry import StudyDef
@@ -92,7 +91,7 @@ def run_evidence(run: EvidenceRun) -> int:
                 device=setup.device,
                 telemetry_path=setup.telemetry_path,
                 seed=run.seed,
-                threads=run.threads or max(1, (os.cpu_count() or 1) // run.workers),
+                threads=threads_per_worker(run.threads, run.workers),
             )
             check = run_transfer(
                 study,
