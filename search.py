@@ -1,7 +1,7 @@
 """`python search.py --study stability --trials 50`: find, with evidence, the settings that train stably.
 
-A thin CLI: parse, check, dispatch. Running a study lives in ``studies.launch``; the evidence about it
-(report, probe, validation, export, train-best) in ``studies.evidence.commands``. Everything a user can
+A thin CLI: parse, check, dispatch. Running a study lives in ``studies.execution.launch``; the evidence about it
+(report, probe, validation, export, train-best) in ``studies.execution.commands``. Everything a user can
 get wrong is checked here, before a study is created or changed.
 """
 
@@ -14,11 +14,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.cli import OneLineParser, run_cli
+from common.errors import UserError
+from studies.execution.storage import resolve_storage
 from studies.registry import get_study, scaled, study_names
-from studies.storage import resolve_storage
-from tts_model.cli import OneLineParser, run_cli
 from tts_model.config import MODEL_SIZES
-from tts_model.errors import UserError
 
 
 def build_parser() -> OneLineParser:
@@ -111,8 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--report, --lr-probe, --validate, --transfer-check: not with --export-preset or --train-best"
             )
         from studies.evidence import transfer
-        from studies.evidence.commands import EvidenceRun, run_evidence
         from studies.evidence.validate import check_names
+        from studies.execution.commands import EvidenceRun, run_evidence
 
         check_names(args.validate or [], args.seeds, args.steps)
         if args.transfer_check is not None:
@@ -136,14 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return run_evidence(run)
     if args.export_preset is not None or args.train_best:
-        from studies.evidence.commands import export_or_train
+        from studies.execution.commands import export_or_train
 
         return export_or_train(
             study_def, url, args.runs_dir, args.export_preset, rest if args.train_best else None
         )
 
-    from studies.launch import SearchRun, run_search
-    from studies.resilience import EXIT_DB_UNAVAILABLE, DatabaseUnavailable
+    from studies.execution.launch import SearchRun, run_search
+    from studies.execution.resilience import EXIT_DB_UNAVAILABLE, DatabaseUnavailable
 
     run = SearchRun(
         study=study_def,

@@ -22,25 +22,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.config import apply_overrides  # noqa: E402
 from trainer.data import BatchStream, load_train_data  # noqa: E402
+from trainer.hooks import RunHooks  # noqa: E402
 from trainer.loop import build_model, train  # noqa: E402
 from trainer.loss_terms import compute_losses  # noqa: E402
 from trainer.presets import preset  # noqa: E402
-from trainer.telemetry import Telemetry  # noqa: E402
 from tts_model.dataset import DataConfig  # noqa: E402
 
 
 def trainer_step_times(cfg, data, steps: int, db: Path) -> list[float]:
     stamps: list[float] = []
-    with Telemetry(db) as telemetry:
-        train(
-            cfg,
-            data,
-            device=torch.device("cpu"),
-            mode="trial",
-            on_step=lambda m: stamps.append(time.perf_counter()),
-            telemetry=telemetry,
-            run_id=f"bench-{time.time()}",
-        )
+    hooks = RunHooks(
+        on_step=lambda m: stamps.append(time.perf_counter()), telemetry=db, run_id=f"bench-{time.time()}"
+    )
+    train(cfg, data, device=torch.device("cpu"), hooks=hooks)
     return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
 
 

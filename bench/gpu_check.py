@@ -42,10 +42,11 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from common.device import describe_device  # noqa: E402
 from trainer import loop  # noqa: E402
-from trainer.cli import describe_device  # noqa: E402
 from trainer.config import TrainConfig, apply_overrides  # noqa: E402
 from trainer.data import TrainData, load_train_data  # noqa: E402
+from trainer.hooks import RunHooks  # noqa: E402
 from trainer.presets import preset  # noqa: E402
 from tts_model.dataset import DataConfig  # noqa: E402
 
@@ -92,11 +93,11 @@ class Speed:
 
 
 def measure_speed(data: TrainData, device: torch.device) -> Speed:
-    """200 steps of the real trainer. CUDA events around `_train_step` (everything a step queues on the
+    """200 steps of the real trainer. CUDA events around `train_step` (everything a step queues on the
     device) give the GPU span of each step; the wall time between on_step calls is the whole step."""
     spans: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
     stamps: list[float] = []
-    real_step = loop._train_step
+    real_step = loop.train_step
 
     def timed_step(*args, **kwargs):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -107,12 +108,14 @@ def measure_speed(data: TrainData, device: torch.device) -> Speed:
         return out
 
     torch.cuda.reset_peak_memory_stats(device)
-    loop._train_step = timed_step
+    loop.train_step = timed_step
     try:
         cfg = check_config("normal", SPEED_STEPS)
-        result = loop.train(cfg, data, device=device, on_step=lambda m: stamps.append(time.perf_counter()))
+        result = loop.train(
+            cfg, data, device=device, hooks=RunHooks(on_step=lambda m: stamps.append(time.perf_counter()))
+        )
     finally:
-        loop._train_step = real_step
+        loop.train_step = real_step
     torch.cuda.synchronize(device)
     if result.steps != SPEED_STEPS:
         raise CheckFailed(f"speed: the run stopped at step {result.steps} ({result.verdict or result.oom})")
@@ -167,7 +170,7 @@ def train_window(
             raise _WindowOver
 
     with contextlib.suppress(_WindowOver):
-        loop.train(cfg, data, device=device, on_step=on_step, warn=_log)
+        loop.train(cfg, data, device=device, hooks=RunHooks(on_step=on_step, warn=_log))
     late = not stepping_before
     elapsed = stamps[-1] - stamps[0] if len(stamps) > 1 else math.nan
     return {"steps": len(stamps) - 1, "seconds": elapsed, "late": late}

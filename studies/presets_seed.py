@@ -15,9 +15,9 @@ from typing import Any
 
 import optuna
 
+from common.errors import UserError
 from space import SearchSpace
 from studies.record import PRESET, load_records
-from tts_model.errors import UserError
 
 
 def seeded_presets(study: optuna.Study) -> set[str]:

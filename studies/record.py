@@ -2,9 +2,10 @@
 
 The objective, the runner and the preset seeding write a trial's facts as Optuna user attributes
 (strings there, so any Optuna tool can read a study); everything that reads a study — live view,
-summary, evidence, report, export, pruner — reads ``TrialRecord`` fields instead. The attribute keys,
-the constraint keys and the outcome words are defined here once. Studies written before this module
-existed stored the same keys, so they load unchanged.
+summary, evidence, report, export, pruner — reads ``TrialRecord`` fields instead. The attribute keys
+and the constraint keys are defined here once; the outcome words are the judge's (``trainer/judge.py``).
+Studies written before this module existed
+stored the same keys, so they load unchanged.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+from trainer.judge import OOM, PRUNED, UNJUDGED, diverged_outcome
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -57,26 +60,8 @@ DATA_FINGERPRINT = "data_fingerprint"  # the data set the study's trials ran on
 # -- constraint keys (> 0 infeasible); TPE ranks every infeasible trial below every feasible one ----
 C_DIVERGED, C_UNALIGNED, C_NO_STOP = "diverged", "unaligned", "decode_no_stop"
 
-# -- the outcome words -------------------------------------------------------------------------------
-STABLE, UNALIGNED, NO_STOP, PRUNED = "stable", "unaligned", "no-stop", "pruned"
-UNJUDGED = "unjudged"  # pruned before every divergence guard had the steps to judge it: never counted stable
+# -- the outcome words: the judge's (trainer/judge.py), and the states of a trial not finished yet ------
 RUNNING, WAITING, FAILED, COMPLETE = "running", "waiting", "failed", "complete"
-OOM = "oom"  # ran out of device memory: an outcome, not a crash; FAIL, so samplers learn nothing from it
-DIVERGED_PREFIX = "diverged:"
-FINISHED_VERDICTS = (STABLE, UNALIGNED, NO_STOP)
-
-
-def diverged_outcome(kind: str) -> str:
-    return f"{DIVERGED_PREFIX}{kind}"
-
-
-def is_diverged_outcome(outcome: str) -> bool:
-    return outcome.startswith(DIVERGED_PREFIX)
-
-
-def run_id(study_name: str, number: int) -> str:
-    """The telemetry run id of a trial: the objective writes under it, the evidence reads it."""
-    return f"{study_name}/trial-{number}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,55 +13,18 @@ import functools
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
 
 import optuna
 
+from common.errors import UserError
 from space import SearchSpace
 from space.stability import SpaceSpec
-from studies.pruner import StabilityPruner
-from trainer.config import AlignmentLoss, GuardConfig, TrainConfig, apply_overrides
-from trainer.presets import preset
+from studies.pruner import PrunerSettings, StabilityPruner
+from trainer.config import AlignmentLoss, GuardConfig
+from trainer.guards import MIN_STEPS_FIELDS
 from tts_model.config import MODEL_SIZES
-from tts_model.errors import UserError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-BASE_LEVEL = "basic"  # knobs the space does not search (stop weight, alignment form...) come from here
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class PrunerSpec:
-    """Settings of ``StabilityPruner``; ``min_step`` is in trial steps (warmup included)."""
-
-    keep_fraction: float = 0.5
-    min_step: int = 0
-    n_startup_trials: int = 5
-    n_min_peers: int = 3
-    exclude_diverged_peers: bool = True
-    respect_warmup: bool = True
-    # No mel-based pruning while the trial's teacher-forced stop margin is at least this (None: off).
-    # Trials whose stop head has not learned sit at 0.00-0.04 after 300-400 steps; one on its way
-    # measured 0.23 at step 200.
-    protect_stop_margin: float | None = 0.1
-
-    def __post_init__(self) -> None:
-        # One rule for valid settings: the pruner's own. Building one checks them at definition time.
-        try:
-            self.build()
-        except ValueError as e:
-            raise ValueError(f"PrunerSpec.{e}") from None
-
-    def build(self, warmup_param: str = "warmup_steps") -> StabilityPruner:
-        return StabilityPruner(
-            keep_fraction=self.keep_fraction,
-            min_step=self.min_step,
-            n_startup_trials=self.n_startup_trials,
-            n_min_peers=self.n_min_peers,
-            exclude_diverged_peers=self.exclude_diverged_peers,
-            respect_warmup=self.respect_warmup,
-            warmup_param=warmup_param,
-            protect_stop_margin=self.protect_stop_margin,
-        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -123,7 +86,7 @@ class StudyDef:
     n_trials: int
     horizon: int
     eval_every: int
-    pruner: PrunerSpec
+    pruner: PrunerSettings
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     scoring: ScoringSpec = field(default_factory=ScoringSpec)
     presets: tuple[str, ...] = ("basic", "enhanced")
@@ -171,7 +134,7 @@ def _registry() -> dict[str, StudyDef]:
         n_trials=50,
         horizon=2000,
         eval_every=250,
-        pruner=PrunerSpec(keep_fraction=0.5, min_step=1000, n_startup_trials=8, n_min_peers=4),
+        pruner=PrunerSettings(keep_fraction=0.5, min_step=1000, n_startup_trials=8, n_min_peers=4),
         sampler=SamplerSpec(n_startup_trials=10),
         needs_gpu=True,
     )
@@ -191,7 +154,7 @@ def _registry() -> dict[str, StudyDef]:
         n_trials=20,
         horizon=300,
         eval_every=50,
-        pruner=PrunerSpec(keep_fraction=0.5, min_step=100, n_startup_trials=4, n_min_peers=3),
+        pruner=PrunerSettings(keep_fraction=0.5, min_step=100, n_startup_trials=4, n_min_peers=3),
         # Measured offline on a finished 20-trial quick study (proposals replayed from its history, 60
         # seeds): gamma 0.25 put 45-68% of TPE's proposals in lr 4e-4..4e-3, Optuna's 0.1 put 13-33%.
         sampler=SamplerSpec(n_startup_trials=8, gamma_fraction=0.25),
@@ -218,7 +181,7 @@ def _registry() -> dict[str, StudyDef]:
         n_trials=3,
         horizon=20,
         eval_every=10,
-        pruner=PrunerSpec(keep_fraction=0.5, min_step=10, n_startup_trials=2, n_min_peers=1),
+        pruner=PrunerSettings(keep_fraction=0.5, min_step=10, n_startup_trials=2, n_min_peers=1),
         sampler=SamplerSpec(n_startup_trials=2),
         scoring=ScoringSpec(
             decode_sentences=1,
@@ -239,9 +202,6 @@ def get_study(name: str) -> StudyDef:
     if name not in studies:
         raise UserError(f"unknown study {name!r}; known studies: {', '.join(studies)}")
     return studies[name]
-
-
-GUARD_STEP_FIELDS = ("explosion_min_steps", "spike_min_steps", "ceiling_min_steps", "collapse_min_steps")
 
 
 def scaled(study: StudyDef, factor: float) -> StudyDef:
@@ -266,7 +226,7 @@ def scaled(study: StudyDef, factor: float) -> StudyDef:
     current = dict(study.scoring.guard_overrides)
     guards = {
         **current,
-        **{f: round(current.get(f, getattr(defaults, f)) * factor) for f in GUARD_STEP_FIELDS},
+        **{f: round(current.get(f, getattr(defaults, f)) * factor) for f in MIN_STEPS_FIELDS},
     }
     return dataclasses.replace(
         study,
@@ -280,40 +240,8 @@ def scaled(study: StudyDef, factor: float) -> StudyDef:
     )
 
 
-def trial_steps(study: StudyDef, warmup: int) -> int:
-    """Warmup + horizon: a trial that ends inside its warmup says nothing about stability."""
-    if warmup < 0:
-        raise ValueError(f"warmup must be >= 0, got {warmup}")
-    return warmup + study.horizon
-
-
-def train_overrides(study: StudyDef) -> dict[str, Any]:
-    """TrainConfig overrides every trial of the study shares (the space adds the searched knobs).
-
-    ``max_steps`` is per trial (``trial_steps``); the objective adds it.
-    """
-    return {
-        "model_size": study.model_size,
-        "precision": study.precision,
-        "batch_size": study.batch_size,
-        "eval_every": study.eval_every,
-        "alignment_loss": study.alignment_loss,
-        "guards": dict(study.scoring.guard_overrides),
-    }
-
-
-def base_config(study: StudyDef) -> TrainConfig:
-    """The TrainConfig every trial of the study starts from: the base level + the study's settings."""
-    return apply_overrides(preset(BASE_LEVEL), train_overrides(study), where=study.name)
-
-
-def guard_config(study: StudyDef) -> GuardConfig:
-    """The thresholds that judge the study's runs (the trainer's, with the study's step overrides)."""
-    return base_config(study).guards
-
-
 def make_pruner(study: StudyDef) -> StabilityPruner:
-    return study.pruner.build(warmup_param=study.space.warmup_param)
+    return StabilityPruner(study.pruner, warmup_param=study.space.warmup_param)
 
 
 def make_sampler(study: StudyDef, seed: int | None) -> optuna.samplers.TPESampler:

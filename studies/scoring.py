@@ -1,9 +1,10 @@
-"""How a run is judged: the trainer's result -> a TrialRecord with its state, value and constraints.
+"""A run's verdict as an Optuna trial: the judge's `Judgement` -> a TrialRecord (state, value, constraints).
 
-Pure functions, so every outcome is tested on hand-made results. A diverged run ends PRUNED with an
-infeasible constraint and its reason, never FAIL: samplers learn nothing from FAIL trials, and the
-map of where training diverges is what the user came for. Trials and validation runs share the one
-finished-run verdict (``finished_violations`` / ``finished_verdict``).
+The verdict itself is the trainer's one judge (`trainer/judge.py`); this module only says it in the
+terms a sampler reads. A diverged run ends PRUNED with an infeasible constraint and its reason, never
+FAIL: samplers learn nothing from FAIL trials, and the map of where training diverges is what the user
+came for. Feasible means it ran to its end aligned, with a free-running decode that stops; TPE ranks
+infeasible trials by their summed violation, so the violations are continuous.
 """
 
 from __future__ import annotations
@@ -16,18 +17,17 @@ from studies.record import (
     C_DIVERGED,
     C_NO_STOP,
     C_UNALIGNED,
-    NO_STOP,
     OUT_OF_MEMORY,
     PRUNED,
-    STABLE,
-    UNALIGNED,
     DecodeFacts,
     Divergence,
     TrialRecord,
 )
 from trainer.config import GuardConfig
-from trainer.evaluate import DecodeMetrics, EvalMetrics
-from trainer.loop import TrainResult
+from trainer.evaluate import DecodeMetrics
+from trainer.judge import Judgement, judge
+from trainer.results import TrainResult
+from trainer.summary import RunSummary
 
 # Weight of the teacher-forced stop margin in an infeasible decode's violation (`shaped_no_stop`):
 # below the 1/3 a single stopped sentence of three is worth, so a decode that stops always ranks first.
@@ -37,81 +37,64 @@ STOP_SHAPING = 0.3
 DIVERGED_VIOLATION = 10.0
 
 
-def judged_after(guards: GuardConfig, warmup_steps: int) -> int:
-    """The step by which every divergence guard has had the steps it needs to judge a run.
-
-    A run stopped earlier (pruned on mel at an early rung) is ``unjudged``: no guard fired, but the
-    collapse guard, say, never looked, so it must not count as stable anywhere (the lr boundary once
-    called lr 0.037 stable on a trial pruned at step 100, where lr >= 3e-2 was measured to collapse).
-    """
-    minimums = (guards.explosion_min_steps, guards.spike_min_steps, guards.ceiling_min_steps)
-    return max(*minimums, guards.collapse_min_steps, warmup_steps)
-
-
 def score(result: TrainResult, guards: GuardConfig, *, warmup_steps: int = 0) -> TrialRecord:
-    """The record of one finished (or pruned, or diverged) trial: state, value, constraints, evidence.
+    """The record of one run judged under ``guards``: ``record_of(judge(result, ...), result.summary)``."""
+    return record_of(judge(result, guards, warmup_steps=warmup_steps), result.summary)
 
-    COMPLETE with val mel as its value when it ran to the end; PRUNED otherwise. The caller writes it
-    and returns the value or raises ``TrialPruned``.
-    """
-    s = result.summary
+
+def record_of(verdict: Judgement, summary: RunSummary) -> TrialRecord:
+    """The trial record of a judged run: COMPLETE with its val mel as the value when it ran to its end,
+    PRUNED when it diverged or was stopped early, FAIL when the device ran out of memory."""
     evidence = {
-        "steps_run": result.steps,
+        "steps_run": verdict.steps,
         # The seed's raw criteria, as information: loss weights move both.
-        "seed_loss_in_1_10": round(s.loss_in_seed_band, 4),
-        "seed_grad_norm_below_1": round(s.grad_norm_below_one, 4),
-        "grad_norm_median": _finite(s.grad_norm_median),
-        "grad_norm_p95": _finite(s.grad_norm_p95),
-        "nonfinite_events": s.nonfinite_events,
-        "scaler_skips": s.scaler_skips,
+        "seed_loss_in_1_10": round(summary.loss_in_seed_band, 4),
+        "seed_grad_norm_below_1": round(summary.grad_norm_below_one, 4),
+        "grad_norm_median": _finite(summary.grad_norm_median),
+        "grad_norm_p95": _finite(summary.grad_norm_p95),
+        "nonfinite_events": summary.nonfinite_events,
+        "scaler_skips": summary.scaler_skips,
     }
-    final = result.final_eval
-    if result.oom is not None:  # an outcome of the machine, not of the recipe: FAIL, never retried
+    if verdict.oom is not None:  # an outcome of the machine, not of the recipe: FAIL, never retried
         return TrialRecord(
             state=TrialState.FAIL,
             failed_by=OUT_OF_MEMORY,
-            oom_step=result.oom.step,
-            oom_detail=result.oom.detail,
+            oom_step=verdict.oom.step,
+            oom_detail=verdict.oom.detail,
             **evidence,
         )
-    if result.verdict is not None:  # diverged: stopped at the step a guard fired
-        v = result.verdict
+    if verdict.divergence is not None:  # stopped at the step a guard fired
+        v = verdict.divergence
         return TrialRecord(
             state=TrialState.PRUNED,
             divergence=Divergence(kind=v.kind, step=v.step, detail=v.detail),
             constraints={C_DIVERGED: DIVERGED_VIOLATION, C_UNALIGNED: 0.0, C_NO_STOP: 0.0},
             **evidence,
         )
-    if result.stopped_by_callback or final is None:  # pruned on val mel at a rung: stable so far
-        # It never showed it can speak (no final decode): scored like a finished trial whose decode
-        # never stopped, ranked among those by its alignment and stop head at its last eval. A pruned
-        # trial whose stop head was already firing tells TPE as much as a finished one that was not.
-        diagonality = final.diagonality if final is not None else 0.0
-        margin = final.stop_end_margin if final is not None else 0.0
-        no_stop = decode_violation(None, guards)
+    final = verdict.final
+    margin = final.stop_end_margin if final is not None else 0.0
+    constraints = {
+        C_DIVERGED: -1.0,
+        C_UNALIGNED: verdict.unaligned,
+        C_NO_STOP: shaped_no_stop(verdict.no_stop, margin),
+    }
+    if verdict.stopped_early:  # pruned on val mel at a rung: stable so far
+        # A pruned trial whose stop head was already firing tells TPE as much as a finished one that
+        # was not: its no-stop violation is shaped by its last eval's stop margin.
         return TrialRecord(
             state=TrialState.PRUNED,
             verdict=PRUNED,
-            judged=result.steps >= judged_after(guards, warmup_steps),
-            constraints={
-                C_DIVERGED: -1.0,
-                C_UNALIGNED: guards.collapse_diagonality - diagonality,
-                C_NO_STOP: shaped_no_stop(no_stop, margin),
-            },
+            judged=verdict.judged,
+            constraints=constraints,
             **evidence,
         )
-    # Finished: feasible only if the attention aligned and the free-running decode stops sanely.
-    unaligned, no_stop = finished_violations(final, guards)
+    assert final is not None  # a finished run has its last eval
     decode = final.decode
     return TrialRecord(
         state=TrialState.COMPLETE,
         value=final.val_mel,
-        verdict=finished_verdict(unaligned, no_stop),
-        constraints={
-            C_DIVERGED: -1.0,
-            C_UNALIGNED: unaligned,
-            C_NO_STOP: shaped_no_stop(no_stop, final.stop_end_margin),
-        },
+        verdict=verdict.outcome,
+        constraints=constraints,
         diagonality=round(final.diagonality, 4),
         sharpness=round(final.sharpness, 4),
         decode=None if decode is None else decode_facts(decode),
@@ -128,37 +111,6 @@ def decode_facts(decode: DecodeMetrics) -> DecodeFacts:
         walk=_rounded(decode.walk),
         speaks=decode.speaks,
     )
-
-
-def finished_violations(final: EvalMetrics, guards: GuardConfig) -> tuple[float, float]:
-    """(unaligned, no_stop) of a finished run's last eval; both <= 0 is feasible."""
-    return guards.collapse_diagonality - final.diagonality, decode_violation(final.decode, guards)
-
-
-def finished_verdict(unaligned: float, no_stop: float) -> str:
-    """The words a finished run is judged by, for trials and validation runs alike."""
-    if unaligned > 0:
-        return UNALIGNED
-    return NO_STOP if no_stop > 0 else STABLE
-
-
-def decode_violation(decode: DecodeMetrics | None, guards: GuardConfig) -> float:
-    """How far the free-running decode is from sane, continuous so TPE can walk towards feasible:
-    the share of sentences that never stopped beyond the tolerated ``decode_max_bad_fraction`` (a short
-    trial decodes few sentences: a minority may fail, not a majority), plus how far the median length
-    ratio lies outside [1/decode_length_ratio, decode_length_ratio]. <= 0 is feasible.
-
-    The median length is a stopped sentence's only when more than half stopped; otherwise it is the
-    length cap, which says nothing, so such an infeasible decode (and a trial with none, pruned) scores
-    the stop share alone: one stopped sentence of three then always ranks above none."""
-    max_bad, max_ratio = guards.decode_max_bad_fraction, guards.decode_length_ratio
-    if decode is None:
-        return 1.0 - max_bad
-    missed = max(0.0, (1.0 - decode.stop_rate) - max_bad)
-    if decode.stop_rate <= 0.5 and missed > 0:
-        return missed
-    ratio = decode.length_ratio
-    return missed + max(0.0, ratio - max_ratio) + max(0.0, 1.0 / max_ratio - ratio)
 
 
 def shaped_no_stop(violation: float, stop_end_margin: float) -> float:

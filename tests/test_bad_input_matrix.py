@@ -23,9 +23,9 @@ import pytest
 
 import search
 import trainer.cli
+from common.cli import run_cli
 from tests.corpus_fixture import cache_env, corpus_paths  # noqa: F401  (session fixtures)
 from tests.data_fixtures import chirp, make_dataset, write_wav
-from tts_model.cli import run_cli
 
 STUDY = "stability-smoke"
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import UserError
 from trainer.checkpoints import (
     CheckpointError,
     checkpoint_name,
@@ -15,7 +16,6 @@ from trainer.checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
-from tts_model.errors import UserError
 
 
 def _state(step: int) -> dict:

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from common.errors import UserError
 from trainer.config import (
     ConfigError,
     GuardConfig,
@@ -16,7 +17,6 @@ from trainer.config import (
     with_overrides,
 )
 from trainer.presets import PRESETS, load_preset_file, preset, preset_to_json
-from tts_model.errors import UserError
 
 SEED_TABLE = {
     # knob: (enhanced, basic), from the seed's table

@@ -20,9 +20,9 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
+from studies.execution.runner import FAILED_BY_ATTR, PID_ATTR, RETRY_ATTR
+from studies.execution.storage import HEARTBEAT_ENV, resolve_storage
 from studies.record import PRESET as PRESET_ATTR
-from studies.runner import FAILED_BY_ATTR, PID_ATTR, RETRY_ATTR
-from studies.storage import HEARTBEAT_ENV, resolve_storage
 from tests.corpus_fixture import cache_env, corpus_paths  # noqa: F401  (session fixtures)
 from tests.pg_harness import PgServer, postgres, wait_for  # noqa: F401
 
@@ -225,7 +225,7 @@ def test_sqlite_two_workers_recover_a_killed_worker_and_a_ctrl_c(corpus_paths, t
 
 # -- the rules themselves, in-process and in milliseconds ------------------------------------------
 def _study(tmp_path: Path, heartbeat: bool) -> optuna.Study:
-    from studies.storage import open_storage
+    from studies.execution.storage import open_storage
 
     storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat=heartbeat)
     return optuna.create_study(study_name=STUDY, storage=storage)
@@ -244,7 +244,7 @@ def _failed(study: optuna.Study, x: float, **user_attrs) -> FrozenTrial:
 def test_a_heartbeat_retry_is_not_queued_twice_and_an_interrupt_is(tmp_path: Path, monkeypatch) -> None:
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    from studies.runner import requeue_interrupted
+    from studies.execution.runner import requeue_interrupted
 
     monkeypatch.setenv(HEARTBEAT_ENV, "1")
     study = _study(tmp_path, heartbeat=True)
@@ -262,7 +262,7 @@ def test_a_heartbeat_retry_is_not_queued_twice_and_an_interrupt_is(tmp_path: Pat
 
 
 def test_racing_copies_of_a_queued_trial_are_dropped_and_surplus_trials_step_back(tmp_path: Path) -> None:
-    from studies.runner import _surplus, drop_duplicates
+    from studies.execution.runner import _surplus, drop_duplicates
 
     study = _study(tmp_path, heartbeat=False)
     study.enqueue_trial({"x": 0.1}, user_attrs={PRESET_ATTR: "basic"})

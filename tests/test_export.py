@@ -13,12 +13,12 @@ from pathlib import Path
 import optuna
 
 import search
+from common.cli import run_cli
 from space.stability import distributions, preset_params
 from studies.record import C_DIVERGED, C_NO_STOP, C_UNALIGNED
 from studies.registry import get_study
 from trainer.cli import build_parser, config_from_args
 from trainer.presets import PRESETS
-from tts_model.cli import run_cli
 
 STUDY = "stability-quick"
 

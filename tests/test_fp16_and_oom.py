@@ -16,8 +16,9 @@ from corpus_fixture import cache_env, corpus_paths, train_data  # noqa: F401  (p
 
 from trainer.config import TrainConfig, with_overrides
 from trainer.data import TrainData
+from trainer.hooks import RunHooks
 from trainer.loop import StepMetrics, train
-from trainer.telemetry import Telemetry, read_run
+from trainer.telemetry import read_run
 from tts_model.model import ModelOutput, TransformerTTS
 
 CPU = torch.device("cpu")
@@ -59,7 +60,8 @@ def overflow_gradients(out: ModelOutput) -> ModelOutput:
 def run(cfg: TrainConfig, data: TrainData, **kwargs) -> tuple:
     steps: list[StepMetrics] = []
     warnings: list[str] = []
-    result = train(cfg, data, device=CPU, on_step=steps.append, warn=warnings.append, **kwargs)
+    hooks = RunHooks(on_step=steps.append, warn=warnings.append, **kwargs)
+    result = train(cfg, data, device=CPU, hooks=hooks)
     return result, steps, warnings
 
 
@@ -115,8 +117,7 @@ def test_out_of_memory_ends_the_run_as_an_outcome(train_data, monkeypatch, tmp_p
         return out
 
     patch_training_forward(monkeypatch, oom_at_3)
-    with Telemetry(tmp_path / "t.db") as telemetry:
-        result, steps, warnings = run(FP16, train_data, telemetry=telemetry, run_id="oom")
+    result, steps, warnings = run(FP16, train_data, telemetry=tmp_path / "t.db", run_id="oom")
     assert result.oom is not None and (result.oom.step, result.oom.detail) == (3, message)
     assert result.verdict is None and result.steps == 2 == len(steps)
     assert any("out of memory at step 3" in w for w in warnings)

@@ -15,8 +15,8 @@ from host_syncs import counting_host_syncs
 
 from trainer.config import TrainConfig, with_overrides
 from trainer.data import TrainData
+from trainer.hooks import RunHooks
 from trainer.loop import StepMetrics, train
-from trainer.telemetry import Telemetry
 
 BASE = TrainConfig(
     model_size="tiny", batch_size=4, max_steps=6, eval_every=1000, lr=1e-3, warmup_steps=3, grad_clip=1.0
@@ -33,14 +33,15 @@ CONFIGS = {
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_one_host_read_per_training_step(name: str, train_data: TrainData, tmp_path: Path) -> None:  # noqa: F811
     marks: list[int] = []
-    with Telemetry(tmp_path / "t.db") as telemetry, counting_host_syncs() as calls:
+    with counting_host_syncs() as calls:
 
         def on_step(m: StepMetrics) -> None:
             marks.append(len(calls))
 
         # Between two on_step calls lie a whole step (batch, lr, forward, losses, backward, clip, optimizer
         # step, read-back, telemetry) and the guards of the step before; the only eval comes after the last.
-        train(CONFIGS[name], train_data, device=torch.device("cpu"), on_step=on_step, telemetry=telemetry)
+        hooks = RunHooks(on_step=on_step, telemetry=tmp_path / "t.db")
+        train(CONFIGS[name], train_data, device=torch.device("cpu"), hooks=hooks)
         per_step = [calls[a:b] for a, b in zip(marks, marks[1:], strict=False)]
     assert len(per_step) == 5
     for reads in per_step:

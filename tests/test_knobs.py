@@ -21,6 +21,7 @@ from corpus_fixture import cache_env, corpus_paths, train_data  # noqa: F401  (p
 import trainer.loop as loop
 from trainer.config import TrainConfig, with_overrides
 from trainer.data import TrainData
+from trainer.hooks import RunHooks
 from trainer.loss_terms import compute_losses
 from tts_model.batching import collate
 
@@ -136,7 +137,7 @@ def run(cfg: TrainConfig, data: TrainData, *, steps: int | None = None) -> Run:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(loop, "build_model", capture)
         try:
-            result = loop.train(cfg, data, device=CPU, mode="trial", on_step=on_step, warn=lambda _: None)
+            result = loop.train(cfg, data, device=CPU, hooks=RunHooks(on_step=on_step, warn=lambda _: None))
         except _Stop:
             pass
         else:

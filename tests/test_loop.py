@@ -12,12 +12,14 @@ import torch
 from corpus_fixture import cache_env, corpus_paths, train_data  # noqa: F401  (pytest fixtures)
 
 import trainer.loop as loop
+import trainer.step
 from trainer.checkpoints import checkpoint_name
 from trainer.config import TrainConfig, with_overrides
 from trainer.data import TrainData
 from trainer.evaluate import EvalMetrics, EvalSample
-from trainer.loop import StepMetrics, train
-from trainer.telemetry import Telemetry, read_evals, read_run, read_steps
+from trainer.hooks import RunHooks
+from trainer.loop import RunPlan, StepMetrics, train
+from trainer.telemetry import read_evals, read_run, read_steps
 
 CPU = torch.device("cpu")
 
@@ -59,10 +61,13 @@ class Crash(Exception):
 
 
 def run(cfg: TrainConfig, data: TrainData, **kwargs) -> tuple[loop.TrainResult, list[StepMetrics], list[str]]:
+    """Train on the CPU; ``kwargs`` are RunPlan fields (mode, out_dir, resume) and RunHooks fields."""
     steps: list[StepMetrics] = []
     warnings: list[str] = []
     kwargs.setdefault("on_step", steps.append)
-    result = train(cfg, data, device=CPU, warn=warnings.append, **kwargs)
+    plan = RunPlan(**{k: kwargs.pop(k) for k in ("mode", "out_dir", "resume") if k in kwargs})
+    hooks = RunHooks(warn=warnings.append, **kwargs)
+    result = train(cfg, data, device=CPU, plan=plan, hooks=hooks)
     return result, steps, warnings
 
 
@@ -150,7 +155,7 @@ def test_trial_stops_at_the_step_a_guard_fires(train_data: TrainData) -> None:  
 
 
 def test_trial_stops_at_a_nan(train_data: TrainData, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    real = loop.compute_losses
+    real = trainer.step.compute_losses
     calls = []
 
     def poisoned(out, batch, cfg, **kwargs):
@@ -160,7 +165,7 @@ def test_trial_stops_at_a_nan(train_data: TrainData, monkeypatch: pytest.MonkeyP
             return dataclasses.replace(terms, total=terms.total * float("nan"))
         return terms
 
-    monkeypatch.setattr(loop, "compute_losses", poisoned)
+    monkeypatch.setattr(trainer.step, "compute_losses", poisoned)
     result, steps, _ = run(with_overrides(BASE, max_steps=10), train_data, mode="trial")
     assert result.verdict is not None and result.verdict.kind == "nonfinite"
     assert result.steps == result.verdict.step == 3 == len(steps)
@@ -218,8 +223,7 @@ def test_eval_callback_can_stop_the_run(train_data: TrainData) -> None:  # noqa:
 
 def test_telemetry_rows_match_the_run(train_data: TrainData, tmp_path: Path) -> None:  # noqa: F811
     db = tmp_path / "telemetry.db"
-    with Telemetry(db) as telemetry:
-        result, steps, _ = run(BASE, train_data, telemetry=telemetry, run_id="t1")
+    result, steps, _ = run(BASE, train_data, telemetry=db, run_id="t1")
     rows = read_steps(db, "t1")
     assert [r["step"] for r in rows] == list(range(1, 7))
     assert [r["loss"] for r in rows] == [m.loss for m in steps]
@@ -234,8 +238,7 @@ def test_telemetry_rows_match_the_run(train_data: TrainData, tmp_path: Path) -> 
 
 def test_diverged_run_is_recorded_in_telemetry(train_data: TrainData, tmp_path: Path) -> None:  # noqa: F811
     db = tmp_path / "telemetry.db"
-    with Telemetry(db) as telemetry:
-        result, _, _ = run(DIVERGING, train_data, telemetry=telemetry, run_id="bad")
+    result, _, _ = run(DIVERGING, train_data, telemetry=db, run_id="bad")
     record = read_run(db, "bad")
     assert record is not None and record["status"] == "diverged"
     assert record["verdict_kind"] == "ceiling" and record["verdict_step"] == result.steps

@@ -14,7 +14,8 @@ from studies.evidence.lr_probe import END_LR, START_LR, min_loss_lr, probe_lr
 from tests.corpus_fixture import cache_env, corpus_paths, subset, train_data  # noqa: F401  (fixtures)
 from trainer.config import apply_overrides
 from trainer.data import TrainData
-from trainer.loop import StepMetrics, train
+from trainer.hooks import RunHooks
+from trainer.loop import RunPlan, StepMetrics, train
 from trainer.presets import preset
 
 
@@ -48,9 +49,8 @@ def test_train_follows_an_external_lr_schedule_until_a_guard_fires(train_data: T
         cfg,
         data,
         device=torch.device("cpu"),
-        mode="trial",
-        on_step=seen.append,
-        lr_schedule=lambda step: 10.0**step,  # absurd on purpose: it must blow up within a few steps
+        plan=RunPlan(lr_schedule=lambda step: 10.0**step),  # absurd on purpose: it must blow up soon
+        hooks=RunHooks(on_step=seen.append),
     )
     assert [m.lr for m in seen] == [10.0**m.step for m in seen]
     assert result.verdict is not None and result.steps < 40 and not result.evals

@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 import torch
 
+from common.errors import UserError
 from tts_model.config import MODEL_SIZES, ModelConfig, model_config
-from tts_model.errors import UserError
 from tts_model.losses import masked_mel_loss, stop_loss
 from tts_model.model import TransformerTTS, count_parameters
 

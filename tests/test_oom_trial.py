@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import search
+from common.cli import run_cli
 from studies.record import OOM, OUT_OF_MEMORY, load_records
 from tests.corpus_fixture import cache_env  # noqa: F401  (session fixture)
 from tests.test_report import STUDY, data_flags, short_corpus
-from tts_model.cli import run_cli
 from tts_model.model import TransformerTTS
 
 MESSAGE = "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.11 GiB total capacity)"

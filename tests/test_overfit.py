@@ -18,6 +18,7 @@ from corpus_fixture import cache_env, corpus_paths, subset, train_data  # noqa: 
 
 from trainer.config import TrainConfig
 from trainer.data import TrainData
+from trainer.hooks import RunHooks
 from trainer.loop import StepMetrics, train
 
 UTTERANCES = 8
@@ -48,9 +49,8 @@ def overfit(train_data: TrainData) -> tuple[list[StepMetrics], object, float]:  
     assert len(data.train) == UTTERANCES and data.val is data.train
     log: list[StepMetrics] = []
     start = time.perf_counter()
-    result = train(
-        CFG, data, device=torch.device("cpu"), mode="trial", on_step=log.append, warn=lambda _: None
-    )
+    hooks = RunHooks(on_step=log.append, warn=lambda _: None)
+    result = train(CFG, data, device=torch.device("cpu"), hooks=hooks)
     seconds = time.perf_counter() - start
     assert result.verdict is None, result.verdict
     assert result.steps == STEPS == len(log)

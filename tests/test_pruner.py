@@ -6,7 +6,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from studies.pruner import StabilityPruner, is_diverged
+from studies.pruner import PrunerSettings, StabilityPruner, is_diverged
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 NAN = float("nan")
@@ -14,12 +14,14 @@ INF = float("inf")
 
 
 def make_study(direction: str = "minimize", **kwargs: object) -> optuna.Study:
-    settings = dict(keep_fraction=0.5, min_step=0, n_startup_trials=0, n_min_peers=1)
+    settings = dict(
+        keep_fraction=0.5, min_step=0, n_startup_trials=0, n_min_peers=1, protect_stop_margin=None
+    )
     settings.update(kwargs)
     return optuna.create_study(
         storage=optuna.storages.InMemoryStorage(),
         direction=direction,
-        pruner=StabilityPruner(**settings),  # type: ignore[arg-type]
+        pruner=StabilityPruner(PrunerSettings(**settings)),  # type: ignore[arg-type]
     )
 
 
@@ -224,7 +226,7 @@ def test_is_diverged() -> None:
 )
 def test_bad_settings_are_refused(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
-        StabilityPruner(**kwargs)  # type: ignore[arg-type]
+        PrunerSettings(**kwargs)  # type: ignore[arg-type]
 
 
 def test_infeasible_but_finished_peers_still_count() -> None:
@@ -233,7 +235,7 @@ def test_infeasible_but_finished_peers_still_count() -> None:
     study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
     for value in (3.9, 3.35, 2.6, 2.6):
         add_peer(study, {100: value}, constraints={"diverged": -1.0, "unaligned": 0.1, "decode_no_stop": 1.2})
-    pruner = StabilityPruner(keep_fraction=0.5, n_startup_trials=4, n_min_peers=3)
+    pruner = StabilityPruner(PrunerSettings(keep_fraction=0.5, n_startup_trials=4, n_min_peers=3))
     slow = study.ask()
     slow.report(3.9, 100)
     assert pruner.prune(study, study._storage.get_trial(slow._trial_id))

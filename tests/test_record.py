@@ -8,13 +8,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import trainer.judge as words
 from studies import record as rec
 from studies.record import TrialRecord, load_records, write_record
 from studies.scoring import DIVERGED_VIOLATION, score
 from trainer.config import GuardConfig
 from trainer.evaluate import DecodeMetrics, EvalMetrics
 from trainer.guards import Verdict
-from trainer.loop import TrainResult
+from trainer.results import TrainResult
 from trainer.summary import RunSummary
 
 GUARDS = GuardConfig()
@@ -66,7 +67,7 @@ NEVER_STOPS = DecodeMetrics(sentences=3, stop_rate=0.0, length_ratio=2.4, dtw=3.
 def test_a_finished_aligned_run_that_stops_is_complete_feasible_and_stable() -> None:
     r = score(result((ev(50), ev(120, decode=SPEAKS))), GUARDS)
     assert r.state == TrialState.COMPLETE and r.value == 2.0
-    assert r.verdict == rec.STABLE and r.outcome == rec.STABLE
+    assert r.verdict == words.STABLE and r.outcome == words.STABLE
     assert r.constraints[rec.C_DIVERGED] < 0 and r.constraints[rec.C_UNALIGNED] < 0
     assert r.constraints[rec.C_NO_STOP] <= 0 and r.feasible
     assert r.decode == rec.DecodeFacts(stop_rate=1.0, length_ratio=1.05, dtw=1.9, speaks=False)
@@ -75,21 +76,21 @@ def test_a_finished_aligned_run_that_stops_is_complete_feasible_and_stable() -> 
 def test_a_finished_run_that_never_stops_is_complete_but_infeasible() -> None:
     r = score(result((ev(120, decode=NEVER_STOPS, margin=0.2),)), GUARDS)
     assert r.state == TrialState.COMPLETE and r.value == 2.0
-    assert r.outcome == rec.NO_STOP and not r.feasible
+    assert r.outcome == words.NO_STOP and not r.feasible
     # shaped: the tolerated-half violation plus 0.3 x (1 - margin)
     assert math.isclose(r.constraints[rec.C_NO_STOP], 0.5 + 0.3 * 0.8)
 
 
 def test_an_unaligned_finished_run_is_unaligned_whatever_its_decode() -> None:
     r = score(result((ev(120, diagonality=0.19, decode=SPEAKS),)), GUARDS)
-    assert r.outcome == rec.UNALIGNED and not r.feasible
+    assert r.outcome == words.UNALIGNED and not r.feasible
     assert math.isclose(r.constraints[rec.C_UNALIGNED], GUARDS.collapse_diagonality - 0.19)
 
 
 def test_a_run_pruned_on_mel_is_pruned_with_no_value_and_ranks_as_no_stop() -> None:
     r = score(result((ev(50, diagonality=0.4, margin=0.0),), pruned=True), GUARDS)
-    assert r.state == TrialState.PRUNED and r.value is None and r.verdict == rec.PRUNED
-    assert r.outcome == rec.UNJUDGED  # step 50, where the default collapse guard waits for 2000
+    assert r.state == TrialState.PRUNED and r.value is None and r.verdict == words.PRUNED
+    assert r.outcome == words.UNJUDGED  # step 50, where the default collapse guard waits for 2000
     assert r.constraints[rec.C_DIVERGED] < 0
     assert math.isclose(r.constraints[rec.C_NO_STOP], 0.5 + 0.3)
     assert math.isclose(r.constraints[rec.C_UNALIGNED], GUARDS.collapse_diagonality - 0.4)
@@ -99,10 +100,10 @@ def test_a_run_pruned_before_the_guards_could_judge_it_is_unjudged() -> None:
     guards = GuardConfig(collapse_min_steps=150)
     early = score(result((ev(100),), pruned=True), guards, warmup_steps=50)
     late = score(result((ev(200),), pruned=True), guards, warmup_steps=50)
-    assert early.outcome == rec.UNJUDGED and early.judged is False
-    assert late.outcome == rec.PRUNED and late.judged is True
+    assert early.outcome == words.UNJUDGED and early.judged is False
+    assert late.outcome == words.PRUNED and late.judged is True
     # the warmup counts too: the ceiling judges only after it
-    assert score(result((ev(200),), pruned=True), guards, warmup_steps=250).outcome == rec.UNJUDGED
+    assert score(result((ev(200),), pruned=True), guards, warmup_steps=250).outcome == words.UNJUDGED
 
 
 def test_a_diverged_run_is_pruned_with_its_reason_and_the_worst_violation() -> None:
@@ -170,7 +171,7 @@ def test_outcomes_of_unfinished_trials() -> None:
     assert TrialRecord(state=TrialState.RUNNING).outcome == rec.RUNNING
     assert TrialRecord(state=TrialState.WAITING).outcome == rec.WAITING
     assert TrialRecord(state=TrialState.FAIL).outcome == rec.FAILED
-    assert TrialRecord(state=TrialState.PRUNED).outcome == rec.PRUNED
+    assert TrialRecord(state=TrialState.PRUNED).outcome == words.PRUNED
 
 
 def test_best_feasible_and_newest_preset_trial() -> None:

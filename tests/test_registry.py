@@ -9,25 +9,22 @@ import pytest
 from optuna.trial import TrialState
 from test_space import BASIC, ENHANCED
 
+from common.errors import UserError
 from space.stability import distributions, preset_params, suggest
+from studies.binding import base_config, train_overrides, trial_steps
 from studies.presets_seed import enqueue_presets, seeded_presets
-from studies.pruner import StabilityPruner
+from studies.pruner import PrunerSettings, StabilityPruner
 from studies.record import PRESET as PRESET_ATTR
 from studies.registry import (
-    PrunerSpec,
     SamplerSpec,
     ScoringSpec,
     StudyDef,
-    base_config,
     get_study,
     make_pruner,
     make_sampler,
     study_names,
     tpe_gamma,
-    train_overrides,
-    trial_steps,
 )
-from tts_model.errors import UserError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 PRESETS = {"basic": BASIC, "enhanced": ENHANCED}
@@ -89,7 +86,7 @@ def test_study_def_checks_its_fields() -> None:
     with pytest.raises(ValueError, match="alignment_loss"):
         dataclasses.replace(quick, alignment_loss="ctc")
     with pytest.raises(ValueError, match="keep_fraction"):
-        PrunerSpec(keep_fraction=0.0)
+        PrunerSettings(keep_fraction=0.0)
     with pytest.raises(ValueError, match="twice"):
         ScoringSpec(guard_overrides=(("mel_ceiling", 5.0), ("mel_ceiling", 6.0)))
     assert isinstance(quick, StudyDef)
@@ -145,9 +142,9 @@ def test_gamma_fraction_sets_how_many_trials_tpe_calls_good() -> None:
 
 def test_protect_stop_margin_reaches_the_pruner() -> None:
     quick = get_study("stability-quick")
-    assert make_pruner(quick)._protect_stop_margin == quick.pruner.protect_stop_margin
+    assert make_pruner(quick).settings.protect_stop_margin == quick.pruner.protect_stop_margin
     off = dataclasses.replace(quick, pruner=dataclasses.replace(quick.pruner, protect_stop_margin=None))
-    assert make_pruner(off)._protect_stop_margin is None
+    assert make_pruner(off).settings.protect_stop_margin is None
 
 
 def test_train_overrides_are_valid_trainer_overrides() -> None:
@@ -215,7 +212,8 @@ def test_a_preset_outside_the_space_is_a_user_error() -> None:
 
 
 def test_a_scaled_study_shrinks_every_step_count_and_keeps_its_own_name() -> None:
-    from studies.registry import guard_config, scaled
+    from studies.binding import guard_config
+    from studies.registry import scaled
 
     gpu = get_study("stability")
     small = scaled(gpu, 0.05)

@@ -21,14 +21,17 @@ import torch
 from rich.console import Console
 
 import search
+from common.cli import run_cli
 from studies.evidence import conclusions, transfer
-from studies.evidence.plots import Point, importance_plot
-from studies.launch import load_data
-from studies.objective import TrialSetup
-from studies.record import STABLE, load_records
+from studies.evidence.conclusions import Point
+from studies.evidence.plots import importance_plot
+from studies.execution.long_runs import LongRun, long_run
+from studies.execution.runs import RunSetup, load_data
+from studies.paths import StudyPaths
+from studies.record import load_records
 from studies.registry import get_study
 from tests.corpus_fixture import cache_env  # noqa: F401  (session fixture)
-from tts_model.cli import run_cli
+from trainer.judge import STABLE
 from tts_model.corpus import CorpusPaths, CorpusSpec, ensure_corpus
 
 STUDY = "stability-smoke"
@@ -186,21 +189,20 @@ def test_transfer_runs_in_workers_match_this_process(
     this process, trains to the same numbers (one thread each, same seed): the pool changes nothing."""
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{reported / 'study.db'}")
     check = transfer.stored(study)
-    assert check is not None and len(check["runs"]) == 3
-    first = check["runs"][0]
+    assert check is not None and len(check.runs) == 3
+    first = check.runs[0]
     paths = short_corpus(tmp_path_factory.getbasetemp())
-    setup = TrialSetup(
-        get_study(STUDY), load_data(paths.train, paths.eval, None), torch.device("cpu"), tmp_path / "t.db", 0
-    )
+    data = load_data(paths.train, paths.eval)
+    setup = RunSetup(get_study(STUDY), data, torch.device("cpu"), StudyPaths(tmp_path, STUDY), 0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        job = transfer.LongRun(first["number"], study.trials[first["number"]].params, check["steps"], "again")
-        again = transfer.long_run(setup, job)
+        job = LongRun(first.number, study.trials[first.number].params, check.steps, f"{STUDY}/again")
+        again = long_run(setup, job)
     finally:
         torch.set_num_threads(threads)
-    for key in ("long_verdict", "long_divergence_step", "steps_run", "val_mel", "decode_ratio", "speaks"):
-        assert again[key] == first[key], key
+    for name in ("verdict", "divergence_step", "steps_run", "val_mel", "decode_ratio", "speaks"):
+        assert getattr(again, name) == getattr(first.long, name), name
 
 
 def test_report_without_a_finished_trial_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -230,12 +232,12 @@ def test_lr_boundary_per_clip_bucket() -> None:
         _p(3, "diverged:spike", None, lr=3e-3, grad_clip=4.0),
     ]
     buckets = conclusions.lr_boundary(pts, get_study(STUDY).space.range_of("grad_clip"))
-    assert len(buckets) == 4 and math.isclose(buckets[0]["clip_low"], 0.1)
-    mid = next(b for b in buckets if b["clip_low"] <= 0.5 < b["clip_high"])
-    assert mid["max_stable_lr"] == 1e-3 and mid["min_diverged_lr"] == 1e-2 and mid["trials"] == 4
-    assert (mid["stable"], mid["diverged"], mid["unjudged"]) == (2, 1, 1)
+    assert len(buckets) == 4 and math.isclose(buckets[0].clip_low, 0.1)
+    mid = next(b for b in buckets if b.clip_low <= 0.5 < b.clip_high)
+    assert mid.max_stable_lr == 1e-3 and mid.min_diverged_lr == 1e-2 and mid.trials == 4
+    assert (mid.stable, mid.diverged, mid.unjudged) == (2, 1, 1)
     top = buckets[-1]
-    assert top["max_stable_lr"] is None and top["min_diverged_lr"] == 3e-3
+    assert top.max_stable_lr is None and top.min_diverged_lr == 3e-3
 
 
 def test_rediscovery_states_each_knob_either_way() -> None:
@@ -249,14 +251,14 @@ def test_rediscovery_states_each_knob_either_way() -> None:
     pts = [_p(0, "stable", 2.0, **optimum), _p(1, "diverged:nonfinite", None, **enhanced)]
     space = get_study(STUDY).space
     r = conclusions.rediscovery(pts, basic, enhanced, space)
-    by_knob = {row["knob"]: row for row in r["rows"]}
-    assert by_knob["lr"]["agrees"] is False and by_knob["lr"]["where"] == "above enhanced"
-    assert by_knob["lr"]["seed_move"] == "lower"
-    assert by_knob["grad_clip"]["agrees"] is True and by_knob["grad_clip"]["seed_move"] == "tighter"
-    assert by_knob["warmup_steps"]["seed_move"] == "longer" and by_knob["warmup_steps"]["where"] == "at basic"
-    assert by_knob["huber_loss"]["agrees"] is False and by_knob["label_smoothing"]["agrees"] is True
-    assert (r["agree"], r["total"]) == (7, 9)
-    assert conclusions.rediscovery([pts[1]], basic, enhanced, space)["rows"] == []
+    by_knob = {row.knob: row for row in r.rows}
+    assert by_knob["lr"].agrees is False and by_knob["lr"].where == "above enhanced"
+    assert by_knob["lr"].seed_move == "lower"
+    assert by_knob["grad_clip"].agrees is True and by_knob["grad_clip"].seed_move == "tighter"
+    assert by_knob["warmup_steps"].seed_move == "longer" and by_knob["warmup_steps"].where == "at basic"
+    assert by_knob["huber_loss"].agrees is False and by_knob["label_smoothing"].agrees is True
+    assert (r.agree, r.total) == (7, 9)
+    assert conclusions.rediscovery([pts[1]], basic, enhanced, space).rows == ()
 
 
 def test_importance_plot_draws_both_targets(tmp_path: Path) -> None:

@@ -20,16 +20,15 @@ from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from studies.completion import EXIT_INCOMPLETE, completion, exit_status
-from studies.record import PRESET as PRESET_ATTR
-from studies.resilience import (
+from studies.execution.completion import EXIT_INCOMPLETE, completion, exit_status
+from studies.execution.resilience import (
     DB_RETRY_ENV,
     DatabaseUnavailable,
     ResilientRDBStorage,
     heartbeat,
     is_connection_error,
 )
-from studies.runner import (
+from studies.execution.runner import (
     DIED,
     FAILED_BY_ATTR,
     FIXED,
@@ -39,7 +38,8 @@ from studies.runner import (
     RETRY_ATTR,
     requeue_interrupted,
 )
-from studies.storage import HEARTBEAT_ENV, StorageError, open_storage, retry_bound_s
+from studies.execution.storage import HEARTBEAT_ENV, StorageError, open_storage, retry_bound_s
+from studies.record import PRESET as PRESET_ATTR
 from tests.pg_harness import PgServer, postgres  # noqa: F401
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -183,7 +183,7 @@ def test_the_exit_status_tells_how_far_the_study_is(tmp_path: Path) -> None:
 
 
 def test_a_restarted_worker_draws_other_points_than_the_one_that_died(monkeypatch) -> None:
-    from studies.workers import RESTART_ENV, sampler_seed
+    from studies.execution.workers import RESTART_ENV, sampler_seed
 
     first = sampler_seed(0, 2, shared=True)
     monkeypatch.setenv(RESTART_ENV, "1")
@@ -196,7 +196,7 @@ def test_a_ctrl_c_swallowed_by_a_weakref_callback_still_interrupts() -> None:
     import signal
     import weakref
 
-    from studies.runner import _interrupt_once
+    from studies.execution.runner import _interrupt_once
 
     class Thing:
         pass

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from studies.scoring import decode_violation, shaped_no_stop
+from studies.scoring import shaped_no_stop
 from trainer.config import GuardConfig
 from trainer.evaluate import DecodeMetrics
+from trainer.judge import decode_violation
 
 
 def violation(d: DecodeMetrics | None, max_ratio: float, max_bad_fraction: float) -> float:

@@ -22,7 +22,8 @@ from corpus_fixture import cache_env, corpus_paths, subset, train_data  # noqa: 
 from trainer.config import GuardConfig, TrainConfig
 from trainer.data import TrainData
 from trainer.evaluate import DecodeMetrics, EvalMetrics, evaluate
-from trainer.loop import build_model, train
+from trainer.hooks import RunHooks
+from trainer.loop import RunPlan, build_model, train
 from trainer.run_state import eval_from_dict
 from trainer.speech import speak_failures
 
@@ -85,7 +86,8 @@ def overfit(train_data: TrainData) -> tuple[list[EvalMetrics], float]:  # noqa: 
         return False
 
     start = time.perf_counter()
-    result = train(CFG, data, device=torch.device("cpu"), mode="full", on_eval=on_eval, warn=lambda _: None)
+    hooks = RunHooks(on_eval=on_eval, warn=lambda _: None)
+    result = train(CFG, data, device=torch.device("cpu"), plan=RunPlan(mode="full"), hooks=hooks)
     seconds = time.perf_counter() - start
     assert result.steps == STEPS and not result.recoveries and result.verdict is None
     return evals, seconds

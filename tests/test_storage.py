@@ -10,8 +10,9 @@ import optuna
 import pytest
 import sqlalchemy.exc
 
-from studies import storage
-from studies.storage import (
+from common.errors import UserError
+from studies.execution import storage
+from studies.execution.storage import (
     StorageError,
     open_storage,
     redact,
@@ -19,7 +20,6 @@ from studies.storage import (
     sqlite_path,
     validate_storage_url,
 )
-from tts_model.errors import UserError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -180,7 +180,7 @@ def test_redact() -> None:
 def test_losing_the_race_to_create_a_schema_is_told_apart_from_other_errors() -> None:
     import sqlalchemy.exc
 
-    from studies.storage import _lost_schema_race
+    from studies.execution.storage import _lost_schema_race
 
     def err(text: str) -> sqlalchemy.exc.SQLAlchemyError:
         return sqlalchemy.exc.IntegrityError("INSERT", {}, Exception(text))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import optuna
 
-from studies.completion import EXIT_INCOMPLETE, exit_status
-from studies.storage import open_storage
-from studies.supervisor import MAX_RESTARTS, Supervisor
+from studies.execution.completion import EXIT_INCOMPLETE, exit_status
+from studies.execution.storage import open_storage
+from studies.execution.supervisor import MAX_RESTARTS, Supervisor
 
 DIE = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
 FAIL_ONCE = "import sys; from pathlib import Path; p = Path(sys.argv[1]); sys.exit(0 if p.exists() else p.touch() or 1)"
@@ -51,7 +51,7 @@ def test_a_crashed_worker_is_restarted_and_one_that_ends_is_not(tmp_path: Path) 
 
 
 def test_workers_spread_over_the_visible_gpus_and_share_them_beyond() -> None:
-    from studies.workers import worker_gpu
+    from studies.execution.workers import worker_gpu
 
     assert [worker_gpu(i, ["0", "1"]) for i in range(5)] == ["0", "1", "0", "1", "0"]
     assert [worker_gpu(i, ["3"]) for i in range(3)] == ["3", "3", "3"]  # several per GPU
@@ -59,7 +59,7 @@ def test_workers_spread_over_the_visible_gpus_and_share_them_beyond() -> None:
 
 
 def test_visible_gpus_follow_cuda_visible_devices(monkeypatch) -> None:
-    from studies.workers import visible_gpus
+    from studies.execution.workers import visible_gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5")
     assert visible_gpus() == ["2", "5"]

@@ -147,7 +147,7 @@ def test_fp16_nan_preset_ends_nonfinite_at_the_step_the_loss_turns(
 
 
 def test_describe_device_says_what_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    from trainer.cli import describe_device
+    from common.device import describe_device
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
     assert describe_device(torch.device("cpu")) == "cpu (16 threads)"
@@ -314,6 +314,7 @@ def test_the_last_line_says_whether_the_model_speaks_and_why() -> None:
     from tests.test_record import NEVER_STOPS, ev, result
     from trainer.cli import speech_line
     from trainer.evaluate import DecodeMetrics
+    from trainer.judge import judge
     from trainer.presets import preset
     from tts_model.speech_measure import SentenceMeasure
 
@@ -325,7 +326,11 @@ def test_the_last_line_says_whether_the_model_speaks_and_why() -> None:
     good = DecodeMetrics(
         sentences=3, stop_rate=1.0, length_ratio=1.0, dtw=1.0, per_sentence=rows, speaks=True
     )
-    assert speech_line(result((ev(3000, decode=good),)), cfg).startswith("speaks: decode ratio 0.30")
-    silent = speech_line(result((ev(3000, decode=NEVER_STOPS),)), cfg)
+
+    def line(run) -> str:
+        return speech_line(judge(run, cfg.guards, warmup_steps=cfg.warmup_steps), cfg)
+
+    assert line(result((ev(3000, decode=good),))).startswith("speaks: decode ratio 0.30")
+    silent = line(result((ev(3000, decode=NEVER_STOPS),)))
     assert silent.startswith("does not speak: ") and "at step 3000" in silent
-    assert "no free-running decode" in speech_line(result(()), cfg)
+    assert "no free-running decode" in line(result(()))

@@ -3,6 +3,7 @@ and its bad input. The end-to-end run (real long runs, the report's section) is 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -11,7 +12,11 @@ import pytest
 from optuna.trial import TrialState
 
 import search
+from common.cli import run_cli
 from studies.evidence.transfer import (
+    LongOutcome,
+    TransferCheck,
+    TransferRun,
     lines,
     pick,
     ranking,
@@ -22,7 +27,6 @@ from studies.evidence.transfer import (
     summarize,
 )
 from studies.record import C_DIVERGED, C_NO_STOP, C_UNALIGNED, Divergence, TrialRecord
-from tts_model.cli import run_cli
 
 FEASIBLE = {C_DIVERGED: -1.0, C_UNALIGNED: -0.1, C_NO_STOP: -0.2}
 
@@ -75,35 +79,54 @@ def test_spearman() -> None:
     assert spearman([1, 2], [1, 2]) is None and spearman([1, 2, 3], [1, 1, 1]) is None
 
 
-def test_summary_counts() -> None:
-    base = {"preset": None, "long_divergence_step": None, "val_mel": 2.0, "steps_run": 300}
-    runs = [
-        {**base, "number": 3, "short_outcome": "stable", "short_rank": 1, "short_diverged": False,
-         "long_verdict": "stable", "long_diverged": False, "decode_ratio": 0.4, "speaks": True},
-        {**base, "number": 0, "short_outcome": "unaligned", "short_rank": 2, "short_diverged": False,
-         "long_verdict": "no-stop", "long_diverged": False, "decode_ratio": 0.9, "speaks": False},
-        {**base, "number": 2, "short_outcome": "diverged:explosion", "short_rank": 3, "short_diverged": True,
-         "long_verdict": "diverged:explosion", "long_diverged": True, "long_divergence_step": 41,
-         "decode_ratio": None, "speaks": False},
-    ]  # fmt: skip
-    s = summarize(runs, steps=3000)
-    assert s["spearman_rank_vs_decode_ratio"] == pytest.approx(1.0)
-    assert s["spearman_finished_only"] is None  # two finished long runs: too few to rank
-    assert "over the 2 that did not diverge long: not computable" in lines(s)[0]
-    assert (s["diverged_short"], s["diverged_short_and_long"], s["long_divergence_steps"]) == (
-        1,
-        1,
-        {"2": 41},
+def long(verdict: str, ratio: float | None, *, speaks: bool = False, step: int | None = None) -> LongOutcome:
+    return LongOutcome(
+        verdict=verdict,
+        diverged=verdict.startswith("diverged"),
+        divergence_step=step,
+        val_mel=None if verdict.startswith("diverged") else 2.0,
+        decode_ratio=ratio,
+        speaks=speaks,
+        steps_run=300,
+        seconds=1.0,
     )
-    assert (s["stable_short"], s["stable_short_speak_long"]) == (1, 1)
+
+
+def trun(number: int, rank: int, short: str, lo: LongOutcome) -> TransferRun:
+    return TransferRun(
+        number=number,
+        preset=None,
+        short_outcome=short,
+        short_rank=rank,
+        short_diverged=short.startswith("diverged"),
+        long=lo,
+    )
+
+
+def test_summary_counts() -> None:
+    runs = [
+        trun(3, 1, "stable", long("stable", 0.4, speaks=True)),
+        trun(0, 2, "unaligned", long("no-stop", 0.9)),
+        trun(2, 3, "diverged:explosion", long("diverged:explosion", None, step=41)),
+    ]
+    s = summarize(runs, steps=3000)
+    assert s.rho_all == pytest.approx(1.0)
+    assert s.rho_finished is None  # two finished long runs: too few to rank
+    assert "over the 2 that did not diverge long: not computable" in lines(s)[0]
+    assert (s.diverged_short, s.diverged_short_and_long, s.long_divergence_steps) == (1, 1, {"2": 41})
+    assert (s.stable_short, s.stable_short_speak_long) == (1, 1)
+    stored = s.to_attr()  # the study attribute keeps the answers and the runs, and reads back
+    assert stored["spearman_rank_vs_decode_ratio"] == pytest.approx(1.0) and stored["trials"] == [3, 0, 2]
+    assert TransferCheck.from_attr(stored) == s
 
 
 def test_finished_only_rank_correlation_leaves_the_diverged_out() -> None:
     # The quick study's transfer check (2026-12-01): the short ranking put the diverged runs last, as
     # they were long, but among the 5 long runs that finished, its best had the worst decode ratio.
     # Its teacher-forced val mel, the study's objective, did carry over.
-    def run(rank: int, ratio: float | None, mel: float | None) -> dict:
-        return {"short_rank": rank, "long_diverged": ratio is None, "decode_ratio": ratio, "val_mel": mel}
+    def run(rank: int, ratio: float | None, mel: float | None) -> TransferRun:
+        lo = long("diverged:explosion" if ratio is None else "no-stop", ratio)
+        return trun(rank, rank, "stable", dataclasses.replace(lo, val_mel=mel))
 
     runs = [run(1, 1.17, 1.037), run(2, 0.808, 0.955), run(4, 0.847, 2.047), run(8, 0.916, 1.304)]
     runs += [run(13, None, None), run(14, 0.722, 2.513), run(19, None, None), run(20, None, None)]

@@ -12,12 +12,12 @@ import optuna
 import pytest
 
 import search
-from studies.evidence.validate import judge, known_names, summarize
-from studies.storage import default_storage_url
+from common.cli import run_cli
+from studies.evidence.validate import ValidationRun, known_names, summarize
+from studies.execution.storage import default_storage_url
 from tests.corpus_fixture import cache_env  # noqa: F401  (session fixture)
 from tests.test_report import STUDY, data_flags, short_corpus
 from trainer.telemetry import read_run
-from tts_model.cli import run_cli
 
 
 def empty_study(runs: Path) -> optuna.Study:
@@ -82,24 +82,32 @@ def test_validate_on_a_missing_study_names_it(tmp_path: Path, capsys: pytest.Cap
 
 def test_summary_counts_divergence_and_mel() -> None:
     runs = [
-        {"seed": 0, "verdict": "stable", "val_mel": 2.0, "divergence_step": None},
-        {"seed": 1, "verdict": "diverged:nonfinite", "val_mel": None, "divergence_step": 37},
-        {"seed": 2, "verdict": "no-stop", "val_mel": 3.0, "divergence_step": None},
+        ValidationRun(seed=0, run_id="a", verdict="stable", steps_run=100, val_mel=2.0),
+        ValidationRun(seed=1, run_id="b", verdict="diverged:nonfinite", steps_run=37, divergence_step=37),
+        ValidationRun(seed=2, run_id="c", verdict="no-stop", steps_run=100, val_mel=3.0),
     ]
     s = summarize("basic", runs, steps=100, trial=None, params={})
-    assert s["diverged"] == 1 and s["divergence_steps"] == [37] and s["stable"] == 1
-    assert s["val_mel_mean"] == 2.5 and abs(s["val_mel_std"] - 0.7071) < 1e-3
+    assert s.diverged == 1 and s.divergence_steps == [37] and s.stable == 1
+    assert s.val_mel_mean == 2.5 and abs(s.val_mel_std - 0.7071) < 1e-3
     assert known_names()[-1] == "best" and "basic" in known_names()
+    stored = s.to_attr()  # the study attribute, and back
+    assert stored["diverged"] == 1 and stored["runs"][1]["divergence_step"] == 37
+    assert type(s).from_attr(stored) == s
 
 
 def test_judge_words_a_run_as_the_study_words_its_trials() -> None:
     from tests.test_record import NEVER_STOPS, SPEAKS, ev, result
     from trainer.config import GuardConfig
     from trainer.guards import Verdict
+    from trainer.judge import judge
 
     guards = GuardConfig()
-    assert judge(result((ev(50), ev(120, decode=SPEAKS))), guards)["verdict"] == "stable"
-    assert judge(result((ev(120, decode=NEVER_STOPS),)), guards)["verdict"] == "no-stop"
-    assert judge(result((ev(120, diagonality=0.1, decode=SPEAKS),)), guards)["verdict"] == "unaligned"
-    row = judge(result((ev(0),), verdict=Verdict(kind="spike", step=9, detail="z 7")), guards)
-    assert (row["verdict"], row["divergence_step"], row["val_mel"]) == ("diverged:spike", 9, None)
+
+    def row(run) -> ValidationRun:
+        return ValidationRun.of(0, "r", judge(run, guards))
+
+    assert row(result((ev(50), ev(120, decode=SPEAKS)))).verdict == "stable"
+    assert row(result((ev(120, decode=NEVER_STOPS),))).verdict == "no-stop"
+    assert row(result((ev(120, diagonality=0.1, decode=SPEAKS),))).verdict == "unaligned"
+    r = row(result((ev(0),), verdict=Verdict(kind="spike", step=9, detail="z 7")))
+    assert (r.verdict, r.divergence_step, r.val_mel) == ("diverged:spike", 9, None)

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.errors import UserError
 from tts_model.cache import atomic_write, atomic_write_text
-from tts_model.errors import UserError
 
 BEST = "best"
 _STEP_RE = re.compile(r"^step_(\d{8,})\.pt$")

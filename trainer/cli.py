@@ -17,16 +17,19 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from common.cli import OneLineParser, run_cli
+from common.console import make_console
+from common.device import describe_device, resolve_device
+from common.errors import UserError
 from trainer.config import TrainConfig, apply_overrides
-from trainer.data import load_train_data
-from trainer.loop import StepMetrics, TrainResult, train
+from trainer.data import TrainData, load_train_data
+from trainer.hooks import RunHooks
+from trainer.judge import Judgement, judge
+from trainer.loop import RunPlan, StepMetrics, TrainResult, train
 from trainer.presets import PRESETS, load_preset_file, preset
 from trainer.speech import speak_failures
-from trainer.telemetry import Telemetry
-from tts_model.cli import OneLineParser, run_cli
 from tts_model.config import MODEL_SIZES
 from tts_model.dataset import DataConfig
-from tts_model.errors import UserError
 
 
 def build_parser() -> OneLineParser:
@@ -53,25 +56,6 @@ def build_parser() -> OneLineParser:
     return p
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible here; use --device cpu or auto")
-    return torch.device(name)
-
-
-def describe_device(device: torch.device) -> str:
-    """The device in words, said before any training ("cpu (2 threads)", "cuda:0 NVIDIA H200, 139.8 GiB"):
-    `--device auto` picks one, and a 78M fp16 study silently on a CPU takes hours to show it."""
-    if device.type != "cuda":
-        threads = torch.get_num_threads()
-        return f"{device.type} ({threads} thread{'' if threads == 1 else 's'})"
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    props = torch.cuda.get_device_properties(index)
-    return f"cuda:{index} {props.name}, {props.total_memory / 2**30:.1f} GiB"
-
-
 def config_from_args(args) -> TrainConfig:
     """The level, then the preset file, then explicit flags: the most specific wins."""
     cfg = preset(args.optimization_level)
@@ -92,7 +76,7 @@ def config_from_args(args) -> TrainConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     cfg = config_from_args(args)
     device = resolve_device(args.device)
     if device.type == "cpu":
@@ -118,33 +102,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"training [bold]{recipe}[/] ({cfg.model_size}, {cfg.precision}) on {device}; run folder {out}",
         soft_wrap=True,
     )
-    with Telemetry(out / "telemetry.db") as telemetry:
-        result = _train_with_progress(cfg, data, device, out, telemetry, resume=args.resume, console=console)
-    _report(result, console, out)
-    console.print(speech_line(result, cfg), soft_wrap=True)
-    return 0 if result.verdict is None and result.oom is None else 1
+    result = _train_with_progress(cfg, data, device, out, resume=args.resume, console=console)
+    verdict = judge(result, cfg.guards, warmup_steps=cfg.warmup_steps)
+    _report(result, verdict, console, out)
+    console.print(speech_line(verdict, cfg), soft_wrap=True)
+    return 0 if verdict.divergence is None and verdict.oom is None else 1
 
 
-def speech_line(result: TrainResult, cfg: TrainConfig) -> str:
+def speech_line(verdict: Judgement, cfg: TrainConfig) -> str:
     """The last line of a full training: does the model it leaves speak, and the figures behind it."""
-    final = result.final_eval
-    decode = final.decode if final is not None else None
-    if decode is None:
+    final = verdict.final
+    decode = verdict.decode
+    if final is None or decode is None:
         return "does not speak: no free-running decode was measured (the run ended before its first eval)"
     m = decode.measure
     figures = (
         f"decode ratio {m.ratio:.2f}, attention walk {m.walk:.2f}, {m.stop_rate:.0%} of decodes stop, "
         f"median length {m.length_ratio:.2f}x, at step {final.step}"
     )
-    failures = speak_failures(m, cfg.guards)
-    if not failures and result.verdict is None:
+    if verdict.speaks:
         return f"speaks: {figures}"
-    why = [*failures, *([f"diverged at step {result.verdict.step}"] if result.verdict is not None else [])]
+    d = verdict.divergence
+    why = [*speak_failures(m, cfg.guards), *([f"diverged at step {d.step}"] if d is not None else [])]
     return f"does not speak: {'; '.join(why)} ({figures})"
 
 
 def _train_with_progress(
-    cfg, data, device, out: Path, telemetry, *, resume: bool, console: Console
+    cfg: TrainConfig, data: TrainData, device: torch.device, out: Path, *, resume: bool, console: Console
 ) -> TrainResult:
     from trainer.artifacts import write_eval_plot, write_eval_wav
 
@@ -191,22 +175,18 @@ def _train_with_progress(
                 BatchStream(data.train, batch_size=cfg.batch_size, seed=cfg.seed, reduction_factor=1)
             )
             progress.update(task, total=steps_per_epoch * cfg.epochs)
-        return train(
-            cfg,
-            data,
-            device=device,
-            mode="full",
-            out_dir=out,
+        plan = RunPlan(mode="full", out_dir=out, resume=resume)
+        hooks = RunHooks(
             on_step=on_step,
             on_eval=on_eval,
-            telemetry=telemetry,
+            telemetry=out / "telemetry.db",
             run_id=out.name,
-            resume=resume,
             warn=lambda msg: progress.console.print(f"[yellow]{msg}[/]"),
         )
+        return train(cfg, data, device=device, plan=plan, hooks=hooks)
 
 
-def _report(result: TrainResult, console: Console, out: Path) -> None:
+def _report(result: TrainResult, verdict: Judgement, console: Console, out: Path) -> None:
     s = result.summary
     table = Table(title="the seed's signs of success (reported, not enforced)")
     table.add_column("sign")
@@ -227,13 +207,14 @@ def _report(result: TrainResult, console: Console, out: Path) -> None:
             table.add_row(
                 "decode stops / length ratio", f"{ev.decode.stop_rate:.2f} / {ev.decode.length_ratio:.2f}"
             )
-    if result.oom is not None:
-        verdict = f"out of memory at step {result.oom.step}: {result.oom.detail}"
-    elif result.verdict is not None:
-        verdict = f"diverged: {result.verdict.kind} at step {result.verdict.step}: {result.verdict.detail}"
+    if verdict.oom is not None:
+        words = f"out of memory at step {verdict.oom.step}: {verdict.oom.detail}"
+    elif verdict.divergence is not None:
+        d = verdict.divergence
+        words = f"diverged: {d.kind} at step {d.step}: {d.detail}"
     else:
-        verdict = "stable"
-    table.add_row("verdict", verdict)
+        words = verdict.outcome
+    table.add_row("verdict", words)
     console.print(table)
     console.print(f"checkpoints, telemetry.db and eval PNG/WAV in {out}")
 

@@ -22,7 +22,38 @@ from typing import Any, Literal, NamedTuple
 from trainer.config import GuardConfig
 
 VerdictKind = Literal["nonfinite", "explosion", "spike", "ceiling", "collapse"]
-_KINDS = ("nonfinite", "explosion", "spike", "ceiling", "collapse")
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSpec:
+    """A guard, and the GuardConfig field holding the steps it needs before it can judge a run (None:
+    it judges from the first step). The judge's "judged after" rule and a study's step scaling read
+    these declarations, so a new guard with a minimum cannot be forgotten by either."""
+
+    kind: VerdictKind
+    min_steps_field: str | None
+
+
+GUARDS: tuple[GuardSpec, ...] = (
+    GuardSpec("nonfinite", None),
+    GuardSpec("explosion", "explosion_min_steps"),
+    GuardSpec("spike", "spike_min_steps"),
+    GuardSpec("ceiling", "ceiling_min_steps"),
+    GuardSpec("collapse", "collapse_min_steps"),
+)
+_KINDS = tuple(g.kind for g in GUARDS)
+MIN_STEPS_FIELDS: tuple[str, ...] = tuple(g.min_steps_field for g in GUARDS if g.min_steps_field)
+
+
+def judged_after(cfg: GuardConfig, warmup_steps: int) -> int:
+    """The step by which every divergence guard has had the steps it needs to judge a run (the ceiling
+    and collapse guards also wait out the warmup).
+
+    A run stopped earlier (pruned on mel at an early rung) is ``unjudged``: no guard fired, but the
+    collapse guard, say, never looked, so it must not count as stable anywhere (the lr boundary once
+    called lr 0.037 stable on a trial pruned at step 100, where lr >= 3e-2 was measured to collapse).
+    """
+    return max(warmup_steps, *(getattr(cfg, name) for name in MIN_STEPS_FIELDS))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -12,9 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from trainer.checkpoints import load_latest, rng_state, set_rng_state
 from trainer.config import TrainConfig, config_to_dict
 from trainer.evaluate import DecodeMetrics, EvalMetrics
+from trainer.guards import Verdict
 from trainer.results import Recovery
 
 
@@ -33,24 +36,66 @@ class Position:
     evals: list[dict] = field(default_factory=list)
 
 
-def resume_latest(ckpt_dir: Path, model, optimizer, scaler, warn: Callable[[str], None]) -> Position | None:
+@dataclass(frozen=True, slots=True)
+class Trainables:
+    """What a step changes and a checkpoint restores: the model, its optimizer, the fp16 loss scaler."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+
+    def state_dict(self, pos: Position, cfg: TrainConfig) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "position": {name: getattr(pos, name) for name in Position.__slots__},
+            "rng": rng_state(),
+            "config": config_to_dict(cfg),
+        }
+
+    def restore(self, state: dict) -> Position:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        return Position(**state["position"])
+
+
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """Where a healed run rolls back to: the newest good checkpoint in ``ckpt_dir``, else the state the
+    run started from (``initial``, a copy taken before step 1)."""
+
+    ckpt_dir: Path | None
+    initial: dict
+
+    def state(self, warn: Callable[[str], None]) -> dict:
+        found = load_latest(self.ckpt_dir, warn=warn) if self.ckpt_dir is not None else None
+        return found[0] if found is not None else self.initial
+
+
+def resume_latest(ckpt_dir: Path, parts: Trainables, warn: Callable[[str], None]) -> Position | None:
     """The newest good checkpoint restored into the run, or None when there is none to resume."""
     found = load_latest(ckpt_dir, warn=warn)
     if found is None:
         return None
-    pos = restore(found[0], model, optimizer, scaler)
+    pos = parts.restore(found[0])
     warn(f"resumed from {found[1]} at step {pos.step}")
     return pos
 
 
 def heal(
-    verdict, ckpt_dir, initial, model, optimizer, scaler, pos: Position, cfg: TrainConfig, warn
+    verdict: Verdict,
+    parts: Trainables,
+    pos: Position,
+    cfg: TrainConfig,
+    rollback: Rollback,
+    warn: Callable[[str], None],
 ) -> Recovery:
     """Roll back to the last good checkpoint, lower the lr, and go on past the batches that diverged."""
-    found = load_latest(ckpt_dir, warn=warn) if ckpt_dir is not None else None
-    state = found[0] if found is not None else initial
     epoch, batch_index = pos.epoch, pos.batch_index  # keep the data position: skip the bad batches
-    restored = restore(state, model, optimizer, scaler)
+    restored = parts.restore(rollback.state(warn))
     restored.epoch, restored.batch_index = epoch, batch_index
     restored.lr_scale = pos.lr_scale * cfg.recovery_lr_factor
     restored.recoveries = pos.recoveries + 1
@@ -62,25 +107,6 @@ def heal(
         f"rolled back to step {pos.step}, lr x{pos.lr_scale:g}"
     )
     return Recovery(step=verdict.step, verdict=verdict, rolled_back_to=pos.step, lr_scale=pos.lr_scale)
-
-
-def state_dict(model, optimizer, scaler, pos: Position, cfg: TrainConfig) -> dict:
-    return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "position": {name: getattr(pos, name) for name in Position.__slots__},
-        "rng": rng_state(),
-        "config": config_to_dict(cfg),
-    }
-
-
-def restore(state: dict, model, optimizer, scaler) -> Position:
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    set_rng_state(state["rng"])
-    return Position(**state["position"])
 
 
 def eval_from_dict(d: dict) -> EvalMetrics:

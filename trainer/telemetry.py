@@ -278,3 +278,20 @@ def read_run(path: Path, run_id: str) -> dict[str, Any] | None:
     row["config"] = json.loads(row.pop("config_json"))
     row["meta"] = json.loads(row.pop("meta_json"))
     return row
+
+
+def step_series(path: Path, run_id: str, metric: str) -> list[tuple[int, float]]:
+    """One step metric of a run as (step, value) pairs in step order (NaN where it was NaN, NaN for a
+    metric not measured at a step)."""
+    if metric not in _STEP_SET:
+        raise ValueError(f"unknown step metric {metric!r}; known: {', '.join(STEP_METRICS)}")
+    return [
+        (int(row["step"]), math.nan if row[metric] is None else float(row[metric]))
+        for row in read_steps(path, run_id)
+    ]
+
+
+def eval_series(path: Path, run_id: str, metric: str) -> list[tuple[int, float]]:
+    """One eval metric of a run as (step, value) pairs in step order (NaN where it was NaN); evals that
+    did not measure it are left out."""
+    return [(int(e["step"]), float(e[metric])) for e in read_evals(path, run_id) if metric in e]

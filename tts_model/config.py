@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from tts_model.errors import UserError
+from common.errors import UserError
 
 NORMS = ("post", "pre")
 

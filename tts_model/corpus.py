@@ -34,7 +34,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tts_model import espeak
 from tts_model.cache import atomic_write_text, default_cache_dir
-from tts_model.errors import CorpusError, UserError
+from common.errors import UserError
+from tts_model.errors import CorpusError
 from tts_model.sentences import iter_sentences
 from tts_model.text import normalize_text
 

@@ -1,10 +1,11 @@
-"""Errors a user can cause. Every CLI turns a `UserError` into one line on stderr and exit code 2."""
+"""The model's own user errors: a data set or the embedded corpus that cannot be used.
+
+Both are `common.errors.UserError`s, so every CLI says them in one line and exits 2.
+"""
 
 from __future__ import annotations
 
-
-class UserError(Exception):
-    """Bad input a user can fix: the message says what is wrong, where, and what to do."""
+from common.errors import UserError
 
 
 class DataError(UserError):

@@ -1,31 +1,92 @@
 """What the evidence concludes, from trial records: the points, the lr boundary, the rediscovery check, curves.
 
-Pure functions over ``plots.Point`` lists, so the sentences a person reads ("the search moved lr the
-way the seed did") are tested on hand-made points, not on whatever a short study happened to find.
+Pure functions over ``Point`` lists returning typed records (``ClipBucket``, ``Rediscovery``), so the
+sentences a person reads ("the search moved lr the way the seed did") are tested on hand-made points,
+not on whatever a short study happened to find; ``plots`` draws these records, ``report`` words them.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from space import SearchSpace
-from studies.evidence.plots import Curve, Point
-from studies.record import (
-    NO_STOP,
-    PRUNED,
-    STABLE,
-    UNALIGNED,
-    UNJUDGED,
-    TrialRecord,
-    best_feasible,
-    is_diverged_outcome,
-    preset_trials,
-    run_id,
-)
-from trainer.telemetry import read_evals, read_steps
+from studies.paths import trial_run
+from studies.record import TrialRecord, best_feasible, preset_trials
+from trainer.judge import NO_STOP, PRUNED, STABLE, UNALIGNED, UNJUDGED, is_diverged_outcome
+from trainer.telemetry import eval_series, step_series
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One finished trial as the plots see it."""
+
+    number: int
+    params: Mapping[str, Any]
+    outcome: str
+    val_mel: float | None  # final value, or the last reported one for a pruned / diverged trial
+    divergence_step: int | None = None
+    marks: tuple[str, ...] = ()  # "basic", "enhanced", "best"
+
+
+@dataclass(frozen=True, slots=True)
+class Curve:
+    label: str
+    steps: list[int]
+    values: list[float]
+    outcome: str = "stable"
+    end_marker: tuple[int, float] | None = None  # (divergence step, value) for a diverged run
+    highlight: str | None = None  # a MARK_COLOURS key: drawn thick and labelled
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClipBucket:
+    """One log-spaced grad-clip range of the lr boundary: how its trials ended, and where lr broke."""
+
+    clip_low: float
+    clip_high: float
+    trials: int
+    stable: int
+    diverged: int
+    unjudged: int
+    max_stable_lr: float | None
+    min_diverged_lr: float | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class KnobMove:
+    """One knob of the rediscovery check: the seed's move against where the study's optimum sits."""
+
+    knob: str
+    enhanced: object
+    basic: object
+    seed_move: str  # "lower", "tighter", "switched off", "unchanged" ...
+    best: object  # the best stable trial's value
+    top_median: object  # the median of the best few stable trials
+    where: str  # "below basic", "between them, nearer enhanced" ...
+    agrees: bool | None  # None: the seed left the knob unchanged
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Rediscovery:
+    rows: tuple[KnobMove, ...] = ()
+    n_stable: int = 0
+    top_k: int = 0
+
+    @property
+    def total(self) -> int:
+        """Knobs the seed moved."""
+        return sum(r.agrees is not None for r in self.rows)
+
+    @property
+    def agree(self) -> int:
+        """Of those, knobs the study's optimum moved the same way."""
+        return sum(bool(r.agrees) for r in self.rows)
+
 
 CLIP_BUCKETS = 4
 TOP_K = 5  # the stable optimum is read as the median of the best few feasible trials, not one lucky trial
@@ -73,7 +134,7 @@ def marked_trials(records: Sequence[TrialRecord]) -> dict[str, TrialRecord]:
 
 def lr_boundary(
     pts: Sequence[Point], clip_range: tuple[float, float], n_buckets: int = CLIP_BUCKETS
-) -> list[dict]:
+) -> list[ClipBucket]:
     """Per log-spaced grad-clip bucket: the largest lr no guard stopped and the smallest lr one did.
 
     "Stable" here means no divergence guard fired over a run long enough for every guard to judge it
@@ -95,18 +156,17 @@ def lr_boundary(
         ]
         stable = [float(p.params["lr"]) for p in inside if p.outcome in STABLE_OVER_A_JUDGED_RUN]
         diverged = [float(p.params["lr"]) for p in inside if is_diverged_outcome(p.outcome)]
-        unjudged = sum(p.outcome == UNJUDGED for p in inside)
         buckets.append(
-            {
-                "clip_low": lo,
-                "clip_high": hi,
-                "trials": len(inside),
-                "stable": len(stable),
-                "diverged": len(diverged),
-                "unjudged": unjudged,
-                "max_stable_lr": max(stable) if stable else None,
-                "min_diverged_lr": min(diverged) if diverged else None,
-            }
+            ClipBucket(
+                clip_low=lo,
+                clip_high=hi,
+                trials=len(inside),
+                stable=len(stable),
+                diverged=len(diverged),
+                unjudged=sum(p.outcome == UNJUDGED for p in inside),
+                max_stable_lr=max(stable) if stable else None,
+                min_diverged_lr=min(diverged) if diverged else None,
+            )
         )
     return buckets
 
@@ -136,7 +196,9 @@ def _position(value: float, basic: float, enhanced: float, log: bool) -> str:
     return f"between them, nearer {near}"
 
 
-def rediscovery(pts: Sequence[Point], basic: dict, enhanced: dict, space: SearchSpace) -> dict:
+def rediscovery(
+    pts: Sequence[Point], basic: Mapping[str, Any], enhanced: Mapping[str, Any], space: SearchSpace
+) -> Rediscovery:
     """Per knob: the seed's move (enhanced -> basic) against where the study's stable optimum sits.
 
     ``basic`` / ``enhanced`` are the presets' params on the study's scale. The optimum is the best
@@ -144,15 +206,14 @@ def rediscovery(pts: Sequence[Point], basic: dict, enhanced: dict, space: Search
     "agrees" when that median lies on basic's side of enhanced (or, for a switch, is basic's).
     """
     stable = sorted(
-        (p for p in pts if p.outcome == "stable" and p.val_mel is not None), key=lambda p: p.val_mel
+        (p for p in pts if p.outcome == STABLE and p.val_mel is not None), key=lambda p: p.val_mel
     )
     if not stable:
-        return {"rows": [], "agree": 0, "total": 0, "n_stable": 0}
+        return Rediscovery()
     top = stable[:TOP_K]
     rows = []
     for knob in space.param_names:
         direction = _seed_direction(knob, basic[knob], enhanced[knob], space)
-        best_value = top[0].params.get(knob)
         values = [p.params[knob] for p in top if knob in p.params]
         if knob in space.switches:
             on = sum(bool(v) for v in values)
@@ -170,25 +231,18 @@ def rediscovery(pts: Sequence[Point], basic: dict, enhanced: dict, space: Search
             e = float(enhanced[knob])
             agrees = (float(median) - e) * direction > 0 if direction else None
         rows.append(
-            {
-                "knob": knob,
-                "enhanced": enhanced[knob],
-                "basic": basic[knob],
-                "seed_move": _move_words(knob, direction, space),
-                "best": best_value,
-                "top_median": median,
-                "where": where,
-                "agrees": agrees,
-            }
+            KnobMove(
+                knob=knob,
+                enhanced=enhanced[knob],
+                basic=basic[knob],
+                seed_move=_move_words(knob, direction, space),
+                best=top[0].params.get(knob),
+                top_median=median,
+                where=where,
+                agrees=agrees,
+            )
         )
-    judged = [r for r in rows if r["agrees"] is not None]
-    return {
-        "rows": rows,
-        "agree": sum(bool(r["agrees"]) for r in judged),
-        "total": len(judged),
-        "n_stable": len(stable),
-        "top_k": len(top),
-    }
+    return Rediscovery(rows=tuple(rows), n_stable=len(stable), top_k=len(top))
 
 
 def _move_words(knob: str, direction: int, space: SearchSpace) -> str:
@@ -214,8 +268,7 @@ def val_curves(
     by_number = {r.number: r for r in records}
     curves = []
     for p in pts:
-        evals = read_evals(tele, run_id(study_name, p.number)) if tele is not None else []
-        series = [(e["step"], e["val_mel"]) for e in evals if "val_mel" in e]
+        series = eval_series(tele, trial_run(study_name, p.number), "val_mel") if tele is not None else []
         if not series:
             series = sorted(by_number[p.number].intermediate.items())
         series = [(s, v) for s, v in series if v is not None and math.isfinite(v)]
@@ -242,12 +295,8 @@ def grad_curves(study_name: str, marked: dict[str, TrialRecord], tele: Path | No
         return []
     curves = []
     for name, r in marked.items():
-        rows = read_steps(tele, run_id(study_name, r.number))
-        pairs = [
-            (row["step"], row["grad_norm"])
-            for row in rows
-            if row["grad_norm"] is not None and math.isfinite(row["grad_norm"])
-        ]
+        series = step_series(tele, trial_run(study_name, r.number), "grad_norm")
+        pairs = [(step, norm) for step, norm in series if math.isfinite(norm)]
         if not pairs:
             continue
         step = r.divergence.step if r.divergence is not None else None

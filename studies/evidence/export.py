@@ -7,12 +7,13 @@ from pathlib import Path
 
 import optuna
 
+from common.errors import UserError
+from studies.binding import BASE_LEVEL
 from studies.record import DATA_FINGERPRINT, best_feasible, load_records
-from studies.registry import BASE_LEVEL, StudyDef
+from studies.registry import StudyDef
 from trainer.config import apply_overrides
 from trainer.presets import preset, preset_to_json
 from tts_model.cache import atomic_write_text
-from tts_model.errors import UserError
 
 
 def export_best(study: optuna.Study, study_def: StudyDef, path: Path) -> Path:

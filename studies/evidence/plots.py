@@ -8,8 +8,7 @@ instead of an empty axis from here.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -18,6 +17,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
+
+from studies.evidence.conclusions import ClipBucket, Curve, Point  # noqa: E402
+from studies.evidence.lr_probe import ProbeResult  # noqa: E402
+from studies.evidence.transfer import TransferRun  # noqa: E402
+from studies.evidence.validate import Validation  # noqa: E402
 
 DPI = 80
 # Outcome -> marker. Diverged trials say their reason by shape; colour is always val mel.
@@ -41,28 +45,6 @@ LABELS = {
     "unjudged": "pruned before the guards could judge it",
 }
 MARK_COLOURS = {"basic": "tab:blue", "enhanced": "tab:red", "best": "tab:green"}
-
-
-@dataclass(frozen=True, slots=True)
-class Point:
-    """One finished trial as the plots see it."""
-
-    number: int
-    params: dict
-    outcome: str
-    val_mel: float | None  # final value, or the last reported one for a pruned / diverged trial
-    divergence_step: int | None = None
-    marks: tuple[str, ...] = ()  # "basic", "enhanced", "best"
-
-
-@dataclass(frozen=True, slots=True)
-class Curve:
-    label: str
-    steps: list[int]
-    values: list[float]
-    outcome: str = "stable"
-    end_marker: tuple[int, float] | None = None  # (divergence step, value) for a diverged run
-    highlight: str | None = None  # a MARK_COLOURS key: drawn thick and labelled
 
 
 def _marker(outcome: str) -> str:
@@ -123,7 +105,7 @@ def _mark(ax, points: Sequence[Point], x: str, y: str) -> None:
 
 
 def stability_map(
-    points: Sequence[Point], path: Path, *, probe_lr: float | None = None, boundary: Sequence[dict] = ()
+    points: Sequence[Point], path: Path, *, probe_lr: float | None = None, boundary: Sequence[ClipBucket] = ()
 ) -> Path:
     """lr against grad clip, mel weight and warmup: marker = outcome, colour = val mel, presets ringed."""
     panels = (("grad_clip", True), ("mel_weight", True), ("warmup_steps", False))
@@ -137,11 +119,11 @@ def stability_map(
             ax.axvline(probe_lr, color="orange", linestyle="--", label=f"lr probe diverged ({probe_lr:.2g})")
         if y == "grad_clip":
             for b in boundary:
-                lo, hi = b["clip_low"], b["clip_high"]
-                if b.get("max_stable_lr") is not None:
-                    ax.plot([b["max_stable_lr"]] * 2, [lo, hi], color="green", linewidth=3, alpha=0.6)
-                if b.get("min_diverged_lr") is not None:
-                    ax.plot([b["min_diverged_lr"]] * 2, [lo, hi], color="red", linewidth=3, alpha=0.6)
+                lo, hi = b.clip_low, b.clip_high
+                if b.max_stable_lr is not None:
+                    ax.plot([b.max_stable_lr] * 2, [lo, hi], color="green", linewidth=3, alpha=0.6)
+                if b.min_diverged_lr is not None:
+                    ax.plot([b.min_diverged_lr] * 2, [lo, hi], color="red", linewidth=3, alpha=0.6)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels on a log axis overprint each other
         if log_y:
@@ -160,13 +142,13 @@ def stability_map(
     return path
 
 
-def boundary_plot(buckets: Sequence[dict], path: Path, *, probe_lr: float | None = None) -> Path:
+def boundary_plot(buckets: Sequence[ClipBucket], path: Path, *, probe_lr: float | None = None) -> Path:
     """Per grad-clip bucket: the largest lr that stayed stable and the smallest that diverged."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    labels = [f"{b['clip_low']:.2g}-{b['clip_high']:.2g}" for b in buckets]
+    labels = [f"{b.clip_low:.2g}-{b.clip_high:.2g}" for b in buckets]
     xs = list(range(len(buckets)))
-    stable = [b.get("max_stable_lr") or math.nan for b in buckets]
-    diverged = [b.get("min_diverged_lr") or math.nan for b in buckets]
+    stable = [b.max_stable_lr or math.nan for b in buckets]
+    diverged = [b.min_diverged_lr or math.nan for b in buckets]
     ax.plot(xs, stable, "^-", color="green", markersize=10, label="largest stable lr")
     ax.plot(xs, diverged, "v-", color="red", markersize=10, label="smallest diverged lr")
     if probe_lr is not None:
@@ -260,17 +242,15 @@ def slice_plot(
     return _save(fig, path)
 
 
-def lr_probe_plot(lrs: Sequence[float], losses: Sequence[float], path: Path, *, probe: dict) -> Path:
+def lr_probe_plot(lrs: Sequence[float], losses: Sequence[float], path: Path, *, probe: ProbeResult) -> Path:
     """The range test's loss against its exponentially rising lr, the divergence lr as a line."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     finite = [(lr, v) for lr, v in zip(lrs, losses, strict=True) if math.isfinite(v)]
     ax.plot([lr for lr, _ in finite], [v for _, v in finite], color="tab:blue", label="training loss")
-    if probe.get("divergence_lr"):
-        ax.axvline(
-            probe["divergence_lr"], color="red", linestyle="--", label=f"diverged ({probe['verdict']})"
-        )
-    if probe.get("min_loss_lr"):
-        ax.axvline(probe["min_loss_lr"], color="green", linestyle=":", label="lowest smoothed loss")
+    if probe.divergence_lr:
+        ax.axvline(probe.divergence_lr, color="red", linestyle="--", label=f"diverged ({probe.verdict})")
+    if probe.min_loss_lr:
+        ax.axvline(probe.min_loss_lr, color="green", linestyle=":", label="lowest smoothed loss")
     ax.set_xscale("log")
     if finite and min(v for _, v in finite) > 0:
         ax.set_yscale("log")
@@ -282,18 +262,18 @@ def lr_probe_plot(lrs: Sequence[float], losses: Sequence[float], path: Path, *, 
     return _save(fig, path)
 
 
-def validation_plot(results: dict[str, dict], path: Path) -> Path:
+def validation_plot(results: Mapping[str, Validation], path: Path) -> Path:
     """Val mel of every validation seed per preset; diverged seeds drawn as red x at the top."""
     fig, ax = plt.subplots(figsize=(7, 4))
     names = list(results)
-    finite = [r["val_mel"] for v in results.values() for r in v["runs"] if r.get("val_mel") is not None]
+    finite = [r.val_mel for v in results.values() for r in v.runs if r.val_mel is not None]
     top = max(finite) * 1.05 if finite else 1.0
     for i, name in enumerate(names):
-        for r in results[name]["runs"]:
-            if r["verdict"].startswith("diverged"):
+        for r in results[name].runs:
+            if r.diverged:
                 ax.plot(i, top, "x", color="red", markersize=10, markeredgewidth=2)
-            elif r.get("val_mel") is not None:
-                ax.plot(i, r["val_mel"], "o", color=MARK_COLOURS.get(name, "tab:purple"))
+            elif r.val_mel is not None:
+                ax.plot(i, r.val_mel, "o", color=MARK_COLOURS.get(name, "tab:purple"))
     ax.plot([], [], "x", color="red", label="diverged seed")
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("val mel at the end")
@@ -303,21 +283,21 @@ def validation_plot(results: dict[str, dict], path: Path) -> Path:
     return _save(fig, path)
 
 
-def transfer_plot(runs: Sequence[dict], path: Path) -> Path:
+def transfer_plot(runs: Sequence[TransferRun], path: Path) -> Path:
     """Short-trial rank against the long run's decode ratio; a long run that diverged sits on a red
     band above, one that speaks is filled green."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ratios = [r["decode_ratio"] for r in runs if r["decode_ratio"] is not None]
+    ratios = [r.long.decode_ratio for r in runs if r.long.decode_ratio is not None]
     top = (max(ratios) if ratios else 1.0) + 0.15
     for r in runs:
-        y = top if r["long_diverged"] else r["decode_ratio"]
+        y = top if r.long.diverged else r.long.decode_ratio
         if y is None:
             continue
-        colour = "red" if r["long_diverged"] else ("tab:green" if r["speaks"] else "white")
-        ax.scatter(r["short_rank"], y, marker=_marker(r["short_outcome"]), c=colour, edgecolors="black", s=60)
+        colour = "red" if r.long.diverged else ("tab:green" if r.long.speaks else "white")
+        ax.scatter(r.short_rank, y, marker=_marker(r.short_outcome), c=colour, edgecolors="black", s=60)
         ax.annotate(
-            str(r["preset"] or r["number"]),
-            (r["short_rank"], y),
+            str(r.preset or r.number),
+            (r.short_rank, y),
             fontsize=7,
             xytext=(4, 3),
             textcoords="offset points",

@@ -12,32 +12,30 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import math
 import time
 from collections import Counter
 from pathlib import Path
 
 import optuna
-import torch
 
-from studies.display import fmt
-from studies.evidence import conclusions, plots, tables, transfer
+from common.errors import UserError
+from studies.evidence import conclusions, lr_probe, plots, tables, transfer
 from studies.evidence import validate as validation
+from studies.evidence.conclusions import Point
 from studies.evidence.importance import importances
-from studies.evidence.lr_probe import ATTR as PROBE_ATTR
-from studies.evidence.plots import Point
+from studies.evidence.lr_probe import ProbeResult
 from studies.evidence.report_html import Page, html_table
-from studies.objective import sample_path
-from studies.record import OOM, TrialRecord, is_diverged_outcome, load_records
+from studies.paths import StudyPaths, probe_run, trial_run
+from studies.record import TrialRecord, load_records
 from studies.registry import StudyDef
 from trainer.config import config_to_dict
+from trainer.judge import OOM, is_diverged_outcome
 from trainer.presets import preset
-from trainer.telemetry import read_steps
-from tts_model.errors import UserError
+from trainer.telemetry import step_series
 
 
-def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> Path:
-    """Write ``study_dir/report.html`` (and ``study_dir/report/*.png``, ``best.wav``); return its path."""
+def write_report(study: optuna.Study, study_def: StudyDef, paths: StudyPaths) -> Path:
+    """Write ``report.html`` in the study's folder (and ``report/*.png``, ``best.wav``); return its path."""
     t0 = time.perf_counter()
     records = load_records(study)
     space = study_def.space
@@ -47,13 +45,12 @@ def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> P
             f"study {study.study_name!r} has no finished trial yet: nothing to report; run the search first "
             f"(python search.py --study {study.study_name} --trials N)"
         )
-    out = study_dir / "report"
+    out = paths.report_files
     out.mkdir(parents=True, exist_ok=True)
-    telemetry = study_dir / "telemetry.db"
-    tele = telemetry if telemetry.exists() else None
+    tele = paths.telemetry if paths.telemetry.exists() else None
     marked = conclusions.marked_trials(records)
-    probe = study.user_attrs.get(PROBE_ATTR)
-    probe_lr = probe.get("divergence_lr") if isinstance(probe, dict) else None
+    probe = lr_probe.stored(study)
+    probe_lr = probe.divergence_lr if probe is not None else None
     results = validation.stored_results(study)
     boundary = conclusions.lr_boundary(pts, space.range_of("grad_clip"))
 
@@ -94,7 +91,7 @@ def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> P
     )
     page.section("boundary", "The lr boundary")
     page.image(plots.boundary_plot(boundary, out / "lr_boundary.png", probe_lr=probe_lr), "boundary")
-    page.raw(_boundary_table(boundary))
+    page.raw(html_table(tables.boundary(boundary), table_id="boundary-table") + BOUNDARY_NOTE)
     _probe(page, probe, tele, study_def, out)
 
     # --- curves ----------------------------------------------------------------------------------------
@@ -156,15 +153,15 @@ def write_report(study: optuna.Study, study_def: StudyDef, study_dir: Path) -> P
         page.para(f"Not run yet: python search.py --study {study.study_name} --transfer-check 8")
     else:
         page.para("<br>".join(html.escape(line) for line in transfer.lines(check)))
-        page.image(plots.transfer_plot(check["runs"], out / "transfer.png"), "transfer")
+        page.image(plots.transfer_plot(check.runs, out / "transfer.png"), "transfer")
         page.raw(html_table(tables.transfer(check), table_id="transfer-table"))
 
     # --- what the best trial sounds like -----------------------------------------------------------
     page.section("sample", "The best trial's last eval: mel, attention, voice")
-    _sample(page, pts, marked, study_dir, out)
+    _sample(page, pts, marked, paths, out)
 
     page.para(f"Rendered in {time.perf_counter() - t0:.1f} s.")
-    path = study_dir / "report.html"
+    path = paths.report
     path.write_text(page.render(), encoding="utf-8")
     return path
 
@@ -174,42 +171,21 @@ def _rediscovery(page: Page, pts: list[Point], study_def: StudyDef) -> None:
     basic = space.preset_params(config_to_dict(preset("basic")))
     enhanced = space.preset_params(config_to_dict(preset("enhanced")))
     r = conclusions.rediscovery(pts, basic, enhanced, space)
-    if not r["rows"]:
+    if not r.rows:
         page.para(
             "Cannot say yet: no trial finished stable (aligned, with a free-running decode that stops), so the "
             "study has no stable optimum to compare with the seed's move from enhanced to basic."
         )
         return
-    rows = [
-        [
-            x["knob"],
-            fmt(x["enhanced"]),
-            fmt(x["basic"]),
-            x["seed_move"],
-            fmt(x["best"]),
-            fmt(x["top_median"]),
-            x["where"],
-            {True: "yes", False: "no", None: "-"}[x["agrees"]],
-        ]
-        for x in r["rows"]
-    ]
-    head = ["knob", "enhanced", "basic", "seed moved it", "best stable", f"median of top {r['top_k']}"]
-    head = [*head, "where the optimum sits", "seed's way?"]
-    page.raw(
-        html_table(
-            tables.Rows("rediscovery", tuple(head), tuple(map(tuple, rows))), table_id="rediscovery-table"
-        )
-    )
-    agree = [x["knob"] for x in r["rows"] if x["agrees"]]
-    disagree = [x["knob"] for x in r["rows"] if x["agrees"] is False]
+    page.raw(html_table(tables.rediscovery(r), table_id="rediscovery-table"))
+    agree = [x.knob for x in r.rows if x.agrees]
+    disagree = [x.knob for x in r.rows if x.agrees is False]
     verdict = (
-        "rediscovered"
-        if r["agree"] == r["total"]
-        else ("partly rediscovered" if r["agree"] else "did not rediscover")
+        "rediscovered" if r.agree == r.total else ("partly rediscovered" if r.agree else "did not rediscover")
     )
     page.para(
-        f"<b>The search {verdict} basic</b>: its stable optimum (median of the best {r['top_k']} of {r['n_stable']} "
-        f"stable trials) moves {r['agree']} of {r['total']} knobs the way the seed did"
+        f"<b>The search {verdict} basic</b>: its stable optimum (median of the best {r.top_k} of {r.n_stable} "
+        f"stable trials) moves {r.agree} of {r.total} knobs the way the seed did"
         + (f" ({', '.join(agree)})" if agree else "")
         + (f", and not {', '.join(disagree)}" if disagree else "")
         + ". Short trials favour fast learners (high lr, short warmup): the validation below judges the presets "
@@ -217,65 +193,43 @@ def _rediscovery(page: Page, pts: list[Point], study_def: StudyDef) -> None:
     )
 
 
-def _boundary_table(buckets: list[dict]) -> str:
-    rows = [
-        [
-            f"{b['clip_low']:.3g} - {b['clip_high']:.3g}",
-            str(b["trials"]),
-            f"{b['stable']} / {b['diverged']} / {b.get('unjudged', 0)}",
-            "-" if b["max_stable_lr"] is None else f"{b['max_stable_lr']:.3g}",
-            "-" if b["min_diverged_lr"] is None else f"{b['min_diverged_lr']:.3g}",
-        ]
-        for b in buckets
-    ]
-    head = (
-        "grad clip",
-        "trials",
-        "stable / diverged / unjudged",
-        "largest stable lr",
-        "smallest diverged lr",
-    )
-    return html_table(
-        tables.Rows("lr boundary", head, tuple(map(tuple, rows))), table_id="boundary-table"
-    ) + (
-        "<p>Stable means no divergence guard fired over a run long enough for every guard to judge it; a trial "
-        "pruned before that is unjudged and counts as neither. Where the smallest diverged lr lies below the largest stable "
-        "one, the edge is not set by lr and clip alone (warmup and loss weights move it).</p>"
-    )
+BOUNDARY_NOTE = (
+    "<p>Stable means no divergence guard fired over a run long enough for every guard to judge it; a trial "
+    "pruned before that is unjudged and counts as neither. Where the smallest diverged lr lies below the largest stable "
+    "one, the edge is not set by lr and clip alone (warmup and loss weights move it).</p>"
+)
 
 
-def _probe(page: Page, probe: object, tele: Path | None, study_def: StudyDef, out: Path) -> None:
+def _probe(page: Page, probe: ProbeResult | None, tele: Path | None, study_def: StudyDef, out: Path) -> None:
     page.section("probe", "lr range test")
-    if not isinstance(probe, dict):
+    if probe is None:
         page.para(f"Not run yet: python search.py --study {study_def.name} --lr-probe")
         return
-    rows = read_steps(tele, f"{study_def.name}/lr-probe") if tele is not None else []
-    if rows:
-        lrs = [float(r["lr"]) for r in rows]
-        losses = [math.nan if r["loss"] is None else float(r["loss"]) for r in rows]
+    lrs = [lr for _, lr in step_series(tele, probe_run(study_def.name), "lr")] if tele is not None else []
+    if lrs:
+        losses = [loss for _, loss in step_series(tele, probe_run(study_def.name), "loss")]
         page.image(plots.lr_probe_plot(lrs, losses, out / "lr_probe.png", probe=probe), "lr probe")
-    if probe.get("diverged"):
+    if probe.diverged:
         page.para(
-            f"The lr rose from {probe['start_lr']:g} each step (basic's clip {probe['grad_clip']:g}, mel weight "
-            f"{probe['mel_weight']:g}, no warmup) and diverged ({probe['verdict']}) at step {probe['divergence_step']}, "
-            f"lr {probe['divergence_lr']:.3g}: {html.escape(str(probe['detail']))}. Lowest smoothed loss at lr "
-            f"{probe['min_loss_lr']:.3g}."
+            f"The lr rose from {probe.start_lr:g} each step (basic's clip {probe.grad_clip:g}, mel weight "
+            f"{probe.mel_weight:g}, no warmup) and diverged ({probe.verdict}) at step {probe.divergence_step}, "
+            f"lr {probe.divergence_lr:.3g}: {html.escape(str(probe.detail))}. Lowest smoothed loss at lr "
+            f"{probe.min_loss_lr:.3g}."
         )
     else:
-        page.para(
-            f"The probe ran {probe['steps_run']} steps up to lr {probe['end_lr']:g} and no guard fired."
-        )
+        page.para(f"The probe ran {probe.steps_run} steps up to lr {probe.end_lr:g} and no guard fired.")
 
 
-def _sample(page: Page, pts: list[Point], marked: dict[str, TrialRecord], study_dir: Path, out: Path) -> None:
-    from trainer.artifacts import write_eval_plot, write_eval_wav
-    from trainer.evaluate import EvalSample
+def _sample(
+    page: Page, pts: list[Point], marked: dict[str, TrialRecord], paths: StudyPaths, out: Path
+) -> None:
+    from trainer.artifacts import load_sample, write_eval_plot, write_eval_wav
     from tts_model.audio import FeatureConfig
 
     found: tuple[Path, str] | None = None
     if "best" in marked:
         n = marked["best"].number
-        candidates = [sample_path(study_dir, n), *validation.sample_files(study_dir, "best")]
+        candidates = [paths.sample(trial_run(paths.study, n)), *paths.validation_samples("best")]
         found = next(((p, f"best feasible trial {n}") for p in candidates if p.exists()), None)
     if found is None:
         ranked = sorted(
@@ -283,7 +237,7 @@ def _sample(page: Page, pts: list[Point], marked: dict[str, TrialRecord], study_
             key=lambda p: p.val_mel,
         )
         for p in ranked:
-            path = sample_path(study_dir, p.number)
+            path = paths.sample(trial_run(paths.study, p.number))
             if path.exists():
                 why = (
                     "no feasible trial has a saved sample" if "best" in marked else "no trial is feasible yet"
@@ -295,7 +249,7 @@ def _sample(page: Page, pts: list[Point], marked: dict[str, TrialRecord], study_
                 break
     if found is None:  # studies run before trials kept samples: a validation run's last eval, if any
         for name in ("best", "basic", "enhanced"):
-            files = validation.sample_files(study_dir, name)
+            files = paths.validation_samples(name)
             if files:
                 found = (files[0], f"validation run {files[0].stem} (no trial of this study kept a sample)")
                 break
@@ -304,14 +258,11 @@ def _sample(page: Page, pts: list[Point], marked: dict[str, TrialRecord], study_
             "No saved eval sample (trials keep one from this version on); run more trials or --validate best."
         )
         return
-    state = torch.load(found[0], weights_only=True)
-    sample = EvalSample(state["target"], state["predicted"], state["attention"], state.get("decoded"))
-    png = write_eval_plot(
-        out / "best_sample.png", sample, step=int(state["step"]), val_mel=float(state["val_mel"])
-    )
-    page.para(f"From {html.escape(found[1])}, its eval at step {state['step']}.")
+    saved = load_sample(found[0])
+    png = write_eval_plot(out / "best_sample.png", saved.sample, step=saved.step, val_mel=saved.val_mel)
+    page.para(f"From {html.escape(found[1])}, its eval at step {saved.step}.")
     page.image(png, "mel and attention")
-    wav = write_eval_wav(out / "best.wav", sample, FeatureConfig())
+    wav = write_eval_wav(out / "best.wav", saved.sample, FeatureConfig())
     if wav is None:
         page.para("No free-running decode in this sample, so no voice to play.")
     else:

@@ -10,8 +10,9 @@ from rich.console import Console
 
 from studies.evidence import tables
 from studies.evidence.importance import importances
-from studies.record import OOM, best_feasible, load_records, preset_trials
+from studies.record import best_feasible, load_records, preset_trials
 from studies.registry import StudyDef
+from trainer.judge import OOM
 
 
 def print_summary(study: optuna.Study, study_def: StudyDef, console: Console) -> None:

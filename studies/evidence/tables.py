@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from rich.table import Table
 
 from studies.display import fmt, fmt_value
+from studies.evidence.conclusions import ClipBucket, Rediscovery
+from studies.evidence.transfer import TransferCheck
+from studies.evidence.validate import Validation
 from studies.record import TrialRecord
 
 
@@ -46,7 +49,7 @@ def top_feasible(records: Sequence[TrialRecord], param_names: Sequence[str], k: 
 def side_by_side(
     columns: Mapping[str, TrialRecord],
     param_names: Sequence[str],
-    validation: Mapping[str, dict] | None = None,
+    validation: Mapping[str, Validation] | None = None,
 ) -> Rows:
     """The presets and the best, a column each; with ``validation``, their multi-seed results below."""
     lines: list[tuple[str, Callable[[TrialRecord], str]]] = [("trial", lambda r: str(r.number))]
@@ -67,59 +70,57 @@ def side_by_side(
     return Rows("the presets and the best, side by side", ("", *columns), tuple(rows))
 
 
-def fmt_mel(summary: dict) -> str:
-    if summary.get("val_mel_mean") is None:
+def fmt_mel(v: Validation) -> str:
+    if v.val_mel_mean is None:
         return "-"
-    return f"{summary['val_mel_mean']:.4f} ± {summary['val_mel_std']:.4f}"
+    return f"{v.val_mel_mean:.4f} ± {v.val_mel_std:.4f}"
 
 
-def _of(s: dict, key: str) -> str:
-    return f"{s[key]} of {len(s['runs'])}"
+def _of(count: int, v: Validation) -> str:
+    return f"{count} of {len(v.runs)}"
 
 
-VALIDATION_LINES: tuple[tuple[str, Callable[[dict], str]], ...] = (
-    ("validation: diverged", lambda s: _of(s, "diverged")),
-    ("validation: divergence steps", lambda s: ", ".join(map(str, s["divergence_steps"])) or "-"),
-    ("validation: stable", lambda s: _of(s, "stable")),
+VALIDATION_LINES: tuple[tuple[str, Callable[[Validation], str]], ...] = (
+    ("validation: diverged", lambda v: _of(v.diverged, v)),
+    ("validation: divergence steps", lambda v: ", ".join(map(str, v.divergence_steps)) or "-"),
+    ("validation: stable", lambda v: _of(v.stable, v)),
     ("validation: val mel mean ± std", fmt_mel),
-    ("validation: steps", lambda s: str(s["steps"])),
+    ("validation: steps", lambda v: str(v.steps)),
 )
 
 
-def validation(results: Mapping[str, dict]) -> Rows:
+def validation(results: Mapping[str, Validation]) -> Rows:
     """One row per validated recipe: seeds, steps, divergence rate and steps, stable count, val mel."""
-    rows = []
-    for name, s in results.items():
-        label = name if s.get("trial") is None else f"{name} (trial {s['trial']})"
-        rows.append(
-            (
-                label,
-                ", ".join(map(str, s["seeds"])),
-                str(s["steps"]),
-                f"{_of(s, 'diverged')} ({s['divergence_rate']:.0%})",
-                ", ".join(map(str, s["divergence_steps"])) or "-",
-                _of(s, "stable"),
-                fmt_mel(s),
-            )
+    rows = tuple(
+        (
+            v.label,
+            ", ".join(map(str, v.seeds)),
+            str(v.steps),
+            f"{_of(v.diverged, v)} ({v.divergence_rate:.0%})",
+            ", ".join(map(str, v.divergence_steps)) or "-",
+            _of(v.stable, v),
+            fmt_mel(v),
         )
+        for v in results.values()
+    )
     head = ("recipe", "seeds", "steps", "diverged", "divergence steps", "stable", "val mel (mean ± std)")
-    return Rows("validation: each recipe over several seeds, longer than a trial", head, tuple(rows))
+    return Rows("validation: each recipe over several seeds, longer than a trial", head, rows)
 
 
-def transfer(check: dict) -> Rows:
+def transfer(check: TransferCheck) -> Rows:
     """One row per long run of a transfer check, in the short ranking's order."""
     rows = tuple(
         (
-            str(r["number"]),
-            r["preset"] or "",
-            str(r["short_rank"]),
-            r["short_outcome"],
-            r["long_verdict"],
-            _dash(r["long_divergence_step"]),
-            _dash(r["decode_ratio"]),
-            "yes" if r["speaks"] else "no",
+            str(r.number),
+            r.preset or "",
+            str(r.short_rank),
+            r.short_outcome,
+            r.long.verdict,
+            _dash(r.long.divergence_step),
+            _dash(r.long.decode_ratio),
+            "yes" if r.long.speaks else "no",
         )
-        for r in check["runs"]
+        for r in check.runs
     )
     head = (
         "trial",
@@ -131,4 +132,45 @@ def transfer(check: dict) -> Rows:
         "decode ratio",
         "speaks",
     )
-    return Rows(f"transfer check: {check['steps']} steps a run", head, rows)
+    return Rows(f"transfer check: {check.steps} steps a run", head, rows)
+
+
+def boundary(buckets: Sequence[ClipBucket]) -> Rows:
+    """The lr boundary per grad-clip bucket."""
+    rows = tuple(
+        (
+            f"{b.clip_low:.3g} - {b.clip_high:.3g}",
+            str(b.trials),
+            f"{b.stable} / {b.diverged} / {b.unjudged}",
+            "-" if b.max_stable_lr is None else f"{b.max_stable_lr:.3g}",
+            "-" if b.min_diverged_lr is None else f"{b.min_diverged_lr:.3g}",
+        )
+        for b in buckets
+    )
+    head = (
+        "grad clip",
+        "trials",
+        "stable / diverged / unjudged",
+        "largest stable lr",
+        "smallest diverged lr",
+    )
+    return Rows("lr boundary", head, rows)
+
+
+def rediscovery(r: Rediscovery) -> Rows:
+    """Per knob: the seed's move and where the study's stable optimum sits."""
+    rows = tuple(
+        (
+            x.knob,
+            fmt(x.enhanced),
+            fmt(x.basic),
+            x.seed_move,
+            fmt(x.best),
+            fmt(x.top_median),
+            x.where,
+            {True: "yes", False: "no", None: "-"}[x.agrees],
+        )
+        for x in r.rows
+    )
+    head = ("knob", "enhanced", "basic", "seed moved it", "best stable", f"median of top {r.top_k}")
+    return Rows("rediscovery", (*head, "where the optimum sits", "seed's way?"), rows)

@@ -3,31 +3,28 @@
 A study ranks its trials after a few hundred steps; short trials favour fast learners, and what the
 user wants is a recipe that still trains, and speaks, thousands of steps later. So K finished trials
 spread over the study's ranking (always ``basic``, ``enhanced`` and the best; some diverged ones; the
-rest from the top, middle and bottom) run again for a long horizon, and the answer is three numbers:
-Spearman's rank correlation between the short ranking and the long run's decode ratio, how many
-trials that diverged short diverge long (and where), and how many "stable" short trials speak long.
-The result is the study user attribute ``transfer``; each long run is in the telemetry.
+rest from the top, middle and bottom) run again for a long horizon (``studies.execution.long_runs``),
+and the answer is three numbers: Spearman's rank correlation between the short ranking and the long
+run's decode ratio, how many trials that diverged short diverge long (and where), and how many
+"stable" short trials speak long. This module picks the trials, holds the typed result and reads it
+back (the study user attribute ``transfer``); each long run is in the telemetry.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import optuna
-from rich.console import Console
 
-from studies.evidence.pool import WorkerSpec, run_jobs
-from studies.evidence.validate import judge, run_one
-from studies.objective import TrialSetup
-from studies.record import STABLE, TrialRecord, best_feasible, load_records, preset_trials
-from studies.registry import StudyDef, guard_config
-from trainer.evaluate import EvalMetrics
-from tts_model.errors import UserError
+from common.errors import UserError
+from studies.record import TrialRecord, best_feasible, preset_trials
+from studies.registry import StudyDef
+from trainer.judge import STABLE, Judgement
 
 ATTR = "transfer"
 MIN_TRIALS = 3
@@ -109,168 +106,215 @@ def _ranks(values: Sequence[float]) -> np.ndarray:
     return ranks
 
 
-def decode_ratio(final: EvalMetrics | None) -> float | None:
-    """The long run's median decode ratio at its last eval (0 = another rendering of the same words,
-    1 = no closer than a constant frame); None where no decode ran."""
-    decode = final.decode if final is not None else None
-    if decode is None or not math.isfinite(decode.ratio):
-        return None
-    return float(decode.ratio)
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LongOutcome:
+    """What a long run came to: the judge's word and the figures the check compares."""
+
+    verdict: str
+    diverged: bool
+    divergence_step: int | None
+    val_mel: float | None  # teacher forced, at its last eval (None: it diverged)
+    decode_ratio: float | None  # median at its last eval (None: no decode ran)
+    speaks: bool
+    steps_run: int
+    seconds: float
+
+    @classmethod
+    def of(cls, verdict: Judgement, seconds: float) -> LongOutcome:
+        decode = verdict.decode
+        ratio = float(decode.ratio) if decode is not None and math.isfinite(decode.ratio) else None
+        return cls(
+            verdict=verdict.outcome,
+            diverged=verdict.diverged,
+            divergence_step=verdict.divergence.step if verdict.divergence is not None else None,
+            val_mel=verdict.val_mel,
+            decode_ratio=ratio,
+            speaks=verdict.speaks,
+            steps_run=verdict.steps,
+            seconds=round(seconds, 1),
+        )
 
 
-def speaks(final: EvalMetrics | None) -> bool:
-    decode = final.decode if final is not None else None
-    return decode is not None and decode.speaks
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TransferRun:
+    """One trial: where it ranked short, and its long run."""
+
+    number: int
+    preset: str | None
+    short_outcome: str
+    short_rank: int
+    short_diverged: bool
+    long: LongOutcome
+
+    @property
+    def placed(self) -> bool:
+        """It can be ranked by its long run: it diverged (ranks last) or has a decode ratio."""
+        return self.long.diverged or self.long.decode_ratio is not None
+
+    @property
+    def finished_long(self) -> bool:
+        """Its long run did not diverge and decoded."""
+        return not self.long.diverged and self.long.decode_ratio is not None
+
+    def to_attr(self) -> dict[str, Any]:
+        lo = self.long
+        return {
+            "number": self.number,
+            "preset": self.preset,
+            "short_outcome": self.short_outcome,
+            "short_rank": self.short_rank,
+            "short_diverged": self.short_diverged,
+            "long_verdict": lo.verdict,
+            "long_diverged": lo.diverged,
+            "long_divergence_step": lo.divergence_step,
+            "val_mel": lo.val_mel,
+            "decode_ratio": lo.decode_ratio,
+            "speaks": lo.speaks,
+            "steps_run": lo.steps_run,
+            "seconds": lo.seconds,
+        }
+
+    @classmethod
+    def from_attr(cls, d: Mapping[str, Any]) -> TransferRun:
+        long = LongOutcome(
+            verdict=str(d.get("long_verdict", "")),
+            diverged=bool(d.get("long_diverged", False)),
+            divergence_step=d.get("long_divergence_step"),
+            val_mel=d.get("val_mel"),
+            decode_ratio=d.get("decode_ratio"),
+            speaks=bool(d.get("speaks", False)),
+            steps_run=int(d.get("steps_run", 0)),
+            seconds=float(d.get("seconds", 0.0)),
+        )
+        return cls(
+            number=int(d.get("number", -1)),
+            preset=d.get("preset"),
+            short_outcome=str(d.get("short_outcome", "")),
+            short_rank=int(d["short_rank"]),
+            short_diverged=bool(d.get("short_diverged", False)),
+            long=long,
+        )
 
 
-def rho_all(runs: Sequence[dict]) -> float | None:
+def rho_all(runs: Sequence[TransferRun]) -> float | None:
     """Short rank vs long decode ratio over every placed run: a long run that diverged ranks worst, one
     without a decode cannot be placed. Diverged runs tie last, so this mixes "does the ranking predict
     divergence" with "does it predict speech"; `rho_finished` asks the second question alone."""
-    placed = [r for r in runs if r["long_diverged"] or r["decode_ratio"] is not None]
+    placed = [r for r in runs if r.placed]
     return spearman(
-        [r["short_rank"] for r in placed],
-        [math.inf if r["long_diverged"] else r["decode_ratio"] for r in placed],
+        [r.short_rank for r in placed],
+        [math.inf if r.long.diverged else r.long.decode_ratio for r in placed],  # type: ignore[misc]
     )
 
 
-def rho_finished(runs: Sequence[dict]) -> float | None:
+def rho_finished(runs: Sequence[TransferRun]) -> float | None:
     """Short rank vs long decode ratio over the long runs that finished without diverging."""
-    done = [r for r in runs if not r["long_diverged"] and r["decode_ratio"] is not None]
-    return spearman([r["short_rank"] for r in done], [r["decode_ratio"] for r in done])
+    done = [r for r in runs if r.finished_long]
+    return spearman([r.short_rank for r in done], [r.long.decode_ratio for r in done])  # type: ignore[misc]
 
 
-def rho_val_mel(runs: Sequence[dict]) -> float | None:
+def rho_val_mel(runs: Sequence[TransferRun]) -> float | None:
     """Short rank vs the long run's teacher-forced val mel (the study's own objective), over the long
     runs that did not diverge: does the ranking carry over in what it measured, if not in speech?"""
-    done = [r for r in runs if not r["long_diverged"] and r.get("val_mel") is not None]
-    return spearman([r["short_rank"] for r in done], [r["val_mel"] for r in done])
+    done = [r for r in runs if not r.long.diverged and r.long.val_mel is not None]
+    return spearman([r.short_rank for r in done], [r.long.val_mel for r in done])  # type: ignore[misc]
 
 
-def summarize(runs: list[dict], *, steps: int) -> dict:
-    """The three answers over the long runs, and the runs themselves."""
-    rho = rho_all(runs)
-    short_div = [r for r in runs if r["short_diverged"]]
-    stable_short = [r for r in runs if r["short_outcome"] == STABLE]
-    return {
-        "steps": steps,
-        "trials": [r["number"] for r in runs],
-        "spearman_rank_vs_decode_ratio": rho,
-        "spearman_finished_only": rho_finished(runs),
-        "spearman_rank_vs_long_val_mel": rho_val_mel(runs),
-        "diverged_short": len(short_div),
-        "diverged_short_and_long": sum(r["long_diverged"] for r in short_div),
-        "long_divergence_steps": {
-            str(r["number"]): r["long_divergence_step"] for r in runs if r["long_diverged"]
-        },
-        "stable_short": len(stable_short),
-        "stable_short_speak_long": sum(r["speaks"] for r in stable_short),
-        "runs": runs,
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TransferCheck:
+    """The check's long runs, in the short ranking's order, and the answers computed from them (so a
+    check stored before an answer existed shows it too)."""
 
-
-@dataclass(frozen=True, slots=True)
-class LongRun:
-    """One trial's long re-run, as a worker process receives it."""
-
-    number: int
-    params: dict
     steps: int
-    run_id: str
+    runs: tuple[TransferRun, ...]
+    date: str = ""
 
+    @property
+    def rho_all(self) -> float | None:
+        return rho_all(self.runs)
 
-def long_run(setup: TrialSetup, job: LongRun) -> dict:
-    """Train one trial's params for the long horizon; what the summary needs of it (plain data: it
-    crosses a process boundary)."""
-    t0 = time.perf_counter()
-    result = run_one(setup, dict(job.params), seed=setup.seed, steps=job.steps, run_id=job.run_id)
-    row = judge(result, guard_config(setup.study))
-    final = result.final_eval
-    return {
-        "long_verdict": row["verdict"],
-        "long_diverged": result.verdict is not None,
-        "long_divergence_step": row["divergence_step"],
-        "val_mel": row["val_mel"],
-        "decode_ratio": decode_ratio(final),
-        "speaks": speaks(final) and result.verdict is None,
-        "steps_run": result.steps,
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
+    @property
+    def rho_finished(self) -> float | None:
+        return rho_finished(self.runs)
 
+    @property
+    def rho_val_mel(self) -> float | None:
+        return rho_val_mel(self.runs)
 
-def run_transfer(
-    study: optuna.Study,
-    setup: TrialSetup,
-    *,
-    k: int,
-    steps: int | None,
-    console: Console,
-    workers: int = 1,
-    spec: WorkerSpec | None = None,
-) -> dict:
-    """Run the check (``workers`` long runs at a time), record it in the study, and return it."""
-    study_def = setup.study
-    steps = steps or default_steps(study_def)
-    ranked = ranking(load_records(study))
-    if len(ranked) < MIN_TRIALS:
-        raise UserError(
-            f"--transfer-check: study {study.study_name!r} has {len(ranked)} finished trials; "
-            f"needs at least {MIN_TRIALS} (run more trials first)"
-        )
-    chosen = pick(ranked, k, study_def.presets)
-    position = {r.number: i + 1 for i, r in enumerate(ranked)}
-    at_once = f", {workers} at a time" if workers > 1 else ""
-    console.print(f"transfer check: {len(chosen)} trials of {len(ranked)}, {steps} steps each{at_once}")
-    jobs = [
-        LongRun(r.number, dict(r.params), steps, f"{study_def.name}/transfer-trial-{r.number}")
-        for r in chosen
-    ]
-    done: dict[int, dict] = {}
-    for i, long in run_jobs(long_run, jobs, setup=setup, workers=workers, spec=spec):
-        r = chosen[i]
-        done[i] = {
-            "number": r.number,
-            "preset": r.preset,
-            "short_outcome": r.outcome,
-            "short_rank": position[r.number],
-            "short_diverged": r.diverged,
-            **long,
+    @property
+    def n_finished(self) -> int:
+        return sum(r.finished_long for r in self.runs)
+
+    @property
+    def diverged_short(self) -> int:
+        return sum(r.short_diverged for r in self.runs)
+
+    @property
+    def diverged_short_and_long(self) -> int:
+        return sum(r.long.diverged for r in self.runs if r.short_diverged)
+
+    @property
+    def long_divergence_steps(self) -> dict[str, int | None]:
+        return {str(r.number): r.long.divergence_step for r in self.runs if r.long.diverged}
+
+    @property
+    def stable_short(self) -> int:
+        return sum(r.short_outcome == STABLE for r in self.runs)
+
+    @property
+    def stable_short_speak_long(self) -> int:
+        return sum(r.long.speaks for r in self.runs if r.short_outcome == STABLE)
+
+    def to_attr(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "trials": [r.number for r in self.runs],
+            "spearman_rank_vs_decode_ratio": self.rho_all,
+            "spearman_finished_only": self.rho_finished,
+            "spearman_rank_vs_long_val_mel": self.rho_val_mel,
+            "diverged_short": self.diverged_short,
+            "diverged_short_and_long": self.diverged_short_and_long,
+            "long_divergence_steps": self.long_divergence_steps,
+            "stable_short": self.stable_short,
+            "stable_short_speak_long": self.stable_short_speak_long,
+            "runs": [r.to_attr() for r in self.runs],
+            "date": self.date,
         }
-        ratio = long["decode_ratio"]
-        console.print(
-            f"transfer trial {r.number} (rank {position[r.number]}, short {r.outcome}): long {long['long_verdict']}, "
-            f"decode ratio {'-' if ratio is None else f'{ratio:.2f}'}"
-            f"{', speaks' if long['speaks'] else ''} ({long['seconds']:.0f} s; {len(done)} of {len(jobs)} done)"
-        )
-    runs = [done[i] for i in range(len(jobs))]
-    summary = summarize(runs, steps=steps)
-    study.set_user_attr(ATTR, summary)
-    return summary
+
+    @classmethod
+    def from_attr(cls, d: Mapping[str, Any]) -> TransferCheck:
+        runs = tuple(TransferRun.from_attr(r) for r in d.get("runs", []))
+        return cls(steps=int(d["steps"]), runs=runs, date=str(d.get("date", "")))
 
 
-def stored(study: optuna.Study) -> dict | None:
+def summarize(runs: Sequence[TransferRun], *, steps: int) -> TransferCheck:
+    return TransferCheck(
+        steps=steps, runs=tuple(runs), date=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    )
+
+
+def store(study: optuna.Study, check: TransferCheck) -> None:
+    study.set_user_attr(ATTR, check.to_attr())
+
+
+def stored(study: optuna.Study) -> TransferCheck | None:
     found = study.user_attrs.get(ATTR)
-    return found if isinstance(found, dict) else None
+    return TransferCheck.from_attr(found) if isinstance(found, dict) else None
 
 
 def _signed(rho: float | None) -> str:
     return "not computable" if rho is None else f"{rho:+.2f}"
 
 
-def lines(summary: dict) -> list[str]:
+def lines(check: TransferCheck) -> list[str]:
     """The answer in three sentences, for the terminal and the report alike."""
-    rho = summary["spearman_rank_vs_decode_ratio"]
-    finished = rho_finished(summary["runs"])  # from the runs: checks stored before it was kept say it too
-    n_finished = sum(not r["long_diverged"] and r["decode_ratio"] is not None for r in summary["runs"])
     return [
-        f"Spearman rank correlation, short ranking vs long-run decode ratio: "
-        f"{'not computable' if rho is None else f'{rho:+.2f}'} over {len(summary['runs'])} trials of "
-        f"{summary['steps']} steps, diverged long runs ranked last (positive: the short ranking predicts the "
-        f"long one); over the {n_finished} that did not diverge long: "
-        f"{'not computable' if finished is None else f'{finished:+.2f}'}; short ranking vs long-run val mel "
-        f"(teacher forced) over those: {_signed(rho_val_mel(summary['runs']))}",
-        f"diverged short and long: {summary['diverged_short_and_long']} of {summary['diverged_short']} "
+        f"Spearman rank correlation, short ranking vs long-run decode ratio: {_signed(check.rho_all)} over "
+        f"{len(check.runs)} trials of {check.steps} steps, diverged long runs ranked last (positive: the short "
+        f"ranking predicts the long one); over the {check.n_finished} that did not diverge long: "
+        f"{_signed(check.rho_finished)}; short ranking vs long-run val mel (teacher forced) over those: "
+        f"{_signed(check.rho_val_mel)}",
+        f"diverged short and long: {check.diverged_short_and_long} of {check.diverged_short} "
         f"that diverged short",
-        f"stable short trials that speak long: {summary['stable_short_speak_long']} of {summary['stable_short']}",
+        f"stable short trials that speak long: {check.stable_short_speak_long} of {check.stable_short}",
     ]

@@ -1,37 +1,34 @@
-"""Multi-seed validation: run a preset (or the study's best) K times, longer than a trial, and count.
+"""Multi-seed validation: a preset (or the study's best) run K times, longer than a trial, and counted.
 
 A study judges each point once, on one seed, over a short horizon that favours fast learners. The
 mission asks whether `basic` is *reliably* stable and whether the search's best is too, so each
-named recipe runs again with K seeds for a longer horizon, and the answer is a table of numbers:
-divergence rate, where the diverged runs broke, and val mel mean +- std of the runs that did not.
-Results go into the study (user attribute ``validation:<name>``) and each run into the telemetry.
+named recipe runs again with K seeds for a longer horizon (``studies.execution.long_runs``), and the
+answer is a table of numbers: divergence rate, where the diverged runs broke, and val mel mean +- std
+of the runs that did not. This module holds the typed result and reads it back from the study (user
+attribute ``validation:<name>``); each run is also in the telemetry under its run id.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import math
 import statistics
-import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import optuna
-from rich.console import Console
 
-from studies.objective import TrialSetup, save_sample, trial_config
-from studies.record import STABLE, best_feasible, diverged_outcome, is_diverged_outcome, load_records
-from studies.registry import StudyDef, guard_config
-from studies.scoring import finished_verdict, finished_violations
-from trainer.config import GuardConfig, apply_overrides, config_to_dict
-from trainer.loop import TrainResult, train
+from common.errors import UserError
+from studies.record import best_feasible, load_records
+from studies.registry import StudyDef
+from trainer.config import config_to_dict
+from trainer.judge import STABLE, Judgement, is_diverged_outcome
 from trainer.presets import PRESETS, preset
-from trainer.telemetry import Telemetry
-from tts_model.errors import UserError
 
 ATTR_PREFIX = "validation:"
 BEST = "best"
+ORDER = ("basic", "enhanced", BEST)  # how stored results are listed
 
 
 def known_names() -> tuple[str, ...]:
@@ -54,7 +51,7 @@ def default_steps(study_def: StudyDef) -> int:
     return 2 * (study_def.space.warmup_max + study_def.horizon)
 
 
-def resolve(study: optuna.Study, study_def: StudyDef, name: str) -> tuple[dict, int | None]:
+def resolve(study: optuna.Study, study_def: StudyDef, name: str) -> tuple[dict[str, Any], int | None]:
     """The Optuna params of a preset (warmup scaled to the study) or of the best feasible trial."""
     if name == BEST:
         best = best_feasible(load_records(study))
@@ -67,93 +64,173 @@ def resolve(study: optuna.Study, study_def: StudyDef, name: str) -> tuple[dict, 
     return study_def.space.preset_params(config_to_dict(preset(name))), None
 
 
-def run_one(setup: TrialSetup, params: dict, *, seed: int, steps: int, run_id: str) -> TrainResult:
-    seeded = dataclasses.replace(setup, seed=seed)
-    cfg = trial_config(seeded, setup.study.space.to_overrides(params), where=run_id)
-    cfg = apply_overrides(cfg, {"max_steps": steps}, where=run_id)
-    with Telemetry(setup.telemetry_path) as telemetry:
-        return train(cfg, setup.data, device=setup.device, mode="trial", telemetry=telemetry, run_id=run_id)
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ValidationRun:
+    """One seed of a validated recipe: the judge's word and the numbers behind it."""
 
+    seed: int
+    run_id: str
+    verdict: str
+    steps_run: int
+    val_mel: float | None = None  # the last eval's, of a run that did not diverge
+    diagonality: float | None = None
+    divergence_step: int | None = None
+    detail: str | None = None  # why it diverged
+    last_val_mel: float | None = None  # a diverged run's last finite val mel
 
-def judge(result: TrainResult, guards: GuardConfig) -> dict:
-    """One run's record, with the verdict words the study uses for its trials."""
-    final = result.final_eval
-    row: dict = {"steps_run": result.steps, "val_mel": None, "diagonality": None, "divergence_step": None}
-    if result.verdict is not None:
-        row.update(verdict=diverged_outcome(result.verdict.kind), divergence_step=result.verdict.step)
-        row["detail"] = result.verdict.detail
-        if final is not None and math.isfinite(final.val_mel):
-            row["last_val_mel"] = final.val_mel
-        return row
-    if final is None:
-        row["verdict"] = "no-eval"
-        return row
-    row.update(val_mel=final.val_mel, diagonality=round(final.diagonality, 4))
-    row["verdict"] = finished_verdict(*finished_violations(final, guards))
-    return row
+    @property
+    def diverged(self) -> bool:
+        return is_diverged_outcome(self.verdict)
 
-
-def summarize(name: str, runs: list[dict], *, steps: int, trial: int | None, params: dict) -> dict:
-    diverged = [r for r in runs if is_diverged_outcome(r["verdict"])]
-    mels = [r["val_mel"] for r in runs if r.get("val_mel") is not None and math.isfinite(r["val_mel"])]
-    return {
-        "name": name,
-        "trial": trial,
-        "params": params,
-        "steps": steps,
-        "seeds": [r["seed"] for r in runs],
-        "runs": runs,
-        "diverged": len(diverged),
-        "divergence_rate": len(diverged) / len(runs),
-        "divergence_steps": [r["divergence_step"] for r in diverged],
-        "stable": sum(r["verdict"] == STABLE for r in runs),
-        "val_mel_mean": statistics.fmean(mels) if mels else None,
-        "val_mel_std": statistics.stdev(mels) if len(mels) > 1 else (0.0 if mels else None),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-
-
-def validate(
-    study: optuna.Study,
-    setup: TrialSetup,
-    names: Sequence[str],
-    *,
-    seeds: int,
-    steps: int | None,
-    base_seed: int,
-    console: Console,
-) -> dict[str, dict]:
-    """Run every name with seeds base_seed .. base_seed+K-1; record and return each one's summary."""
-    study_def = setup.study
-    steps = steps or default_steps(study_def)
-    resolved = {name: resolve(study, study_def, name) for name in dict.fromkeys(names)}  # all checked first
-    guards = guard_config(study_def)
-    results: dict[str, dict] = {}
-    for name, (params, trial) in resolved.items():
-        runs = []
-        for seed in range(base_seed, base_seed + seeds):
-            run_id = f"{study_def.name}/validate-{name}-seed{seed}"
-            t0 = time.perf_counter()
-            result = run_one(setup, params, seed=seed, steps=steps, run_id=run_id)
-            save_sample(setup.telemetry_path.parent / "samples" / f"validate-{name}-seed{seed}.pt", result)
-            row = {"seed": seed, "run_id": run_id, **judge(result, guards)}
-            runs.append(row)
-            mel = "" if row["val_mel"] is None else f", val mel {row['val_mel']:.4f}"
-            console.print(
-                f"validate {name} seed {seed}: {row['verdict']}{mel} "
-                f"({row['steps_run']} of {steps} steps, {time.perf_counter() - t0:.0f} s)"
+    @classmethod
+    def of(cls, seed: int, run_id: str, verdict: Judgement) -> ValidationRun:
+        final, d = verdict.final, verdict.divergence
+        if d is not None:
+            last = final.val_mel if final is not None and math.isfinite(final.val_mel) else None
+            return cls(
+                seed=seed,
+                run_id=run_id,
+                verdict=verdict.outcome,
+                steps_run=verdict.steps,
+                divergence_step=d.step,
+                detail=d.detail,
+                last_val_mel=last,
             )
-        results[name] = summarize(name, runs, steps=steps, trial=trial, params=params)
-        study.set_user_attr(ATTR_PREFIX + name, results[name])
-    return results
+        return cls(
+            seed=seed,
+            run_id=run_id,
+            verdict=verdict.outcome,
+            steps_run=verdict.steps,
+            val_mel=verdict.val_mel,
+            diagonality=None if final is None else round(final.diagonality, 4),
+        )
+
+    def to_attr(self) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "seed": self.seed,
+            "run_id": self.run_id,
+            "steps_run": self.steps_run,
+            "val_mel": self.val_mel,
+            "diagonality": self.diagonality,
+            "divergence_step": self.divergence_step,
+            "verdict": self.verdict,
+        }
+        if self.detail is not None:
+            row["detail"] = self.detail
+        if self.last_val_mel is not None:
+            row["last_val_mel"] = self.last_val_mel
+        return row
+
+    @classmethod
+    def from_attr(cls, row: Mapping[str, Any]) -> ValidationRun:
+        return cls(
+            seed=int(row["seed"]),
+            run_id=str(row.get("run_id", "")),
+            verdict=str(row["verdict"]),
+            steps_run=int(row.get("steps_run", 0)),
+            val_mel=row.get("val_mel"),
+            diagonality=row.get("diagonality"),
+            divergence_step=row.get("divergence_step"),
+            detail=row.get("detail"),
+            last_val_mel=row.get("last_val_mel"),
+        )
 
 
-def stored_results(study: optuna.Study) -> dict[str, dict]:
-    """Validation summaries recorded in the study, basic / enhanced / best first."""
-    found = {k[len(ATTR_PREFIX) :]: v for k, v in study.user_attrs.items() if k.startswith(ATTR_PREFIX)}
-    order = {n: i for i, n in enumerate(("basic", "enhanced", BEST))}
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Validation:
+    """A recipe validated over seeds: its runs, and the counts a person reads."""
+
+    name: str
+    trial: int | None  # the trial it came from ("best"), None for a preset
+    params: Mapping[str, Any]
+    steps: int
+    runs: tuple[ValidationRun, ...]
+    date: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.name if self.trial is None else f"{self.name} (trial {self.trial})"
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.runs]
+
+    @property
+    def diverged(self) -> int:
+        return sum(r.diverged for r in self.runs)
+
+    @property
+    def divergence_rate(self) -> float:
+        return self.diverged / len(self.runs) if self.runs else 0.0
+
+    @property
+    def divergence_steps(self) -> list[int | None]:
+        return [r.divergence_step for r in self.runs if r.diverged]
+
+    @property
+    def stable(self) -> int:
+        return sum(r.verdict == STABLE for r in self.runs)
+
+    @property
+    def _mels(self) -> list[float]:
+        return [r.val_mel for r in self.runs if r.val_mel is not None and math.isfinite(r.val_mel)]
+
+    @property
+    def val_mel_mean(self) -> float | None:
+        return statistics.fmean(self._mels) if self._mels else None
+
+    @property
+    def val_mel_std(self) -> float | None:
+        mels = self._mels
+        return statistics.stdev(mels) if len(mels) > 1 else (0.0 if mels else None)
+
+    def to_attr(self) -> dict[str, Any]:
+        """The study's user attribute (plain JSON; the counts are stored too, for readers of the raw study)."""
+        return {
+            "name": self.name,
+            "trial": self.trial,
+            "params": dict(self.params),
+            "steps": self.steps,
+            "seeds": self.seeds,
+            "runs": [r.to_attr() for r in self.runs],
+            "diverged": self.diverged,
+            "divergence_rate": self.divergence_rate,
+            "divergence_steps": self.divergence_steps,
+            "stable": self.stable,
+            "val_mel_mean": self.val_mel_mean,
+            "val_mel_std": self.val_mel_std,
+            "date": self.date,
+        }
+
+    @classmethod
+    def from_attr(cls, d: Mapping[str, Any]) -> Validation:
+        return cls(
+            name=str(d["name"]),
+            trial=d.get("trial"),
+            params=dict(d.get("params", {})),
+            steps=int(d["steps"]),
+            runs=tuple(ValidationRun.from_attr(r) for r in d.get("runs", [])),
+            date=str(d.get("date", "")),
+        )
+
+
+def summarize(
+    name: str, runs: Sequence[ValidationRun], *, steps: int, trial: int | None, params: Mapping[str, Any]
+) -> Validation:
+    date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return Validation(name=name, trial=trial, params=params, steps=steps, runs=tuple(runs), date=date)
+
+
+def store(study: optuna.Study, result: Validation) -> None:
+    study.set_user_attr(ATTR_PREFIX + result.name, result.to_attr())
+
+
+def stored_results(study: optuna.Study) -> dict[str, Validation]:
+    """Validation results recorded in the study, basic / enhanced / best first."""
+    found = {
+        k[len(ATTR_PREFIX) :]: Validation.from_attr(v)
+        for k, v in study.user_attrs.items()
+        if k.startswith(ATTR_PREFIX) and isinstance(v, dict)
+    }
+    order = {n: i for i, n in enumerate(ORDER)}
     return dict(sorted(found.items(), key=lambda kv: (order.get(kv[0], 9), kv[0])))
-
-
-def sample_files(study_dir: Path, name: str) -> list[Path]:
-    return sorted((study_dir / "samples").glob(f"validate-{name}-seed*.pt"))

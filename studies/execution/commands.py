@@ -12,24 +12,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from rich.console import Console
 
+from common.console import make_console
+from common.device import resolve_device
+from common.errors import UserError
 from studies.evidence import tables
 from studies.evidence.export import export_best
-from studies.evidence.lr_probe import run_probe
-from studies.evidence.pool import WorkerSpec
 from studies.evidence.report import write_report
-from studies.evidence.transfer import MIN_TRIALS, ranking, run_transfer
+from studies.evidence.transfer import MIN_TRIALS, ranking
 from studies.evidence.transfer import lines as transfer_lines
-from studies.evidence.validate import resolve, validate
-from studies.launch import load_data, note_other_data, open_existing, threads_per_worker
-from studies.objective import TrialSetup
+from studies.evidence.validate import resolve
+from studies.execution.launch import note_other_data, open_existing, threads_per_worker
+from studies.execution.long_runs import run_probe, run_transfer, run_validation
+from studies.execution.runner import counts
+from studies.execution.runs import RunSetup, SetupSpec, load_data
+from studies.paths import StudyPaths
 from studies.record import load_records
 from studies.registry import StudyDef
-from studies.runner import counts
 from trainer.cli import main as train_main
-from trainer.cli import resolve_device
-from tts_model.errors import UserError
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -53,12 +53,13 @@ class EvidenceRun:
     val_data: Path | None = None
 
     @property
-    def study_dir(self) -> Path:
-        return self.runs_dir / self.study.name
+    def paths(self) -> StudyPaths:
+        return StudyPaths(self.runs_dir, self.study.name)
 
 
 def run_evidence(run: EvidenceRun) -> int:
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
+    out = make_console()
     study = open_existing(run.study, run.url)
     if run.report and counts(study).finished == 0:
         raise UserError(f"study {run.study.name!r} has no finished trial yet: nothing to report")
@@ -74,24 +75,29 @@ def run_evidence(run: EvidenceRun) -> int:
             torch.set_num_threads(run.threads)
         data = load_data(run.train_data, run.val_data, console)
         note_other_data(study, data.fingerprint, console)
-        setup = TrialSetup(
-            run.study, data, resolve_device(run.device), run.study_dir / "telemetry.db", run.seed
-        )
+        device = resolve_device(run.device)
+        setup = RunSetup(run.study, data, device, run.paths, run.seed)
         if run.lr_probe:
             run_probe(study, setup, steps=run.steps, console=console)
         if run.validate:
-            runs = {"seeds": run.seeds, "steps": run.steps, "base_seed": run.seed}
-            results = validate(study, setup, run.validate, **runs, console=console)
-            Console().print(tables.to_rich(tables.validation(results)))
+            results = run_validation(
+                study,
+                setup,
+                run.validate,
+                seeds=run.seeds,
+                steps=run.steps,
+                base_seed=run.seed,
+                console=console,
+            )
+            out.print(tables.to_rich(tables.validation(results)))
         if run.transfer_check:
-            spec = WorkerSpec(
+            spec = SetupSpec(
                 study=run.study,
                 train_data=run.train_data,
                 val_data=run.val_data,
-                device=setup.device,
-                telemetry_path=setup.telemetry_path,
+                device=device,
+                paths=run.paths,
                 seed=run.seed,
-                threads=threads_per_worker(run.threads, run.workers),
             )
             check = run_transfer(
                 study,
@@ -101,12 +107,13 @@ def run_evidence(run: EvidenceRun) -> int:
                 console=console,
                 workers=run.workers,
                 spec=spec,
+                threads_each=threads_per_worker(run.threads, run.workers),
             )
-            Console().print(tables.to_rich(tables.transfer(check)))
+            out.print(tables.to_rich(tables.transfer(check)))
             for line in transfer_lines(check):
-                Console().print(line, soft_wrap=True)
+                out.print(line, soft_wrap=True)
     if run.report:
-        console.print(f"report: {write_report(study, run.study, run.study_dir)}")
+        console.print(f"report: {write_report(study, run.study, run.paths)}")
     return 0
 
 
@@ -115,10 +122,11 @@ def export_or_train(
 ) -> int:
     """Export the best feasible trial to ``path``; with ``train`` (the trainer's flags), train with it."""
     study = open_existing(study_def, url)
-    path = path or runs_dir / study_def.name / "best_preset.json"
+    paths = StudyPaths(runs_dir, study_def.name)
+    path = path or paths.best_preset
     export_best(study, study_def, path)
-    Console(stderr=True).print(f"exported the best trial of {study_def.name} to {path}")
+    make_console(stderr=True).print(f"exported the best trial of {study_def.name} to {path}")
     if train is None:
         return 0
-    out = ["--out", str(runs_dir / study_def.name / "train-best")] if "--out" not in train else []
+    out = ["--out", str(paths.train_best)] if "--out" not in train else []
     return train_main(["--preset", str(path), *out, *train])

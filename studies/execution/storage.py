@@ -18,7 +18,8 @@ import optuna
 import sqlalchemy.exc
 from sqlalchemy.engine import URL, make_url
 
-from studies.resilience import (
+from common.errors import UserError
+from studies.execution.resilience import (
     DB_RETRY_ENV,
     DB_RETRY_S,
     DatabaseUnavailable,
@@ -26,7 +27,6 @@ from studies.resilience import (
     first_line,
     is_connection_error,
 )
-from tts_model.errors import UserError
 
 HEARTBEAT_INTERVAL_S = 60
 GRACE_PERIOD_S = 180
@@ -120,7 +120,7 @@ def open_storage(
     ``runner.run_worker``; a trial whose worker died (no heartbeat for 180 s) is failed by the next
     worker and re-queued by ``runner.requeue_interrupted`` with its params and user attrs.
     Every database call is retried through a lost connection for ``$TTS_SEARCH_DB_RETRY_S``
-    (``studies.resilience``). patient: retry the first connection too (a worker restarted while the
+    (``studies.execution.resilience``). patient: retry the first connection too (a worker restarted while the
     server restarts); a user's first command is not patient, so a wrong host fails in seconds.
     """
     path = sqlite_path(url)

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import optuna
 
-from studies.completion import EXIT_INCOMPLETE
-from studies.resilience import EXIT_DB_UNAVAILABLE, DatabaseUnavailable
-from studies.runner import counts, heartbeat_of, requeue_interrupted
-from studies.workers import last_log_line, spawn_worker
+from studies.execution.completion import EXIT_INCOMPLETE
+from studies.execution.resilience import EXIT_DB_UNAVAILABLE, DatabaseUnavailable
+from studies.execution.runner import counts, heartbeat_of, requeue_interrupted
+from studies.execution.workers import last_log_line, spawn_worker
 
 MAX_RESTARTS = 3  # per worker: a trial that kills its worker every time is also capped (MAX_ATTEMPTS)
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
@@ -48,7 +48,7 @@ class Supervisor:
     def run(self, poll: Callable[[], None], interval: float = 1.0) -> list[str]:
         """Start the workers and watch them until every one has ended; return a line for each that
         ended with an error (not counting the deaths it was restarted after)."""
-        current = [spawn_worker(self.argv, i, self.threads_each, self.log_dir) for i in range(self.n_workers)]
+        current = [self._spawn(i) for i in range(self.n_workers)]
         self.procs.extend(current)
         self.restarts = [0] * self.n_workers
         ended: dict[int, int] = {}
@@ -97,6 +97,10 @@ class Supervisor:
                 last_sweep = time.monotonic()
             time.sleep(interval)
 
+    def _spawn(self, i: int, *, restart: int = 0) -> subprocess.Popen:
+        args = [*self.argv, "--worker-index", str(i)]
+        return spawn_worker(args, i, self.threads_each, self.log_dir, restart=restart)
+
     def _died(self, i: int, proc: subprocess.Popen) -> subprocess.Popen | None:
         """One line for a dead worker; re-queue its trial; restart it while it has restarts left."""
         requeued = requeue_interrupted(self.study, dead_pids=[proc.pid])
@@ -112,7 +116,7 @@ class Supervisor:
             )
             return None
         self.restarts[i] += 1
-        replacement = spawn_worker(self.argv, i, self.threads_each, self.log_dir, restart=self.restarts[i])
+        replacement = self._spawn(i, restart=self.restarts[i])
         self.procs.append(replacement)
         self.say(
             f"worker {i} (pid {proc.pid}) {how}{what}; restarted as pid {replacement.pid} "

@@ -16,23 +16,25 @@ import torch
 from rich.console import Console
 from rich.live import Live
 
-from studies.completion import exit_status
+from common.console import make_console
+from common.device import describe_device, resolve_device
+from common.errors import UserError
+from studies.binding import trial_steps
 from studies.evidence.summary import print_summary
-from studies.live import LiveView
-from studies.objective import TrialSetup, make_objective
+from studies.execution.completion import exit_status
+from studies.execution.live import LiveView
+from studies.execution.objective import make_objective
+from studies.execution.runner import counts, requeue_interrupted, run_worker
+from studies.execution.runs import RunSetup, load_data
+from studies.execution.storage import open_storage, sqlite_path
+from studies.execution.supervisor import Supervisor
+from studies.execution.workers import sampler_seed, stop_workers, worker_threads
+from studies.paths import StudyPaths
 from studies.presets_seed import enqueue_presets
 from studies.record import DATA_FINGERPRINT
-from studies.registry import StudyDef, make_pruner, make_sampler, trial_steps
-from studies.runner import counts, requeue_interrupted, run_worker
-from studies.storage import open_storage, sqlite_path
-from studies.supervisor import Supervisor
-from studies.workers import sampler_seed, stop_workers
-from trainer.cli import describe_device, resolve_device
+from studies.registry import StudyDef, make_pruner, make_sampler
 from trainer.config import config_to_dict
-from trainer.data import TrainData, load_train_data
 from trainer.presets import preset
-from tts_model.dataset import DataConfig
-from tts_model.errors import UserError
 
 # The rate is measured over the first steps, then said once: after 10 steps, or after the second step
 # when the first ones took 20 s (the 78M fp16 study forced onto a CPU runs minutes a step).
@@ -57,8 +59,8 @@ class SearchRun:
     worker_index: int | None = None  # set in a local worker process
 
     @property
-    def study_dir(self) -> Path:
-        return self.runs_dir / self.study.name
+    def paths(self) -> StudyPaths:
+        return StudyPaths(self.runs_dir, self.study.name)
 
     @property
     def is_worker(self) -> bool:
@@ -73,7 +75,7 @@ def threads_per_worker(threads: int | None, workers: int) -> int:
 
 def run_search(run: SearchRun, worker_argv: list[str]) -> int:
     """Run the study to ``run.trials`` finished trials; ``worker_argv`` starts one local worker."""
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
 
     def say(line: str) -> None:
         console.print(line, soft_wrap=True)
@@ -81,8 +83,8 @@ def run_search(run: SearchRun, worker_argv: list[str]) -> int:
     # Optuna logs a failed trial (Ctrl-C included) with a traceback at WARNING; the CLI says it in one line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     threads = threads_per_worker(run.threads, run.workers)
-    if run.is_worker and os.environ.get("TTS_SEARCH_THREADS"):
-        threads = int(os.environ["TTS_SEARCH_THREADS"])
+    if run.is_worker:
+        threads = worker_threads(threads)
     if run.threads is not None or run.is_worker:  # otherwise leave torch's own default (all cores)
         torch.set_num_threads(threads)
     device = resolve_device(run.device)
@@ -97,13 +99,7 @@ def run_search(run: SearchRun, worker_argv: list[str]) -> int:
 
     # From here on the study exists.
     study = _open_or_create(run)
-    setup = TrialSetup(
-        study=run.study,
-        data=data,
-        device=device,
-        telemetry_path=run.study_dir / "telemetry.db",
-        seed=run.seed,
-    )
+    setup = RunSetup(run.study, data, device, run.paths, run.seed)
     if run.is_worker:
         run_worker(study, make_objective(setup), run.trials)
         return exit_status(study, run.trials, lambda line: print(line, file=sys.stderr))
@@ -145,7 +141,7 @@ def run_search(run: SearchRun, worker_argv: list[str]) -> int:
             else:
                 # The supervisor restarts dead workers (bounded); procs grows with every restart.
                 supervisor = Supervisor(
-                    study, worker_argv, run.workers, run.trials, threads, run.study_dir / "workers", say
+                    study, worker_argv, run.workers, run.trials, threads, run.paths.worker_logs, say
                 )
                 procs = supervisor.procs
                 for e in supervisor.run(refresh):
@@ -166,7 +162,7 @@ def run_search(run: SearchRun, worker_argv: list[str]) -> int:
 
 def _open_or_create(run: SearchRun) -> optuna.Study:
     heartbeat = sqlite_path(run.url) is None  # RDB servers get heartbeats and stale-trial retries
-    # A worker is patient with a database that blips (studies.resilience); the parent too, once running.
+    # A worker is patient with a database that blips (studies.execution.resilience); the parent too, once running.
     storage = open_storage(run.url, heartbeat=heartbeat, create_dir=True, patient=run.is_worker)
     seed = sampler_seed(run.seed, run.worker_index, shared=run.shared_storage)
     return optuna.create_study(
@@ -189,10 +185,6 @@ def open_existing(study_def: StudyDef, url: str) -> optuna.Study:
         return optuna.load_study(study_name=study_def.name, storage=storage)
     except KeyError:
         raise UserError(f"no study {study_def.name!r} in {url}: run the search first") from None
-
-
-def load_data(train: Path | None, val: Path | None, console: Console | None) -> TrainData:
-    return load_train_data(train, val, DataConfig(), console=console)
 
 
 def note_other_data(study: optuna.Study, fingerprint: str, console: Console) -> None:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from tts_model.errors import UserError
+from common.errors import UserError
 
 EXIT_USAGE = 2
 

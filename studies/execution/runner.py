@@ -13,11 +13,11 @@ followed by a small write, safe to run from many processes at once:
   (``adopt_silent_trials``), so it goes stale like any other instead of staying RUNNING forever.
   SQLite has no heartbeat here, so a worker fails the RUNNING trials whose process on this host is
   gone: the same recovery, for one machine. The parent of local workers does it at once for a worker
-  it saw die (``studies.supervisor``).
+  it saw die (``studies.execution.supervisor``).
 - A worker starts a trial only while finished + running < N, and a trial that finds itself beyond N
   (two workers raced) gives its slot back at once; a worker waits while the last slots are held by
   running trials, because one of them may be stale and need a retry.
-- Trials run with ask/tell here, not ``study.optimize`` (why: ``studies.resilience``).
+- Trials run with ask/tell here, not ``study.optimize`` (why: ``studies.execution.resilience``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from studies.objective import TrialOutOfMemory
+from studies.execution.objective import Objective
+from studies.execution.resilience import DatabaseUnavailable, ResilientRDBStorage, heartbeat
 
 # The attribute keys live in studies.record (defined once); the runner knows them by these names.
 from studies.record import ATTEMPT as ATTEMPT_ATTR
@@ -49,7 +50,6 @@ from studies.record import HOST as HOST_ATTR
 from studies.record import PID as PID_ATTR
 from studies.record import PRESET as PRESET_ATTR
 from studies.record import RETRY_OF as RETRY_ATTR
-from studies.resilience import DatabaseUnavailable, ResilientRDBStorage, heartbeat
 
 # Why a trial ended FAIL (its FAILED_BY attribute): interrupt / worker died / no heartbeat / surplus /
 # duplicate / the exception's name.
@@ -164,7 +164,7 @@ def drop_duplicates(study: optuna.Study) -> list[int]:
 
 def run_worker(
     study: optuna.Study,
-    objective: Callable[[optuna.Trial], float],
+    objective: Objective,
     n_trials: int,
     on_trial_end: Callable[[], None] | None = None,
     *,
@@ -204,7 +204,7 @@ def run_worker(
                 on_trial_end()
 
 
-def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int) -> None:
+def run_trial(study: optuna.Study, objective: Objective, n_trials: int) -> None:
     """Ask for one trial, tag it with this process, beat while it runs, tell how it ended.
 
     The order is the point: the host and pid go on the trial first (a local parent that sees this
@@ -225,23 +225,22 @@ def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], n
                 study.tell(trial, state=TrialState.FAIL)
                 return
             try:
-                value = objective(trial)
-            except optuna.TrialPruned:
-                study.tell(trial, state=TrialState.PRUNED)
-                return
+                record = objective(trial)
             except DatabaseUnavailable:
                 raise  # nothing can be written; the trial goes stale and is re-queued on resume
-            except TrialOutOfMemory as e:  # an outcome: recorded by the objective, the worker goes on
-                sys.stderr.write(f"trial {trial.number}: {e}\n")
-                study.tell(trial, state=TrialState.FAIL)
-                return
             except BaseException as e:  # tagged while RUNNING, so a resume knows to re-queue it
                 trial.set_user_attr(
                     FAILED_BY_ATTR, INTERRUPT if isinstance(e, KeyboardInterrupt) else type(e).__name__
                 )
                 study.tell(trial, state=TrialState.FAIL)
                 raise
-            study.tell(trial, value)
+            if record.oom_step is not None:  # an outcome: recorded by the objective, the worker goes on
+                sys.stderr.write(
+                    f"trial {trial.number}: out of memory at step {record.oom_step}: {record.oom_detail}\n"
+                )
+            study.tell(
+                trial, record.value if record.state == TrialState.COMPLETE else None, state=record.state
+            )
     except optuna.exceptions.UpdateFinishedTrialError:
         sys.stderr.write(
             f"trial {trial.number} was failed by another worker meanwhile (its heartbeat was late); "

@@ -2,7 +2,7 @@
 
 ``--workers N`` runs N copies of the same ``search.py`` command with ``--worker-index i``; they share
 the study only through its storage, exactly as processes on other machines do. A dead one is
-restarted by ``studies.supervisor``.
+restarted by ``studies.execution.supervisor``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 RESTART_ENV = "TTS_SEARCH_WORKER_RESTART"  # set by the supervisor: how many times worker i was restarted
+THREADS_ENV = "TTS_SEARCH_THREADS"  # torch CPU threads a worker process runs with
 
 
 def sampler_seed(seed: int, worker_index: int | None, *, shared: bool) -> int:
@@ -53,9 +54,19 @@ def worker_gpu(index: int, gpus: list[str]) -> str | None:
 
 
 def spawn_worker(
-    argv: list[str], index: int, threads_each: int, log_dir: Path, *, restart: int = 0
+    args: list[str],
+    index: int,
+    threads_each: int,
+    log_dir: Path,
+    *,
+    restart: int = 0,
+    name: str = "worker",
+    title: str = "search run",
 ) -> subprocess.Popen:
-    """Start worker `index` (its `restart`-th restart); stderr goes to ``log_dir/worker-<i>.log``.
+    """Start ``python ARGS`` as local worker `index` (its `restart`-th restart); stderr goes to
+    ``log_dir/<name>-<i>.log``. Every worker process of the project starts here: a search's trial
+    workers (``args`` = the search command with ``--worker-index i``) and long-run workers
+    (``studies.execution.pool``) alike, with the same thread count, card and log.
 
     The log is appended to, after a header naming the run and the time: a rerun after a crash, or a
     restart, must keep the traceback of the worker that died. (A pipe nobody reads would fill and
@@ -65,22 +76,28 @@ def spawn_worker(
     env = {
         **os.environ,
         "OMP_NUM_THREADS": str(threads_each),
-        "TTS_SEARCH_THREADS": str(threads_each),
+        THREADS_ENV: str(threads_each),
         RESTART_ENV: str(restart),
     }
     gpu = worker_gpu(index, visible_gpus())
     if gpu is not None:  # each worker sees its one card as cuda:0; it says which in its log
         env["CUDA_VISIBLE_DEVICES"] = gpu
-    path = log_dir / f"worker-{index}.log"
+    path = log_dir / f"{name}-{index}.log"
     started = datetime.now(UTC).isoformat(timespec="seconds")
     what = f"restart {restart}" if restart else "start"
-    cmd = [sys.executable, *argv, "--worker-index", str(index)]
+    cmd = [sys.executable, *args]
     with open(path, "a", encoding="utf-8") as log:
-        log.write(f"=== search run of parent pid {os.getpid()}, worker {index} {what}, {started} ===\n")
+        log.write(f"=== {title} of parent pid {os.getpid()}, {name} {index} {what}, {started} ===\n")
         log.flush()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
     proc.log_path = path  # type: ignore[attr-defined]
     return proc
+
+
+def worker_threads(default: int) -> int:
+    """Torch CPU threads of this process when a parent started it as a worker, else ``default``."""
+    raw = os.environ.get(THREADS_ENV)
+    return int(raw) if raw else default
 
 
 def last_log_line(proc: subprocess.Popen) -> str:

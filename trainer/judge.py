@@ -1,0 +1,163 @@
+"""The one judge: a run's history -> its verdict, for every kind of run.
+
+A search trial, a full training, a validation seed, a transfer check's long run and the lr probe all
+end here, so the same history gets the same word wherever it ran. The history is the trainer's
+`TrainResult` (steps run, the guard verdict that stopped it, its evals with the last decode, an
+out-of-memory stop, whether its caller stopped it early); the rules are the run's `GuardConfig`.
+
+The words (DESIGN.md, "What the verdict words mean"):
+- ``oom``: the device ran out of memory, an outcome of the recipe's size, not of its stability;
+- ``diverged:<kind>``: a divergence guard stopped it (nonfinite, explosion, spike, ceiling, collapse);
+- ``pruned`` / ``unjudged``: stopped early by its caller (the search's pruner) after, or before, every
+  guard had the steps it needs to judge it; an unjudged run never counts as stable;
+- ``stable`` / ``unaligned`` / ``no-stop``: it ran to its end; stable only if its attention aligned
+  and its free-running decode stopped at a sane length.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from trainer.config import GuardConfig
+from trainer.evaluate import DecodeMetrics, EvalMetrics
+from trainer.guards import Verdict, judged_after
+from trainer.results import OutOfMemory, TrainResult
+
+STABLE, UNALIGNED, NO_STOP = "stable", "unaligned", "no-stop"
+PRUNED, UNJUDGED = "pruned", "unjudged"
+OOM = "oom"
+DIVERGED_PREFIX = "diverged:"
+FINISHED_VERDICTS = (STABLE, UNALIGNED, NO_STOP)
+
+# The telemetry's run status: how the run ended, in the words `Telemetry.finish_run` stores.
+STATUS_FINISHED, STATUS_PRUNED, STATUS_DIVERGED, STATUS_OOM = "finished", "pruned", "diverged", "oom"
+
+
+def diverged_outcome(kind: str) -> str:
+    return f"{DIVERGED_PREFIX}{kind}"
+
+
+def is_diverged_outcome(outcome: str) -> bool:
+    return outcome.startswith(DIVERGED_PREFIX)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Judgement:
+    """A run's verdict and the figures it rests on.
+
+    unaligned / no_stop: how far the run is from aligned attention and from a sane free-running
+    decode (<= 0: there; continuous, so a sampler can walk towards feasible). NaN where the run did
+    not get as far as measuring them (diverged, out of memory).
+    """
+
+    outcome: str
+    steps: int
+    divergence: Verdict | None = None
+    oom: OutOfMemory | None = None
+    judged: bool = True  # every guard had the steps it needs (False only for a run stopped early)
+    final: EvalMetrics | None = None
+    unaligned: float = math.nan
+    no_stop: float = math.nan
+
+    @property
+    def diverged(self) -> bool:
+        return self.divergence is not None
+
+    @property
+    def finished(self) -> bool:
+        """It ran to its last step (stable, unaligned or no-stop)."""
+        return self.outcome in FINISHED_VERDICTS
+
+    @property
+    def stopped_early(self) -> bool:
+        """Its caller stopped it (pruned or unjudged)."""
+        return self.outcome in (PRUNED, UNJUDGED)
+
+    @property
+    def stable(self) -> bool:
+        return self.outcome == STABLE
+
+    @property
+    def val_mel(self) -> float | None:
+        """The last eval's val mel of a run that neither diverged nor ran out of memory."""
+        if self.divergence is not None or self.oom is not None or self.final is None:
+            return None
+        return self.final.val_mel
+
+    @property
+    def decode(self) -> DecodeMetrics | None:
+        return self.final.decode if self.final is not None else None
+
+    @property
+    def speaks(self) -> bool:
+        """Its last eval's free-running decode speaks, and no guard stopped it."""
+        decode = self.decode
+        return decode is not None and decode.speaks and self.divergence is None and self.oom is None
+
+    @property
+    def status(self) -> str:
+        """How the run ended, as the telemetry's run record says it."""
+        if self.oom is not None:
+            return STATUS_OOM
+        if self.divergence is not None:
+            return STATUS_DIVERGED
+        return STATUS_PRUNED if self.stopped_early else STATUS_FINISHED
+
+
+def judge(result: TrainResult, guards: GuardConfig, *, warmup_steps: int = 0) -> Judgement:
+    """The verdict of one run, from what it recorded and the thresholds it ran under."""
+    final = result.final_eval
+    if result.oom is not None:
+        return Judgement(outcome=OOM, steps=result.steps, oom=result.oom, final=final)
+    if result.verdict is not None:
+        v = result.verdict
+        return Judgement(outcome=diverged_outcome(v.kind), steps=result.steps, divergence=v, final=final)
+    if result.stopped_by_callback or final is None:
+        # Stopped before its end: it never showed it can speak (no final decode), so its decode counts
+        # as one that never stopped; its alignment is its last eval's.
+        judged = result.steps >= judged_after(guards, warmup_steps)
+        diagonality = final.diagonality if final is not None else 0.0
+        return Judgement(
+            outcome=PRUNED if judged else UNJUDGED,
+            steps=result.steps,
+            judged=judged,
+            final=final,
+            unaligned=guards.collapse_diagonality - diagonality,
+            no_stop=decode_violation(None, guards),
+        )
+    unaligned = guards.collapse_diagonality - final.diagonality
+    no_stop = decode_violation(final.decode, guards)
+    return Judgement(
+        outcome=finished_verdict(unaligned, no_stop),
+        steps=result.steps,
+        final=final,
+        unaligned=unaligned,
+        no_stop=no_stop,
+    )
+
+
+def finished_verdict(unaligned: float, no_stop: float) -> str:
+    """The word for a run that ran to its end: aligned first, then a decode that stops."""
+    if unaligned > 0:
+        return UNALIGNED
+    return NO_STOP if no_stop > 0 else STABLE
+
+
+def decode_violation(decode: DecodeMetrics | None, guards: GuardConfig) -> float:
+    """How far the free-running decode is from sane, continuous so TPE can walk towards feasible:
+    the share of sentences that never stopped beyond the tolerated ``decode_max_bad_fraction`` (a short
+    trial decodes few sentences: a minority may fail, not a majority), plus how far the median length
+    ratio lies outside [1/decode_length_ratio, decode_length_ratio]. <= 0 is feasible.
+
+    The median length is a stopped sentence's only when more than half stopped; otherwise it is the
+    length cap, which says nothing, so such an infeasible decode (and a run with none, stopped early)
+    scores the stop share alone: one stopped sentence of three then always ranks above none."""
+    max_bad, max_ratio = guards.decode_max_bad_fraction, guards.decode_length_ratio
+    if decode is None:
+        return 1.0 - max_bad
+    missed = max(0.0, (1.0 - decode.stop_rate) - max_bad)
+    if decode.stop_rate <= 0.5 and missed > 0:
+        return missed
+    ratio = decode.length_ratio
+    return missed + max(0.0, ratio - max_ratio) + max(0.0, 1.0 / max_ratio - ratio)
