@@ -32,9 +32,9 @@ import soundfile as sf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from common.errors import UserError
 from tts_model import espeak
 from tts_model.cache import atomic_write_text, default_cache_dir
-from common.errors import UserError
 from tts_model.errors import CorpusError
 from tts_model.sentences import iter_sentences
 from tts_model.text import normalize_text
