@@ -8,9 +8,13 @@ exit status says how far the study is.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import pickle
 import socket
 import time
+from concurrent.futures import ProcessPoolExecutor
+from operator import methodcaller
 from pathlib import Path
 
 import optuna
@@ -103,6 +107,37 @@ def test_a_lost_connection_is_retried_then_given_up_in_one_line(tmp_path: Path, 
     message = str(gone.value)
     assert "\n" not in message and message.startswith("database the-db unreachable for 1 s")
     assert "run the same command to continue" in message and DB_RETRY_ENV in message
+
+
+def test_the_storage_pickles_and_its_copy_reads_writes_and_retries(tmp_path: Path) -> None:
+    """Process pools and Dask hand a storage over pickled, which ``RDBStorage`` supports; a lock in the
+    retrying storage's state used to make that a TypeError."""
+    storage = _storage(tmp_path, retry_s=5.0)
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.tell(study.ask(), 1.0)
+    storage.recovered_at = time.monotonic()  # an outage seen here, on this machine's clock
+
+    copy = pickle.loads(pickle.dumps(storage))
+    assert (copy.url, copy.retry_s, copy._label) == (storage.url, 5.0, "the-db")
+    assert copy.engine is not storage.engine and copy.recovered_at is None
+    again = optuna.load_study(study_name="s", storage=copy)
+    again.tell(again.ask(), 2.0)
+    assert [t.value for t in study.get_trials()] == [1.0, 2.0]
+    copy.scoped_session = _Flaky(copy.scoped_session, times=1)
+    assert [s.study_name for s in copy.get_all_studies()] == ["s"]  # retried, with a lock of its own
+    assert copy.recovered_at is not None
+
+
+def test_a_spawned_worker_uses_the_storage_it_was_sent(tmp_path: Path) -> None:
+    storage = _storage(tmp_path, retry_s=5.0)
+    study_id = optuna.create_study(study_name="s", storage=storage)._study_id
+    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing inherited, all unpickled
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        write = pool.submit(methodcaller("set_study_user_attr", study_id, "from", "worker"), storage)
+        read = pool.submit(methodcaller("get_study_name_from_id", study_id), storage)
+        write.result(timeout=120)
+        assert read.result(timeout=120) == "s"
+    assert storage.get_study_user_attrs(study_id) == {"from": "worker"}
 
 
 def test_a_tell_whose_commit_landed_but_whose_answer_was_lost_is_not_told_twice(tmp_path: Path) -> None:

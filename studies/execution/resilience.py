@@ -82,6 +82,10 @@ _RETRIED = (
 )
 
 
+# This process's outage record: not pickled (see ResilientRDBStorage).
+_OUTAGE_RECORD = ("recovered_at", "_outage_since", "_outage_lock")
+
+
 class DatabaseUnavailable(Exception):
     """The study's database stayed unreachable for longer than the retry bound."""
 
@@ -125,14 +129,31 @@ class ResilientRDBStorage(RDBStorage):
 
     ``recovered_at`` is the monotonic time the last outage ended (None: none seen), so the stale-trial
     rule can hold off while every worker's heartbeat catches up after the server is back.
+
+    It pickles as ``RDBStorage`` does (process pools, Dask): the copy opens its own engine and keeps
+    the retry bound and label, but not the outage record, which belongs to this process: its lock
+    cannot be pickled, and its monotonic times mean nothing on another machine's clock.
     """
 
     def __init__(self, url: str, *, retry_s: float, label: str, **kwargs: Any) -> None:
         self.retry_s, self._label = retry_s, label
-        self.recovered_at: float | None = None
-        self._outage_lock = threading.Lock()
-        self._outage_since: float | None = None
+        self._no_outage_seen()
         super().__init__(url, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        for name in _OUTAGE_RECORD:
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._no_outage_seen()
+        super().__setstate__(state)  # reconnects, as RDBStorage's does
+
+    def _no_outage_seen(self) -> None:
+        self.recovered_at: float | None = None
+        self._outage_since: float | None = None
+        self._outage_lock = threading.Lock()
 
     def adopt_silent_trials(self, study_id: int) -> list[int]:
         """Give every RUNNING trial that has no heartbeat row one, now, by the server's clock.
