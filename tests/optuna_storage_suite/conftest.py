@@ -22,7 +22,7 @@ import optuna
 import pytest
 from optuna.storages import RDBStorage
 
-from studies.resilience import ResilientRDBStorage
+from studies.execution.resilience import ResilientRDBStorage
 from tests.pg_harness import postgres  # noqa: F401
 
 from . import supplier

@@ -16,8 +16,8 @@ from optuna.storages import BaseStorage
 from optuna.testing.tempfile_pool import NamedTemporaryFilePool
 from sqlalchemy.engine import make_url
 
-from studies.resilience import DB_RETRY_S, ResilientRDBStorage
-from studies.storage import redact
+from studies.execution.resilience import DB_RETRY_S, ResilientRDBStorage
+from studies.execution.storage import redact
 from tests.pg_harness import DB_NAME, PgServer
 
 FULL_ENV = "TTS_OPTUNA_SUITE"  # "full": every copied test in every mode, the slow ones included
@@ -67,7 +67,7 @@ def postgres_url() -> str:
 
 class SuiteRDBStorage(ResilientRDBStorage):
     """``RDBStorage``'s constructor over ``ResilientRDBStorage``, which also wants a retry bound and a
-    label: chosen as ``studies.storage.open_storage`` chooses them (SQLite is not retried)."""
+    label: chosen as ``studies.execution.storage.open_storage`` chooses them (SQLite is not retried)."""
 
     def __init__(
         self,
