@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from trainer.judge import OOM, PRUNED, UNJUDGED, diverged_outcome
+from trainer.judge import OOM, PRUNED, STABLE, UNJUDGED, diverged_outcome
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -53,6 +53,10 @@ OUT_OF_MEMORY = "out of memory"  # the FAILED_BY of a trial the device ran out o
 OOM_STEP, OOM_DETAIL = "oom_step", "oom_detail"  # where, and the error's line (it names the size)
 RETRY_OF = "retry_of"  # a re-queued trial: the number of the trial it repeats
 ATTEMPT = "attempt"  # how many times these params have been started (1 for a fresh trial)
+RUNG = "rung"  # the rung the trial ended at: 0 the screen, 1 the long (speech) rung
+PROMOTED = "promoted"  # at the screen's end: did it go on to the long rung?
+SCREEN_STEP, SCREEN_VALUE, SCREEN_VERDICT = "screen_step", "screen_val_mel", "screen_verdict"
+SCREEN_RATIO, SCREEN_SPEAKS = "screen_decode_ratio", "screen_speaks"
 
 # -- study (not trial) user attribute keys --------------------------------------------------------
 DATA_FINGERPRINT = "data_fingerprint"  # the data set the study's trials ran on
@@ -71,6 +75,21 @@ class Divergence:
     kind: str
     step: int | None = None
     detail: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RungFacts:
+    """A trial at the end of its screen (the short rung): what the long rung's promotion was decided on."""
+
+    step: int
+    val_mel: float
+    verdict: str  # the judge's word at that eval (stable / unaligned / no-stop)
+    decode_ratio: float | None = None
+    speaks: bool = False
+
+    @property
+    def feasible(self) -> bool:
+        return self.verdict == STABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +141,10 @@ class TrialRecord:
     attempt: int | None = None
     oom_step: int | None = None
     oom_detail: str | None = None
+    # successive halving: the screen's facts of a trial in a study with a speech rung
+    screen: RungFacts | None = None
+    promoted: bool | None = None
+    rung: int | None = None
 
     # -- what readers ask ------------------------------------------------------------------------------
     @property
@@ -211,7 +234,11 @@ class TrialRecord:
             ATTEMPT: self.attempt,
             OOM_STEP: self.oom_step,
             OOM_DETAIL: self.oom_detail,
+            PROMOTED: self.promoted,
+            RUNG: self.rung,
         }
+        if self.screen is not None:
+            attrs.update(screen_attrs(self.screen))
         if self.divergence is not None:
             attrs.update(
                 {
@@ -287,6 +314,9 @@ class TrialRecord:
             attempt=_int(a.get(ATTEMPT)),
             oom_step=_int(a.get(OOM_STEP)),
             oom_detail=_str(a.get(OOM_DETAIL)),
+            screen=_screen(a),
+            promoted=a[PROMOTED] if isinstance(a.get(PROMOTED), bool) else None,
+            rung=_int(a.get(RUNG)),
         )
 
 
@@ -297,10 +327,11 @@ def load_records(study: optuna.Study, states: Iterable[TrialState] | None = None
 
 
 def best_feasible(records: Iterable[TrialRecord]) -> TrialRecord | None:
-    """The best feasible COMPLETE trial: one whose decode speaks beats one that does not, then the
-    lowest val mel (teacher-forced mel alone can look excellent for a model that cannot speak)."""
+    """The best feasible COMPLETE trial: one whose decode speaks beats one that does not, then one
+    judged at a longer rung (its val mel is not comparable with a shorter run's), then the lowest val
+    mel (teacher-forced mel alone can look excellent for a model that cannot speak)."""
     candidates = [r for r in records if r.feasible and r.value is not None]
-    return min(candidates, key=lambda r: (not r.speaks, r.value)) if candidates else None
+    return min(candidates, key=lambda r: (not r.speaks, -(r.rung or 0), r.value)) if candidates else None
 
 
 def preset_trials(
@@ -320,6 +351,24 @@ def record_start(trial: optuna.Trial, max_steps: int) -> None:
     trial.set_user_attr(MAX_STEPS, max_steps)
 
 
+def screen_attrs(screen: RungFacts) -> dict[str, Any]:
+    attrs = {
+        SCREEN_STEP: screen.step,
+        SCREEN_VALUE: screen.val_mel,
+        SCREEN_VERDICT: screen.verdict,
+        SCREEN_RATIO: screen.decode_ratio,
+        SCREEN_SPEAKS: screen.speaks,
+    }
+    return {k: v for k, v in attrs.items() if v is not None}
+
+
+def record_screen(trial: optuna.Trial, screen: RungFacts, promoted: bool) -> None:
+    """What the objective writes at the screen's end, before the run goes on (or not): the facts the
+    next trials' promotion reads."""
+    for key, value in {**screen_attrs(screen), PROMOTED: promoted}.items():
+        trial.set_user_attr(key, value)
+
+
 def record_eval(trial: optuna.Trial, step: int, stop_end_margin: float) -> None:
     """What the objective writes at every eval, before it asks the pruner."""
     trial.set_user_attr(LAST_STEP, step)
@@ -331,6 +380,18 @@ def write_record(trial: optuna.Trial, record: TrialRecord) -> None:
         trial.set_user_attr(key, value)
     for key, value in record.constraints.items():
         trial.set_constraint(key, value)
+
+
+def _screen(a: Mapping[str, Any]) -> RungFacts | None:
+    if SCREEN_VALUE not in a or SCREEN_VERDICT not in a:
+        return None
+    return RungFacts(
+        step=_int(a.get(SCREEN_STEP)) or 0,
+        val_mel=float(a[SCREEN_VALUE]),
+        verdict=str(a[SCREEN_VERDICT]),
+        decode_ratio=_float(a.get(SCREEN_RATIO)),
+        speaks=a.get(SCREEN_SPEAKS) is True,
+    )
 
 
 def _int(x: object) -> int | None:

@@ -70,6 +70,28 @@ class ScoringSpec:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class SpeechRung:
+    """The long rung of successive halving (``studies.promotion``): the best feasible screens go on to
+    ``horizon`` steps past their warmup, where speech can show; the top 1/``eta`` of the trials that
+    finished their screen, once ``min_peers`` others have, and at most ``max_promoted`` in a study."""
+
+    horizon: int
+    eta: int = 3
+    min_peers: int = 3
+    max_promoted: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.horizon < 1:
+            raise ValueError(f"SpeechRung.horizon must be >= 1, got {self.horizon}")
+        if self.eta < 2:
+            raise ValueError(f"SpeechRung.eta must be >= 2, got {self.eta}")
+        if self.min_peers < 1:
+            raise ValueError(f"SpeechRung.min_peers must be >= 1, got {self.min_peers}")
+        if self.max_promoted is not None and self.max_promoted < 1:
+            raise ValueError(f"SpeechRung.max_promoted must be >= 1 or None, got {self.max_promoted}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class StudyDef:
     """Everything that makes one named study; the objective and CLI read it, never mutate it.
 
@@ -102,6 +124,8 @@ class StudyDef:
     full_alignment_loss: AlignmentLoss = "guided"
     # Sized for a CUDA GPU: refused on a CPU unless forced with --device cpu (a trial would take hours).
     needs_gpu: bool = False
+    # The long rung where the best screens are judged on speech (None: every trial is its screen only).
+    speech_rung: SpeechRung | None = None
 
     def __post_init__(self) -> None:
         if self.model_size not in MODEL_SIZES:
@@ -120,6 +144,10 @@ class StudyDef:
                 raise ValueError(f"StudyDef.{name} must be >= 1, got {getattr(self, name)}")
         if self.eval_every > self.horizon:
             raise ValueError(f"StudyDef.eval_every ({self.eval_every}) must be <= horizon ({self.horizon})")
+        if self.speech_rung is not None and self.speech_rung.horizon <= self.horizon:
+            raise ValueError(
+                f"StudyDef.speech_rung.horizon ({self.speech_rung.horizon}) must be > horizon ({self.horizon})"
+            )
 
 
 def _registry() -> dict[str, StudyDef]:
@@ -222,6 +250,9 @@ def scaled(study: StudyDef, factor: float) -> StudyDef:
     new_space = dataclasses.replace(
         space, warmup_max=warmup_max, warmup_step=warmup_step, warmup_scale=space.warmup_scale * factor
     )
+    rung = study.speech_rung
+    if rung is not None:
+        rung = dataclasses.replace(rung, horizon=max(horizon + 1, round(rung.horizon * factor)))
     defaults = GuardConfig()
     current = dict(study.scoring.guard_overrides)
     guards = {
@@ -237,6 +268,7 @@ def scaled(study: StudyDef, factor: float) -> StudyDef:
         eval_every=eval_every,
         pruner=dataclasses.replace(study.pruner, min_step=min_step),
         scoring=dataclasses.replace(study.scoring, guard_overrides=tuple(guards.items())),
+        speech_rung=rung,
     )
 
 

@@ -1,7 +1,8 @@
 """What a run reports and where: its callbacks and I/O as one frozen value, every part optional.
 
 The loop calls `on_step` after each step's numbers are read back, and `on_eval` after each eval (a
-True answer stops the run: that is how a search prunes). `telemetry` names the SQLite file the run's
+True answer stops the run: that is how a search prunes); `on_rung` at the end of a rung (a False
+answer ends the run there, finished: that is how a trial is not promoted). `telemetry` names the SQLite file the run's
 steps, evals and verdict go to; with none, a null writer takes them, so the loop never asks whether
 there is one.
 """
@@ -23,6 +24,7 @@ from trainer.telemetry import Telemetry
 class RunHooks:
     on_step: Callable[[StepMetrics], None] | None = None
     on_eval: Callable[[EvalMetrics, EvalSample], bool] | None = None
+    on_rung: Callable[[EvalMetrics], bool] | None = None  # at a rung's end: go on to the next one?
     telemetry: Path | None = None  # the run's telemetry database (trainer/telemetry.py)
     run_id: str = "run"  # the run's key in the telemetry
     warn: Callable[[str], None] = print  # resumes, recoveries, an out-of-memory stop
@@ -34,6 +36,10 @@ class RunHooks:
     def eval(self, metrics: EvalMetrics, sample: EvalSample) -> bool:
         """True when the caller asks the run to stop here."""
         return self.on_eval is not None and bool(self.on_eval(metrics, sample))
+
+    def rung(self, metrics: EvalMetrics) -> bool:
+        """True when the run goes on past the rung that ends at this eval (the default)."""
+        return self.on_rung is None or bool(self.on_rung(metrics))
 
 
 NO_HOOKS = RunHooks()  # a run that reports to nobody (warnings still print)

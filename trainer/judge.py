@@ -126,11 +126,17 @@ def judge(result: TrainResult, guards: GuardConfig, *, warmup_steps: int = 0) ->
             unaligned=guards.collapse_diagonality - diagonality,
             no_stop=decode_violation(None, guards),
         )
+    return finished_at(final, guards, steps=result.steps)
+
+
+def finished_at(final: EvalMetrics, guards: GuardConfig, *, steps: int) -> Judgement:
+    """The verdict of a run that ran to ``final`` (its last eval, or the eval that ends a rung): aligned,
+    and a free-running decode that stops at a sane length."""
     unaligned = guards.collapse_diagonality - final.diagonality
     no_stop = decode_violation(final.decode, guards)
     return Judgement(
         outcome=finished_verdict(unaligned, no_stop),
-        steps=result.steps,
+        steps=steps,
         final=final,
         unaligned=unaligned,
         no_stop=no_stop,

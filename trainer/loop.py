@@ -51,6 +51,9 @@ class RunPlan:
     back to the last checkpoint and lowers the lr (up to ``max_recoveries``), a collapse plateau is
     trained through, every eval decodes, checkpoints go to ``out_dir``; what ``python -m trainer`` is.
     lr_schedule: step -> lr, replacing the config's schedule (the lr range test drives it from outside).
+    rungs: steps before ``max_steps`` where a rung ends (successive halving inside one run): each gets an
+    eval with a free-running decode, then the ``on_rung`` hook says whether the run goes on; a run that
+    stops there has finished, judged at that rung.
     """
 
     mode: Mode = "trial"
@@ -58,6 +61,7 @@ class RunPlan:
     resume: bool = False
     lr_schedule: Callable[[int], float] | None = None
     decode_sentences: int = DECODE_SENTENCES
+    rungs: tuple[int, ...] = ()
 
     @property
     def heals(self) -> bool:
@@ -221,11 +225,11 @@ def _train(
                 history = StepHistory(cfg.guards)
                 continue
 
-            # --- eval: teacher-forced val mel, attention, and a free-running decode (at the last eval,
-            #     or at every eval of a full training) ------------------------------------------------
-            is_last = step == total_steps
-            if step % cfg.eval_every == 0 or is_last:
-                n_decode = plan.decode_sentences if (is_last or plan.decodes_every_eval) else 0
+            # --- eval: teacher-forced val mel, attention, and a free-running decode (at the last eval and
+            #     at a rung's end, or at every eval of a full training) --------------------------------
+            is_last, is_rung = step == total_steps, step in plan.rungs
+            if step % cfg.eval_every == 0 or is_last or is_rung:
+                n_decode = plan.decode_sentences if (is_last or is_rung or plan.decodes_every_eval) else 0
                 ev, last_sample = _evaluate(
                     model, cfg, data, val_batches, step=step, decode_sentences=n_decode, device=device
                 )
@@ -240,6 +244,8 @@ def _train(
                     divergence = eval_verdict
                     break
                 if stopped_by_callback:
+                    break
+                if is_rung and not hooks.rung(ev):  # the run ends here, finished at this rung
                     break
 
             # --- checkpoint: every checkpoint_every steps, atomically, keeping the last K and the best ---

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from space import SearchSpace
+from studies.evidence.ranks import spearman
 from studies.paths import trial_run
 from studies.record import TrialRecord, best_feasible, preset_trials
 from trainer.judge import NO_STOP, PRUNED, STABLE, UNALIGNED, UNJUDGED, is_diverged_outcome
@@ -310,3 +311,49 @@ def grad_curves(study_name: str, marked: dict[str, TrialRecord], tele: Path | No
             )
         )
     return curves
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RungAgreement:
+    """Does the screen's ranking hold at the long rung? Spearman between the two over the trials that
+    reached both (HpBandSter's "correlation across budgets"), on val mel and on the decode ratio."""
+
+    screened: int  # trials that finished their screen
+    promoted: int
+    reached: int  # promoted trials that finished the long rung
+    speak: int  # of those, how many speak there
+    rho_val_mel: float | None
+    rho_decode_ratio: float | None
+
+    def line(self) -> str:
+        def rho(x: float | None) -> str:
+            return "not computable (fewer than 3 pairs)" if x is None else f"{x:+.2f}"
+
+        return (
+            f"speech rung: {self.promoted} of {self.screened} screened trials promoted, {self.reached} finished "
+            f"the long rung, {self.speak} speak there; rank agreement screen -> long rung over those "
+            f"{self.reached}: val mel {rho(self.rho_val_mel)}, decode ratio {rho(self.rho_decode_ratio)}"
+        )
+
+
+def rung_agreement(records: Sequence[TrialRecord]) -> RungAgreement:
+    screened = [r for r in records if r.screen is not None]
+    promoted = [r for r in screened if r.promoted]
+    reached = [r for r in promoted if r.finished and r.value is not None and r.rung == 1]
+    pairs = [(r.screen.val_mel, r.value) for r in reached if r.screen is not None and r.value is not None]
+    ratios = [
+        (r.screen.decode_ratio, r.decode.ratio)
+        for r in reached
+        if r.screen is not None
+        and r.screen.decode_ratio is not None
+        and r.decode
+        and r.decode.ratio is not None
+    ]
+    return RungAgreement(
+        screened=len(screened),
+        promoted=len(promoted),
+        reached=len(reached),
+        speak=sum(r.speaks for r in reached),
+        rho_val_mel=spearman([a for a, _ in pairs], [b for _, b in pairs]),
+        rho_decode_ratio=spearman([a for a, _ in ratios], [b for _, b in ratios]),
+    )

@@ -9,6 +9,7 @@ import optuna
 
 from common.errors import UserError
 from studies.binding import BASE_LEVEL
+from studies.evidence.conclusions import rung_agreement
 from studies.record import DATA_FINGERPRINT, best_feasible, load_records
 from studies.registry import StudyDef
 from trainer.config import apply_overrides
@@ -22,6 +23,12 @@ def export_best(study: optuna.Study, study_def: StudyDef, path: Path) -> Path:
         raise UserError(
             f"study {study.study_name!r} has no feasible finished trial yet (none aligned and stopped its "
             "decode without diverging); run more trials before exporting"
+        )
+    if study_def.speech_rung is not None and not (best.speaks and best.rung == 1):
+        agreement = rung_agreement(load_records(study))
+        raise UserError(
+            f"study {study.study_name!r}: no trial speaks at the long rung ({agreement.promoted} promoted, "
+            f"{agreement.reached} finished it); nothing exported: run more trials"
         )
     if path.exists() and path.is_dir():
         raise UserError(f"--export-preset {path}: is a folder; give a file path like best.json")

@@ -147,6 +147,13 @@ def write_report(study: optuna.Study, study_def: StudyDef, paths: StudyPaths) ->
         )
 
     # --- short vs long ------------------------------------------------------------------------------
+    if study_def.speech_rung is not None:
+        page.section("rung", "The speech rung: the best screens trained on until speech can show")
+        agreement = conclusions.rung_agreement(records)
+        page.para(html.escape(agreement.line()))
+        if agreement.promoted:
+            page.raw(html_table(tables.promoted(records), table_id="rung-table"))
+
     page.section("transfer", "Does the short trial predict the long run?")
     check = transfer.stored(study)
     if check is None:

@@ -9,6 +9,7 @@ import optuna
 from rich.console import Console
 
 from studies.evidence import tables
+from studies.evidence.conclusions import rung_agreement
 from studies.evidence.importance import importances
 from studies.record import best_feasible, load_records, preset_trials
 from studies.registry import StudyDef
@@ -32,6 +33,9 @@ def print_summary(study: optuna.Study, study_def: StudyDef, console: Console) ->
     if best is not None:
         columns["best"] = best
     console.print(tables.to_rich(tables.side_by_side(columns, names)))
+
+    if study_def.speech_rung is not None:
+        console.print(rung_agreement(records).line(), soft_wrap=True)
 
     reasons = Counter(r.outcome for r in finished)
     console.print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))

@@ -174,3 +174,32 @@ def rediscovery(r: Rediscovery) -> Rows:
     )
     head = ("knob", "enhanced", "basic", "seed moved it", "best stable", f"median of top {r.top_k}")
     return Rows("rediscovery", (*head, "where the optimum sits", "seed's way?"), rows)
+
+
+def promoted(records: Sequence[TrialRecord]) -> Rows:
+    """The trials promoted to the long rung: their screen next to where the long rung left them."""
+    rows = tuple(
+        (
+            str(r.number),
+            r.screen.verdict,
+            fmt_value(r.screen.val_mel),
+            _dash(r.screen.decode_ratio),
+            r.outcome,
+            fmt_value(r.last_value),
+            r.speech,
+            r.shown_step,
+        )
+        for r in records
+        if r.promoted and r.screen is not None
+    )
+    head = (
+        "trial",
+        "screen",
+        "screen val mel",
+        "screen decode ratio",
+        "long rung",
+        "val mel",
+        "speech",
+        "step",
+    )
+    return Rows("trials promoted to the speech rung", head, rows)

@@ -22,12 +22,13 @@ import numpy as np
 import optuna
 
 from common.errors import UserError
+from studies.evidence.ranks import MIN_PAIRS, spearman
 from studies.record import TrialRecord, best_feasible, preset_trials
 from studies.registry import StudyDef
 from trainer.judge import STABLE, Judgement
 
 ATTR = "transfer"
-MIN_TRIALS = 3
+MIN_TRIALS = MIN_PAIRS
 HORIZON_FACTOR = 10  # a long run is at least 10x the trial horizon
 
 
@@ -80,30 +81,6 @@ def pick(
             chosen[rest[i].number] = rest[i]
     order = {r.number: i for i, r in enumerate(ranked)}
     return sorted(chosen.values(), key=lambda r: order[r.number])
-
-
-def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Spearman's rho with average ranks for ties (inf ranks last); None with < 3 pairs or no spread."""
-    if len(xs) != len(ys) or len(xs) < MIN_TRIALS:
-        return None
-    rx, ry = _ranks(xs), _ranks(ys)
-    if np.std(rx) == 0 or np.std(ry) == 0:
-        return None
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def _ranks(values: Sequence[float]) -> np.ndarray:
-    arr = np.asarray(values, dtype=float)
-    order = np.argsort(arr, kind="stable")
-    ranks = np.empty(len(arr))
-    i = 0
-    while i < len(arr):
-        j = i
-        while j + 1 < len(arr) and arr[order[j + 1]] == arr[order[i]]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

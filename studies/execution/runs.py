@@ -76,10 +76,13 @@ def run_config(
     plan: RunPlan = TRIAL,
     on_step: Callable[[StepMetrics], None] | None = None,
     on_eval: Callable[[EvalMetrics, EvalSample], bool] | None = None,
+    on_rung: Callable[[EvalMetrics], bool] | None = None,
 ) -> StudyRun:
     """Train ``cfg`` as run ``run_id`` of the study, keep its sample, and judge it (by ``cfg.guards``:
     the study's, as ``studies.binding`` builds every config)."""
-    hooks = RunHooks(on_step=on_step, on_eval=on_eval, telemetry=setup.paths.telemetry, run_id=run_id)
+    hooks = RunHooks(
+        on_step=on_step, on_eval=on_eval, on_rung=on_rung, telemetry=setup.paths.telemetry, run_id=run_id
+    )
     result = train(cfg, setup.data, device=setup.device, plan=plan, hooks=hooks)
     save_sample(setup.paths.sample(run_id), result)
     return StudyRun(result, judge(result, cfg.guards, warmup_steps=cfg.warmup_steps))

@@ -1,0 +1,150 @@
+"""The speech rung: the promotion rule on hand-made screens, a run that ends at a rung, the record, the
+rank agreement, and a real small study whose best screens go on to the long rung in the same trial."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from studies.evidence.conclusions import rung_agreement
+from studies.execution.launch import SearchRun, run_search
+from studies.execution.storage import default_storage_url
+from studies.promotion import promote
+from studies.record import DecodeFacts, RungFacts, TrialRecord, load_records, write_record
+from studies.registry import ScoringSpec, SpeechRung, get_study
+from tests.corpus_fixture import cache_env, corpus_paths, subset, train_data  # noqa: F401  (fixtures)
+from tests.test_report import short_corpus
+from trainer.config import with_overrides
+from trainer.data import TrainData
+from trainer.hooks import RunHooks
+from trainer.judge import STABLE, judge
+from trainer.loop import RunPlan, train
+from trainer.presets import preset
+
+RUNG = SpeechRung(horizon=1000, eta=3, min_peers=3)
+
+
+def screen(val: float, verdict: str = STABLE, speaks: bool = False) -> RungFacts:
+    return RungFacts(step=300, val_mel=val, verdict=verdict, decode_ratio=0.9, speaks=speaks)
+
+
+def test_the_top_third_of_feasible_screens_go_on_once_there_are_peers() -> None:
+    peers = [screen(2.0), screen(2.5), screen(3.0)]
+    assert not promote(screen(1.0), peers[:2], RUNG, promoted_so_far=0)  # too few peers yet
+    assert promote(screen(1.0), peers, RUNG, promoted_so_far=0)  # best of 4: floor(4/3) = 1 goes on
+    assert not promote(screen(2.2), peers, RUNG, promoted_so_far=0)  # second of 4
+    assert not promote(screen(0.5, verdict="no-stop"), peers, RUNG, promoted_so_far=0)  # infeasible
+    more = [*peers, screen(2.6), screen(2.7)]
+    assert promote(screen(2.2), more, RUNG, promoted_so_far=0)  # second of 6: floor(6/3) = 2 go on
+    capped = dataclasses.replace(RUNG, max_promoted=1)
+    assert not promote(screen(1.0), peers, capped, promoted_so_far=1)
+    # A screen that already speaks ranks above one with a lower val mel that does not.
+    assert promote(screen(2.9, speaks=True), [screen(1.0), screen(1.1), screen(1.2)], RUNG, promoted_so_far=0)
+
+
+def test_a_run_not_promoted_ends_finished_at_its_rung(train_data: TrainData) -> None:  # noqa: F811
+    data = subset(train_data, 8)
+    cfg = with_overrides(preset("basic"), model_size="tiny", max_steps=10, eval_every=4, warmup_steps=2)
+    seen: list[int] = []
+
+    def stop_here(ev) -> bool:
+        seen.append(ev.step)
+        return False
+
+    result = train(
+        cfg,
+        data,
+        device=torch.device("cpu"),
+        plan=RunPlan(rungs=(6,), decode_sentences=1),
+        hooks=RunHooks(on_rung=stop_here, warn=lambda _: None),
+    )
+    assert seen == [6] and result.steps == 6 and not result.stopped_by_callback
+    assert [e.step for e in result.evals] == [4, 6] and result.evals[-1].decode is not None
+    assert judge(result, cfg.guards).finished  # judged at its rung, not pruned
+    going_on = train(
+        cfg,
+        data,
+        device=torch.device("cpu"),
+        plan=RunPlan(rungs=(6,), decode_sentences=1),
+        hooks=RunHooks(on_rung=lambda ev: True, warn=lambda _: None),
+    )
+    assert going_on.steps == 10 and [e.step for e in going_on.evals] == [4, 6, 8, 10]
+
+
+def test_a_promoted_record_keeps_its_screen_through_storage() -> None:
+    record = TrialRecord(
+        state=TrialState.COMPLETE,
+        value=1.2,
+        verdict=STABLE,
+        constraints={"x": -1.0},
+        screen=screen(2.0),
+        promoted=True,
+        rung=1,
+        decode=DecodeFacts(stop_rate=1.0, length_ratio=1.0, dtw=1.0, ratio=0.4, walk=0.8, speaks=True),
+    )
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    trial = study.ask()
+    write_record(trial, record)
+    study.tell(trial, record.value)
+    (back,) = load_records(study)
+    assert (back.screen, back.promoted, back.rung) == (record.screen, True, 1)
+
+
+def test_rank_agreement_between_the_rungs() -> None:
+    def promoted(n: int, screen_mel: float, long_mel: float, ratio: float) -> TrialRecord:
+        decode = DecodeFacts(stop_rate=1.0, length_ratio=1.0, dtw=1.0, ratio=ratio, speaks=ratio < 0.5)
+        facts = RungFacts(step=300, val_mel=screen_mel, verdict=STABLE, decode_ratio=ratio + 0.4)
+        return TrialRecord(
+            number=n, state=TrialState.COMPLETE, value=long_mel, constraints={"x": -1.0},
+            screen=facts, promoted=True, rung=1, decode=decode,
+        )  # fmt: skip
+
+    records = [promoted(0, 2.0, 1.0, 0.3), promoted(1, 2.5, 1.5, 0.5), promoted(2, 3.0, 1.4, 0.7)]
+    records.append(
+        TrialRecord(number=3, state=TrialState.COMPLETE, value=2.2, screen=screen(2.2), promoted=False)
+    )
+    a = rung_agreement(records)
+    assert (a.screened, a.promoted, a.reached, a.speak) == (4, 3, 3, 1)
+    assert a.rho_val_mel == pytest.approx(0.5) and a.rho_decode_ratio == pytest.approx(1.0)
+    assert "3 of 4 screened trials promoted" in a.line()
+
+
+def test_a_small_study_promotes_its_best_screens_in_the_same_trial(
+    tmp_path: Path,
+    cache_env: Path,  # noqa: F811
+) -> None:
+    """Screens of 20 steps, a long rung of 30: with every finished screen feasible (loose thresholds, so
+    the rule, not this tiny model, decides), the trials after the first two that rank on top go on."""
+    smoke = get_study("stability-smoke")
+    loose = (*smoke.scoring.guard_overrides, ("collapse_diagonality", 0.0), ("decode_max_bad_fraction", 1.0))
+    study_def = dataclasses.replace(
+        smoke,
+        name="rung-check",
+        speech_rung=SpeechRung(horizon=30, eta=2, min_peers=2),
+        scoring=ScoringSpec(decode_sentences=1, guard_overrides=(*loose, ("decode_length_ratio", 1e6))),
+    )
+    paths = short_corpus(tmp_path)
+    runs = tmp_path / "runs"
+    (runs / study_def.name).mkdir(parents=True)
+    url = default_storage_url(study_def.name, runs)
+    torch.set_num_threads(1)
+    run = SearchRun(
+        study=study_def, url=url, trials=5, threads=1, device="cpu", runs_dir=runs,
+        train_data=paths.train, val_data=paths.eval,
+    )  # fmt: skip
+    assert run_search(run, []) == 0
+    records = load_records(optuna.load_study(study_name=study_def.name, storage=url))
+    screened = [r for r in records if r.screen is not None]
+    promoted = [r for r in screened if r.promoted]
+    assert len(screened) >= 3 and promoted, [(r.number, r.outcome, r.screen) for r in records]
+    for r in promoted:
+        assert r.rung == 1 and r.steps_run > r.screen.step  # the same trial trained on
+        assert max(r.intermediate) > r.screen.step  # its curve goes on past the screen
+    for r in screened:
+        if not r.promoted:
+            assert r.rung == 0 and r.steps_run == r.screen.step
