@@ -8,7 +8,8 @@ comments, and its numbers stay numbers (YAML 1.1 readers turn ``1e-5`` into a st
 comments). The file:
 
     [study]    description, trials, metric (the eval metric's name), warmup (the warmup param, in
-               steps), map (the params the stability map draws), steps (a trial's usual length)
+               steps), map (the params the stability map draws), steps (a trial's usual length),
+               grace_s (how long a stopped command gets after SIGTERM before SIGKILL; default 10)
     [params.NAME]  low, high, scale = log | linear | int, step; or choices = [...]; key = "a.b"
     [presets.NAME] a value for every param: the recipes the study judges (your basic, enhanced)
     [guards]   GuardConfig thresholds (trainer/config.py), e.g. explosion_min_steps = 30
@@ -37,7 +38,7 @@ from studies.registry import SamplerSpec, StudyDef, study_names
 from trainer.config import ConfigError, GuardConfig, TrainConfig, apply_overrides
 
 SECTIONS = ("study", "params", "presets", "guards", "pruner", "sampler", "metrics", "config")
-STUDY_FIELDS = ("description", "trials", "metric", "warmup", "map", "steps")
+STUDY_FIELDS = ("description", "trials", "metric", "warmup", "map", "steps", "grace_s")
 # A foreign trainer's study prunes like the quick study until told otherwise: after its first evals,
 # against at least 3 peers, keeping the better half.
 DEFAULT_PRUNER = PrunerSettings(keep_fraction=0.5, min_step=0, n_startup_trials=4, n_min_peers=3)
@@ -132,6 +133,9 @@ def load_foreign_study(path: Path, *, name: str, command: str | None) -> Foreign
     steps = study.get("steps")
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise UserError(f"{where} [study]: steps must be an integer >= 1, got {steps!r}")
+    grace = study.get("grace_s", 10.0)
+    if isinstance(grace, bool) or not isinstance(grace, int | float) or not 0 <= grace <= 600:
+        raise UserError(f"{where} [study]: grace_s must be a number of seconds in [0, 600], got {grace!r}")
     for text_field in ("description", "metric"):
         if not isinstance(study.get(text_field, ""), str):
             raise UserError(f"{where} [study]: {text_field} must be a string")
@@ -141,6 +145,7 @@ def load_foreign_study(path: Path, *, name: str, command: str | None) -> Foreign
     spec = None
     if command is not None:
         spec = command_spec(command, space, metrics_format(doc.get("metrics"), where), config, where)
+        spec = dataclasses.replace(spec, grace_s=float(grace))
     return ForeignStudy(
         name=name,
         description=study.get("description") or f"your trainer's study {name} ({path.name})",
