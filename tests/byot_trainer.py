@@ -5,7 +5,8 @@ LR`` a run whose lr is above that explodes at ``--diverge-at`` (its gradient nor
 goes NaN a step later), the known step the tests check the guards against. ``--trace FILE`` records its
 pid, a helper's pid (``--helper``: a child process that sleeps, as a DataLoader worker would) and every
 step it printed, so a test can tell how far it got after the search said stop, and whether anything
-it started is still alive.
+it started is still alive. ``--config FILE`` reads lr and warmup from a JSON config instead (the keys
+``optim.lr`` and ``schedule.warmup``), as a trainer driven by its config file would.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import time
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--lr", type=float, required=True)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--config", default=None)
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--warmup", type=int, default=0)
     p.add_argument("--steps", type=int, default=60)
@@ -37,6 +39,12 @@ def main() -> int:
     p.add_argument("--helper", action="store_true")
     p.add_argument("--ignore-term", action="store_true")
     args = p.parse_args()
+    if args.config is not None:
+        with open(args.config, encoding="utf-8") as fh:
+            config = json.load(fh)
+        args.lr, args.warmup = config["optim"]["lr"], config["schedule"]["warmup"]
+    if args.lr is None:
+        p.error("--lr or --config is required")
 
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -149,6 +149,7 @@ def lr_boundary(
     *,
     x: str = "lr",
     by: str | None = "grad_clip",
+    log_by: bool = True,
 ) -> list[ClipBucket]:
     """Per log-spaced grad-clip bucket: the largest lr no guard stopped and the smallest lr one did.
 
@@ -156,13 +157,17 @@ def lr_boundary(
     (finished-but-unaligned trials and trials pruned for mel after that count as stable; a trial pruned
     earlier is unjudged and counts as neither): the boundary is about training blowing up, not about
     training well. ``x`` / ``by``: the params in those roles (a user's space may have no grad clip:
-    ``by`` None, ``clip_range`` None, one bucket of every trial).
+    ``by`` None, ``clip_range`` None, one bucket of every trial); ``log_by``: log-spaced buckets (a
+    linear param, a warmup from 0, gets even ones).
     """
     if by is None or clip_range is None:
         inside = [p for p in pts if x in p.params]
         return [_bucket(inside, x, None, math.nan, math.nan)]
     low, high = clip_range
-    edges = [low * (high / low) ** (i / n_buckets) for i in range(n_buckets + 1)]
+    if log_by:
+        edges = [low * (high / low) ** (i / n_buckets) for i in range(n_buckets + 1)]
+    else:
+        edges = [low + (high - low) * i / n_buckets for i in range(n_buckets + 1)]
     buckets = []
     for i in range(n_buckets):
         lo, hi = edges[i], edges[i + 1]

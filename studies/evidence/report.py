@@ -58,9 +58,10 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
     results = validation.stored_results(study) if project else {}
     x, others = space.axes
     by = others[0] if others else None
-    boundary = (
-        conclusions.lr_boundary(pts, space.range_of(by) if by else None, x=x, by=by) if x is not None else []
-    )
+    boundary = []
+    if x is not None:
+        clip_range = space.range_of(by) if by else None
+        boundary = conclusions.lr_boundary(pts, clip_range, x=x, by=by, log_by=by in space.log_params)
 
     page = Page(f"Stability report: {study.study_name}")
     tally = Counter(p.outcome for p in pts)

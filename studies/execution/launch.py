@@ -205,6 +205,9 @@ def run_search(run: SearchRun, worker_argv: list[str]) -> int:
                 for e in supervisor.run(refresh):
                     console.print(f"[red]worker: {escape(e)}[/]")
             refresh()
+    except UserError:  # a user's trainer that keeps failing: its one line goes below the live view
+        console.print()
+        raise
     except KeyboardInterrupt:
         stop_workers(procs)
         requeue_interrupted(study, dead_pids=[p.pid for p in procs])
