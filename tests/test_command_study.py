@@ -138,7 +138,9 @@ def test_a_trainer_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_pat
     space = tmp_path / "space.toml"
     space.write_text(SPACE.read_text().replace("[study]\n", "[study]\ngrace_s = 1.0\n"))
     runs = tmp_path / "runs"
-    command = f"{TRAINER} --diverge-above 0.3 --steps 400 --ignore-term --helper --trace {{run_dir}}/trace.txt"
+    command = (
+        f"{TRAINER} --diverge-above 0.3 --steps 400 --ignore-term --helper --trace {{run_dir}}/trace.txt"
+    )
     assert run_cli(search.main, search_argv("stubborn", runs, command, "--trials", "2", space=space)) == 0
     enhanced = next(r for r in records(runs, "stubborn") if r.preset == "enhanced")
     assert enhanced.outcome == "diverged:explosion" and enhanced.stopped_with == "SIGKILL"

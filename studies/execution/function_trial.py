@@ -48,11 +48,10 @@ def make_function_objective(
                 train(dict(params), run.reporter)
             except StopRun:
                 pass  # a guard fired or the pruner said stop: the verdict is the reporter's
-            except Exception as e:  # noqa: BLE001  (the user's loop crashed: this trial's FAIL, not the search's)
-                failure = f"raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(
-                    ": "
-                )
-                tail = "\n".join(traceback.format_exc().strip().splitlines()[-TAIL_LINES:])
+            except (Exception, SystemExit) as e:  # noqa: BLE001  (the user's loop crashed: its trial's FAIL)
+                # A trainer that turns every exception into sys.exit (as some do) was still stopped by us.
+                if run.reporter.verdict is None and not run.reporter.pruned:
+                    failure, tail = _crash(e)
             record = run.finish(failure, output_tail=tail)
         streak.update(record)
         if failure is not None:
@@ -60,3 +59,10 @@ def make_function_objective(
         return record
 
     return objective
+
+
+def _crash(e: BaseException) -> tuple[str, str]:
+    """A crash in one line, and the end of its traceback for the record."""
+    words = str(e).splitlines()[0] if str(e) else ""
+    failure = f"raised {type(e).__name__}" + (f": {words}" if words else "")
+    return failure, "\n".join(traceback.format_exc().strip().splitlines()[-TAIL_LINES:])
