@@ -98,13 +98,11 @@ class MetricsFormat:
             return None
         theirs = dict(self.names)
         values = {ours: obj[theirs.get(ours, ours)] for ours in KEYS if theirs.get(ours, ours) in obj}
-        return (
-            ParsedLine(
-                step=_step(values) if "loss" in values else None,
-                eval=_eval(values) if "metric" in values else None,
-            )
-            if "loss" in values or "metric" in values
-            else None
+        if "loss" not in values and "metric" not in values:
+            return None  # a JSON line of the trainer's own, not a metrics line
+        return ParsedLine(
+            step=_step(values) if "loss" in values else None,
+            eval=_eval(values) if "metric" in values else None,
         )
 
     def describe(self) -> str:
