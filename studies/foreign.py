@@ -14,7 +14,7 @@ comments). The file:
     [presets.NAME] a value for every param: the recipes the study judges (your basic, enhanced)
     [guards]   GuardConfig thresholds (trainer/config.py), e.g. explosion_min_steps = 30
     [pruner]   PrunerSettings fields;   [sampler]  n_startup_trials, gamma_fraction
-    [metrics]  how the command's output reads (studies/command.py)
+    [metrics]  how the command's output reads (studies/metrics_lines.py)
     [config]   file = "config.json": the user's config; params with a key are set in a copy per trial
 
 Every problem is one ``UserError`` naming the file and the table, raised before a study is created.
@@ -32,7 +32,8 @@ from typing import Any
 
 from common.errors import UserError
 from space.user import UserSpace, parse_space
-from studies.command import CommandSpec, ConfigTarget, command_spec, config_target, metrics_format
+from studies.command import CommandSpec, ConfigTarget, command_spec, config_target
+from studies.metrics_lines import metrics_format
 from studies.pruner import PrunerSettings
 from studies.registry import SamplerSpec, StudyDef, study_names
 from trainer.config import ConfigError, GuardConfig, TrainConfig, apply_overrides

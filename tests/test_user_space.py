@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from common.errors import UserError
-from studies.command import MetricsFormat, metrics_format
 from studies.foreign import load_foreign_study
+from studies.metrics_lines import MetricsFormat, metrics_format
 from trainer.reporter import ReportError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from trainer.config import GuardConfig
 from trainer.evaluate import EvalMetrics
 from trainer.guards import (
@@ -49,6 +51,7 @@ from trainer.guards import (
 from trainer.hooks import NullWriter, RunWriter
 from trainer.results import TrainResult
 from trainer.summary import summarize
+from tts_model.losses import attention_diagonality
 
 
 class StopRun(Exception):  # noqa: N818  (a signal to the loop, like Optuna's TrialPruned)
@@ -112,10 +115,6 @@ class Signals:
 def diagonality_of(attention: Any) -> float:
     """An attention matrix (T_dec, T_text) or batch (B, T_dec, T_text), unpadded -> the share of its
     mass near the diagonal (tts_model.losses.attention_diagonality: uniform 0.19, a sharp diagonal 1)."""
-    import torch
-
-    from tts_model.losses import attention_diagonality
-
     attn = torch.as_tensor(attention, dtype=torch.float32)
     if attn.dim() == 2:
         attn = attn[None]
@@ -172,6 +171,8 @@ class Reporter:
         """One training step's numbers (Python floats; call ``.item()`` once). ``step`` defaults to the
         previous one + 1. Raises ``Diverged`` when a guard fires at this step."""
         self._raise_if_over()
+        if loss is None:
+            raise ReportError("reporter.step needs loss (the total, weighted as you train it)")
         n = self._next_step(step)
         if attention is not None:
             alignment = diagonality_of(attention)
