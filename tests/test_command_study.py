@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -220,6 +222,28 @@ def test_config_keys_carry_the_params_and_a_space_without_grad_clip_gets_a_repor
     assert 'id="boundary-table"' in html and "all trials" not in html  # bucketed by warmup, the next param
     assert "grad clip" not in html and "grad_clip" not in html and "val loss" in html
     assert "Did the search rediscover mine?" in html
+
+    # What the dashboard and Optuna's own CLI read: plain params, user attributes of JSON types.
+    optuna_cli = Path(sys.executable).with_name("optuna")
+    listed = subprocess.run(
+        [
+            str(optuna_cli),
+            "trials",
+            "--storage",
+            f"sqlite:///{runs / 'cfg' / 'study.db'}",
+            "--study-name",
+            "cfg",
+            "-f",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == 4 and {"lr", "warmup"} <= set(
+        json.loads(listed.stdout)[0]["params"]
+    )
 
     # The export: the user's own config, the best params at their keys, and the command that runs it.
     best = tmp_path / "best.json"
