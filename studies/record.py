@@ -53,6 +53,15 @@ OUT_OF_MEMORY = "out of memory"  # the FAILED_BY of a trial the device ran out o
 OOM_STEP, OOM_DETAIL = "oom_step", "oom_detail"  # where, and the error's line (it names the size)
 RETRY_OF = "retry_of"  # a re-queued trial: the number of the trial it repeats
 ATTEMPT = "attempt"  # how many times these params have been started (1 for a fresh trial)
+# A trainer this project did not write (trainer/reporter.py, studies/execution/command_trial.py):
+GUARDS_OFF = "guards_off"  # guards and checks that were off because the trainer lacks their signal
+COMMAND = "command"  # the command line the trial ran, filled with its params
+EXIT_CODE = "exit_code"  # the command's exit status (negative: the signal that ended it)
+STOPPED_WITH, STOP_S = "stopped_with", "stop_s"  # how the search stopped it (SIGTERM / SIGKILL), how fast
+TRAINER_FAILED = "trainer failed"  # the FAILED_BY of a run that crashed without diverging (not retried)
+FAIL_DETAIL = "fail_detail"  # why, in one line (the exit code, a broken report, no metric)
+OUTPUT_TAIL = "output_tail"  # its last lines of output
+TRAINER_TOKEN = "trainer_token"  # in the trainer's environment: how its processes are found to reap
 
 # -- study (not trial) user attribute keys --------------------------------------------------------
 DATA_FINGERPRINT = "data_fingerprint"  # the data set the study's trials ran on
@@ -122,6 +131,15 @@ class TrialRecord:
     attempt: int | None = None
     oom_step: int | None = None
     oom_detail: str | None = None
+    # a trainer this project did not write
+    guards_off: tuple[str, ...] | None = None  # None: the project's trainer, every guard on
+    command: str | None = None
+    exit_code: int | None = None
+    stopped_with: str | None = None
+    stop_s: float | None = None
+    fail_detail: str | None = None
+    output_tail: str | None = None
+    trainer_token: str | None = None
 
     # -- what readers ask ------------------------------------------------------------------------------
     @property
@@ -211,6 +229,14 @@ class TrialRecord:
             ATTEMPT: self.attempt,
             OOM_STEP: self.oom_step,
             OOM_DETAIL: self.oom_detail,
+            GUARDS_OFF: None if self.guards_off is None else list(self.guards_off),
+            COMMAND: self.command,
+            EXIT_CODE: self.exit_code,
+            STOPPED_WITH: self.stopped_with,
+            STOP_S: self.stop_s,
+            FAIL_DETAIL: self.fail_detail,
+            OUTPUT_TAIL: self.output_tail,
+            TRAINER_TOKEN: self.trainer_token,
         }
         if self.divergence is not None:
             attrs.update(
@@ -287,6 +313,14 @@ class TrialRecord:
             attempt=_int(a.get(ATTEMPT)),
             oom_step=_int(a.get(OOM_STEP)),
             oom_detail=_str(a.get(OOM_DETAIL)),
+            guards_off=tuple(map(str, a[GUARDS_OFF])) if isinstance(a.get(GUARDS_OFF), list) else None,
+            command=_str(a.get(COMMAND)),
+            exit_code=_int(a.get(EXIT_CODE)),
+            stopped_with=_str(a.get(STOPPED_WITH)),
+            stop_s=_float(a.get(STOP_S)),
+            fail_detail=_str(a.get(FAIL_DETAIL)),
+            output_tail=_str(a.get(OUTPUT_TAIL)),
+            trainer_token=_str(a.get(TRAINER_TOKEN)),
         )
 
 
@@ -321,9 +355,11 @@ def record_start(trial: optuna.Trial, max_steps: int) -> None:
 
 
 def record_eval(trial: optuna.Trial, step: int, stop_end_margin: float) -> None:
-    """What the objective writes at every eval, before it asks the pruner."""
+    """What the objective writes at every eval, before it asks the pruner (a trainer without a stop
+    head has no stop margin: NaN, left out)."""
     trial.set_user_attr(LAST_STEP, step)
-    trial.set_user_attr(STOP_MARGIN, round(stop_end_margin, 4))
+    if math.isfinite(stop_end_margin):
+        trial.set_user_attr(STOP_MARGIN, round(stop_end_margin, 4))
 
 
 def write_record(trial: optuna.Trial, record: TrialRecord) -> None:
