@@ -23,7 +23,24 @@ from tts_model.config import MODEL_SIZES
 
 def build_parser() -> OneLineParser:
     p = OneLineParser(prog="search.py", description="Stability search for TTS training (Optuna).")
-    p.add_argument("--study", default="stability", help=f"study name ({', '.join(study_names())})")
+    p.add_argument(
+        "--study",
+        default=None,
+        help=f"study name ({', '.join(study_names())}; with --space: yours, default the file's name)",
+    )
+    p.add_argument(
+        "--space",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="your trainer's search space (TOML): params, presets, guards; the study runs your trainer",
+    )
+    p.add_argument(
+        "--command",
+        default=None,
+        metavar="TEMPLATE",
+        help='your trainer\'s command line, e.g. "python train.py --lr {lr} --warmup {warmup_steps}"',
+    )
     p.add_argument("--trials", type=int, default=None, help="total finished trials the study should reach")
     p.add_argument(
         "--workers",
@@ -82,7 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest and not args.train_best:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     # Checks first: a bad flag must leave no study created or changed.
-    study_def = get_study(args.study)
+    if args.space is not None:
+        return _foreign(parser, args, rest)
+    if args.command is not None:
+        raise UserError("--command needs --space FILE: the space file names the params its {fields} take")
+    study_def = get_study(args.study or "stability")
     if args.model_size is not None:
         if args.model_size not in MODEL_SIZES:
             raise UserError(
@@ -160,7 +181,71 @@ def main(argv: Sequence[str] | None = None) -> int:
         worker_index=args.worker_index,
     )
     try:  # a database gone past the retry bound is one line and its own exit code, never a traceback
-        return run_search(run, _worker_argv(args, trials))
+        return run_search(run, _worker_argv(args, trials, args.study or "stability"))
+    except DatabaseUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_DB_UNAVAILABLE
+
+
+def _foreign(parser: OneLineParser, args: argparse.Namespace, rest: list[str]) -> int:
+    """A study of the user's trainer (``--space``): search, report or export; the evidence commands
+    that train the project's model (probe, validation, transfer check, train-best) are not for it."""
+    from studies.foreign import load_foreign_study
+
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    project_only = {
+        "--model-size": args.model_size is not None,
+        "--train-data": args.train_data is not None,
+        "--val-data": args.val_data is not None,
+        "--horizon-scale": args.horizon_scale != 1.0,
+        "--lr-probe": args.lr_probe,
+        "--validate": bool(args.validate),
+        "--transfer-check": args.transfer_check is not None,
+        "--train-best": args.train_best,
+    }
+    given = [flag for flag, on in project_only.items() if on]
+    if given:
+        raise UserError(f"{given[0]} is for the project's trainer; a study with --space runs yours")
+    name = args.study or args.space.stem
+    searching = not (args.report or args.export_preset is not None)
+    if searching and args.command is None:
+        raise UserError(
+            f'--space {args.space}: give --command "..." (the command line a trial runs), or run your '
+            "function in process with studies.execution.inprocess.run_study"
+        )
+    study_def = load_foreign_study(args.space, name=name, command=args.command)
+    trials = study_def.n_trials if args.trials is None else args.trials
+    if trials <= 0:
+        raise UserError(f"--trials must be > 0, got {trials}")
+    if args.workers <= 0:
+        raise UserError(f"--workers must be > 0, got {args.workers}")
+    url = resolve_storage(args.storage, study_def.name, args.runs_dir)
+    if not searching:
+        if args.report and args.export_preset is not None:
+            raise UserError("--report and --export-preset: one at a time")
+        from studies.execution.commands import EvidenceRun, export_foreign_best, run_evidence
+
+        if args.export_preset is not None:
+            return export_foreign_best(study_def, url, args.runs_dir, args.export_preset)
+        return run_evidence(EvidenceRun(study=study_def, url=url, runs_dir=args.runs_dir, report=True))
+
+    from studies.execution.launch import SearchRun, run_search
+    from studies.execution.resilience import EXIT_DB_UNAVAILABLE, DatabaseUnavailable
+
+    run = SearchRun(
+        study=study_def,
+        url=url,
+        trials=trials,
+        workers=args.workers,
+        threads=args.threads,
+        seed=args.seed,
+        runs_dir=args.runs_dir,
+        shared_storage=args.storage is not None,
+        worker_index=args.worker_index,
+    )
+    try:
+        return run_search(run, _worker_argv(args, trials, study_def.name))
     except DatabaseUnavailable as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_DB_UNAVAILABLE
@@ -180,12 +265,12 @@ def _check_device(study_def, device: str) -> None:
         )
 
 
-def _worker_argv(args: argparse.Namespace, trials: int) -> list[str]:
+def _worker_argv(args: argparse.Namespace, trials: int, study: str) -> list[str]:
     """This same command for a local worker process (``spawn_workers`` adds ``--worker-index``)."""
     argv = [
         os.path.abspath(__file__),
         "--study",
-        args.study,
+        study,
         "--trials",
         str(trials),
         "--seed",
@@ -204,6 +289,8 @@ def _worker_argv(args: argparse.Namespace, trials: int) -> list[str]:
         ("--model-size", args.model_size),
         ("--train-data", args.train_data),
         ("--val-data", args.val_data),
+        ("--space", args.space and args.space.resolve()),
+        ("--command", args.command),
     ):
         if value is not None:
             argv += [flag, str(value)]

@@ -100,6 +100,12 @@ class SpaceSpec:
         """(param, short column label) of the knobs a live view has room for."""
         return HEADLINE
 
+    @property
+    def axes(self) -> tuple[str | None, tuple[str, ...]]:
+        """The stability map's x (lr) and the knobs drawn against it; the first also buckets the lr
+        boundary (the gradient clip)."""
+        return "lr", ("grad_clip", "mel_weight", WARMUP)
+
     def range_of(self, name: str) -> tuple[float, float]:
         """(low, high) of a log-scaled knob."""
         return LOG_FLOATS[name]

@@ -73,6 +73,10 @@ class StudyPaths:
         """The run folder of ``--train-best``."""
         return self.dir / "train-best"
 
+    def trial_dir(self, number: int) -> Path:
+        """A foreign trainer's trial folder: its config copy and its ``{run_dir}``."""
+        return self.dir / "trials" / f"trial-{number}"
+
     @property
     def worker_logs(self) -> Path:
         return self.dir / "workers"

@@ -17,12 +17,14 @@ import optuna
 
 from common.errors import UserError
 from space import SearchSpace
-from studies.record import PRESET, load_records
+from studies.record import PRESET, TRAINER_FAILED, load_records
 
 
 def seeded_presets(study: optuna.Study) -> set[str]:
-    """Names of presets already enqueued or run in the study (any state)."""
-    return {r.preset for r in load_records(study) if r.preset is not None}
+    """Names of presets already enqueued or run in the study (any state but one: a preset the user's
+    trainer crashed on is not re-queued within a search, so it is seeded afresh by the next one, which
+    judges it once the trainer is fixed)."""
+    return {r.preset for r in load_records(study) if r.preset is not None and r.failed_by != TRAINER_FAILED}
 
 
 def enqueue_presets(study: optuna.Study, presets: dict[str, dict[str, Any]], spec: SearchSpace) -> list[str]:

@@ -81,10 +81,13 @@ class PrunerSettings:
 class StabilityPruner(BasePruner):
     """Prune on divergence at once, and on validation mel at rung steps against finished peers.
 
-    ``warmup_param``: the space's name for a trial's warmup (``respect_warmup`` reads it).
+    ``warmup_param``: the space's name for a trial's warmup (``respect_warmup`` reads it; None: the
+    space has none, as a user's may not).
     """
 
-    def __init__(self, settings: PrunerSettings | None = None, *, warmup_param: str = "warmup_steps") -> None:
+    def __init__(
+        self, settings: PrunerSettings | None = None, *, warmup_param: str | None = "warmup_steps"
+    ) -> None:
         self.settings = PrunerSettings() if settings is None else settings
         self._warmup_param = warmup_param
 
@@ -97,7 +100,8 @@ class StabilityPruner(BasePruner):
             return True
         if step is None or step < self.settings.min_step or self.settings.keep_fraction >= 1.0:
             return False
-        if self.settings.respect_warmup and step < trial.params.get(self._warmup_param, 0):
+        warmup = trial.params.get(self._warmup_param, 0) if self._warmup_param else 0
+        if self.settings.respect_warmup and step < warmup:
             return False
         if self.settings.protect_stop_margin is not None:
             margin = TrialRecord.from_trial(trial).stop_end_margin

@@ -57,6 +57,15 @@ RUNG = "rung"  # the rung the trial ended at: 0 the screen, 1 the long (speech) 
 PROMOTED = "promoted"  # at the screen's end: did it go on to the long rung?
 SCREEN_STEP, SCREEN_VALUE, SCREEN_VERDICT = "screen_step", "screen_val_mel", "screen_verdict"
 SCREEN_RATIO, SCREEN_SPEAKS = "screen_decode_ratio", "screen_speaks"
+# A trainer this project did not write (trainer/reporter.py, studies/execution/command_trial.py):
+GUARDS_OFF = "guards_off"  # guards and checks that were off because the trainer lacks their signal
+COMMAND = "command"  # the command line the trial ran, filled with its params
+EXIT_CODE = "exit_code"  # the command's exit status (negative: the signal that ended it)
+STOPPED_WITH, STOP_S = "stopped_with", "stop_s"  # how the search stopped it (SIGTERM / SIGKILL), how fast
+TRAINER_FAILED = "trainer failed"  # the FAILED_BY of a run that crashed without diverging (not retried)
+FAIL_DETAIL = "fail_detail"  # why, in one line (the exit code, a broken report, no metric)
+OUTPUT_TAIL = "output_tail"  # its last lines of output
+TRAINER_TOKEN = "trainer_token"  # in the trainer's environment: how its processes are found to reap
 
 # -- study (not trial) user attribute keys --------------------------------------------------------
 DATA_FINGERPRINT = "data_fingerprint"  # the data set the study's trials ran on
@@ -145,6 +154,15 @@ class TrialRecord:
     screen: RungFacts | None = None
     promoted: bool | None = None
     rung: int | None = None
+    # a trainer this project did not write
+    guards_off: tuple[str, ...] | None = None  # None: the project's trainer, every guard on
+    command: str | None = None
+    exit_code: int | None = None
+    stopped_with: str | None = None
+    stop_s: float | None = None
+    fail_detail: str | None = None
+    output_tail: str | None = None
+    trainer_token: str | None = None
 
     # -- what readers ask ------------------------------------------------------------------------------
     @property
@@ -236,6 +254,14 @@ class TrialRecord:
             OOM_DETAIL: self.oom_detail,
             PROMOTED: self.promoted,
             RUNG: self.rung,
+            GUARDS_OFF: None if self.guards_off is None else list(self.guards_off),
+            COMMAND: self.command,
+            EXIT_CODE: self.exit_code,
+            STOPPED_WITH: self.stopped_with,
+            STOP_S: self.stop_s,
+            FAIL_DETAIL: self.fail_detail,
+            OUTPUT_TAIL: self.output_tail,
+            TRAINER_TOKEN: self.trainer_token,
         }
         if self.screen is not None:
             attrs.update(screen_attrs(self.screen))
@@ -317,6 +343,14 @@ class TrialRecord:
             screen=_screen(a),
             promoted=a[PROMOTED] if isinstance(a.get(PROMOTED), bool) else None,
             rung=_int(a.get(RUNG)),
+            guards_off=tuple(map(str, a[GUARDS_OFF])) if isinstance(a.get(GUARDS_OFF), list) else None,
+            command=_str(a.get(COMMAND)),
+            exit_code=_int(a.get(EXIT_CODE)),
+            stopped_with=_str(a.get(STOPPED_WITH)),
+            stop_s=_float(a.get(STOP_S)),
+            fail_detail=_str(a.get(FAIL_DETAIL)),
+            output_tail=_str(a.get(OUTPUT_TAIL)),
+            trainer_token=_str(a.get(TRAINER_TOKEN)),
         )
 
 
@@ -370,9 +404,11 @@ def record_screen(trial: optuna.Trial, screen: RungFacts, promoted: bool) -> Non
 
 
 def record_eval(trial: optuna.Trial, step: int, stop_end_margin: float) -> None:
-    """What the objective writes at every eval, before it asks the pruner."""
+    """What the objective writes at every eval, before it asks the pruner (a trainer without a stop
+    head has no stop margin: NaN, left out)."""
     trial.set_user_attr(LAST_STEP, step)
-    trial.set_user_attr(STOP_MARGIN, round(stop_end_margin, 4))
+    if math.isfinite(stop_end_margin):
+        trial.set_user_attr(STOP_MARGIN, round(stop_end_margin, 4))
 
 
 def write_record(trial: optuna.Trial, record: TrialRecord) -> None:

@@ -20,8 +20,9 @@ from common.errors import UserError
 from space import SearchSpace
 from space.stability import SpaceSpec
 from studies.pruner import PrunerSettings, StabilityPruner
-from trainer.config import AlignmentLoss, GuardConfig
+from trainer.config import AlignmentLoss, GuardConfig, config_to_dict
 from trainer.guards import MIN_STEPS_FIELDS
+from trainer.presets import preset
 from tts_model.config import MODEL_SIZES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -148,6 +149,30 @@ class StudyDef:
             raise ValueError(
                 f"StudyDef.speech_rung.horizon ({self.speech_rung.horizon}) must be > horizon ({self.horizon})"
             )
+
+    # -- what the launch and the evidence read of any study (``studies.foreign.ForeignStudy`` too) ------
+    def preset_values(self) -> dict[str, dict]:
+        """The presets it judges, as TrainConfig fields (the space turns them into params)."""
+        return {name: config_to_dict(preset(name)) for name in self.presets}
+
+    @property
+    def runs_project_trainer(self) -> bool:
+        return True
+
+    @property
+    def metric_label(self) -> str:
+        return "val mel"
+
+    @property
+    def telemetry_metric(self) -> str:
+        return "val_mel"
+
+    @property
+    def trial_words(self) -> str:
+        return (
+            f"model {self.model_size}, {self.precision}, batch {self.batch_size}; each trial is its warmup "
+            f"plus {self.horizon} steps at peak lr"
+        )
 
 
 def _registry() -> dict[str, StudyDef]:

@@ -25,6 +25,7 @@ from studies.record import (
 )
 from trainer.config import GuardConfig
 from trainer.evaluate import DecodeMetrics
+from trainer.guards import ALIGNED_CHECK, DECODE_CHECK
 from trainer.judge import Judgement, judge
 from trainer.results import TrainResult
 from trainer.summary import RunSummary
@@ -48,12 +49,13 @@ def record_of(verdict: Judgement, summary: RunSummary) -> TrialRecord:
     evidence = {
         "steps_run": verdict.steps,
         # The seed's raw criteria, as information: loss weights move both.
-        "seed_loss_in_1_10": round(summary.loss_in_seed_band, 4),
-        "seed_grad_norm_below_1": round(summary.grad_norm_below_one, 4),
+        "seed_loss_in_1_10": _rounded(summary.loss_in_seed_band),
+        "seed_grad_norm_below_1": _rounded(summary.grad_norm_below_one),
         "grad_norm_median": _finite(summary.grad_norm_median),
         "grad_norm_p95": _finite(summary.grad_norm_p95),
         "nonfinite_events": summary.nonfinite_events,
         "scaler_skips": summary.scaler_skips,
+        "guards_off": verdict.guards_off or None,  # a trainer that lacks a signal: those guards were off
     }
     if verdict.oom is not None:  # an outcome of the machine, not of the recipe: FAIL, never retried
         return TrialRecord(
@@ -68,16 +70,21 @@ def record_of(verdict: Judgement, summary: RunSummary) -> TrialRecord:
         return TrialRecord(
             state=TrialState.PRUNED,
             divergence=Divergence(kind=v.kind, step=v.step, detail=v.detail),
-            constraints={C_DIVERGED: DIVERGED_VIOLATION, C_UNALIGNED: 0.0, C_NO_STOP: 0.0},
+            constraints=_measured(
+                {C_DIVERGED: DIVERGED_VIOLATION, C_UNALIGNED: 0.0, C_NO_STOP: 0.0}, verdict.guards_off
+            ),
             **evidence,
         )
     final = verdict.final
     margin = final.stop_end_margin if final is not None else 0.0
-    constraints = {
-        C_DIVERGED: -1.0,
-        C_UNALIGNED: verdict.unaligned,
-        C_NO_STOP: shaped_no_stop(verdict.no_stop, margin),
-    }
+    constraints = _measured(
+        {
+            C_DIVERGED: -1.0,
+            C_UNALIGNED: verdict.unaligned,
+            C_NO_STOP: shaped_no_stop(verdict.no_stop, margin),
+        },
+        verdict.guards_off,
+    )
     if verdict.stopped_early:  # pruned on val mel at a rung: stable so far
         # A pruned trial whose stop head was already firing tells TPE as much as a finished one that
         # was not: its no-stop violation is shaped by its last eval's stop margin.
@@ -95,8 +102,8 @@ def record_of(verdict: Judgement, summary: RunSummary) -> TrialRecord:
         value=final.val_mel,
         verdict=verdict.outcome,
         constraints=constraints,
-        diagonality=round(final.diagonality, 4),
-        sharpness=round(final.sharpness, 4),
+        diagonality=_rounded(final.diagonality),
+        sharpness=_rounded(final.sharpness),
         decode=None if decode is None else decode_facts(decode),
         **evidence,
     )
@@ -126,6 +133,13 @@ def shaped_no_stop(violation: float, stop_end_margin: float) -> float:
         return violation
     margin = stop_end_margin if math.isfinite(stop_end_margin) else 0.0
     return violation + STOP_SHAPING * (1.0 - min(max(margin, 0.0), 1.0))
+
+
+def _measured(constraints: dict[str, float], guards_off: tuple[str, ...]) -> dict[str, float]:
+    """The constraints of the checks that were on: a trainer without an alignment or a decode has no
+    such constraint at all (not 0: TPE would read "exactly on the edge")."""
+    off = {C_UNALIGNED: ALIGNED_CHECK in guards_off, C_NO_STOP: DECODE_CHECK in guards_off}
+    return {k: v for k, v in constraints.items() if not off.get(k) and not math.isnan(v)}
 
 
 def _finite(x: float) -> float | None:

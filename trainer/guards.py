@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -43,17 +43,23 @@ GUARDS: tuple[GuardSpec, ...] = (
 )
 _KINDS = tuple(g.kind for g in GUARDS)
 MIN_STEPS_FIELDS: tuple[str, ...] = tuple(g.min_steps_field for g in GUARDS if g.min_steps_field)
+# The two checks of a finished run (trainer/judge.py): its attention aligned, its free-running decode
+# stops. With the guards above, what a run's ``guards_off`` may name when a signal is missing.
+ALIGNED_CHECK, DECODE_CHECK = "aligned", "decode"
 
 
-def judged_after(cfg: GuardConfig, warmup_steps: int) -> int:
+def judged_after(cfg: GuardConfig, warmup_steps: int, *, off: Collection[str] = ()) -> int:
     """The step by which every divergence guard has had the steps it needs to judge a run (the ceiling
     and collapse guards also wait out the warmup).
 
     A run stopped earlier (pruned on mel at an early rung) is ``unjudged``: no guard fired, but the
     collapse guard, say, never looked, so it must not count as stable anywhere (the lr boundary once
     called lr 0.037 stable on a trial pruned at step 100, where lr >= 3e-2 was measured to collapse).
+    A guard that is ``off`` (its signal was missing: a trainer that reports no grad norm has no
+    explosion guard) has nothing to wait for.
     """
-    return max(warmup_steps, *(getattr(cfg, name) for name in MIN_STEPS_FIELDS))
+    waits = (getattr(cfg, g.min_steps_field) for g in GUARDS if g.min_steps_field and g.kind not in off)
+    return max(warmup_steps, *waits, 0)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -79,8 +85,8 @@ class StepRecord(NamedTuple):
 
 class EvalPoint(NamedTuple):
     step: int
-    val_mel: float
-    diagonality: float
+    val_mel: float  # the validation metric (lower is better): val mel for the project's trainer
+    diagonality: float | None  # None: the trainer reports no alignment, so the collapse guard is off
 
 
 class StepHistory:
@@ -208,11 +214,18 @@ def check_ceiling(step: int, mel: float, *, warmup_steps: int, cfg: GuardConfig)
 
 
 def check_step(
-    history: StepHistory, cfg: GuardConfig, *, warmup_steps: int = 0, fp16: bool = False
+    history: StepHistory,
+    cfg: GuardConfig,
+    *,
+    warmup_steps: int = 0,
+    fp16: bool = False,
+    off: Collection[str] = (),
 ) -> Verdict | None:
     """Run the per-step checks on the newest step, first verdict wins: non-finite, explosion, spike,
     ceiling. A GradScaler-skipped step is judged only by the skip count (its gradients are inf). `fp16`:
-    the forward ran under fp16 autocast, which a non-finite loss's verdict names as its likely cause."""
+    the forward ran under fp16 autocast, which a non-finite loss's verdict names as its likely cause.
+    `off`: guard kinds not run, because the trainer does not report their signal (never "nonfinite":
+    the loss is always there)."""
     r = history.last
     if r is None:
         return None
@@ -228,13 +241,23 @@ def check_step(
     )
     if verdict is not None or r.skipped:
         return verdict
-    return (
-        check_explosion(r.step, r.grad_norm, history.prev_norms, n_seen=history.n_norms, cfg=cfg)
-        or check_spike(
-            r.step, r.mel, mean=history.ema_mean, var=history.ema_var, n_seen=history.n_mels, cfg=cfg
-        )
-        or check_ceiling(r.step, r.mel, warmup_steps=warmup_steps, cfg=cfg)
+    checks: tuple[tuple[VerdictKind, Callable[[], Verdict | None]], ...] = (
+        (
+            "explosion",
+            lambda: check_explosion(r.step, r.grad_norm, history.prev_norms, n_seen=history.n_norms, cfg=cfg),
+        ),
+        (
+            "spike",
+            lambda: check_spike(
+                r.step, r.mel, mean=history.ema_mean, var=history.ema_var, n_seen=history.n_mels, cfg=cfg
+            ),
+        ),
+        ("ceiling", lambda: check_ceiling(r.step, r.mel, warmup_steps=warmup_steps, cfg=cfg)),
     )
+    for kind, check in checks:
+        if kind not in off and (found := check()) is not None:
+            return found
+    return None
 
 
 def _point(e: Any) -> EvalPoint:
@@ -256,10 +279,16 @@ def check_eval(
     steadily, or one whose attention is still finding the diagonal, is slow, not collapsed. A post-norm transformer at a high lr without warmup fails this way
     instead of going NaN, with a loss the seed's 1-10 band calls healthy. A run that never left the
     untrained model's val mel (`baseline`, measured before step 1) is slow, not collapsed: collapse means
-    it fitted something (the average frame) and stopped there. A non-finite eval is "nonfinite"."""
+    it fitted something (the average frame) and stopped there. A non-finite eval is "nonfinite".
+    An eval without a diagonality (None: a trainer that reports no alignment) is judged for NaN/Inf
+    only: the collapse guard needs the attention, and is off without it."""
     if not evals:
         return None
     step, val_mel, diagonality = _point(evals[-1])
+    if diagonality is None:
+        if math.isfinite(val_mel):
+            return None
+        return Verdict(kind="nonfinite", step=step, detail=f"validation metric {val_mel} at step {step}")
     if not (math.isfinite(val_mel) and math.isfinite(diagonality)):
         detail = f"validation mel {val_mel}, diagonality {diagonality} at step {step}"
         return Verdict(kind="nonfinite", step=step, detail=detail)
@@ -271,6 +300,7 @@ def check_eval(
     drop = (first - val_mel) / first if first > 0 else 0.0
     window = min(cfg.collapse_window, len(evals) - 1)
     ref, ref_diagonality = _point(evals[-1 - window])[1:]
+    ref_diagonality = diagonality if ref_diagonality is None else ref_diagonality
     gain = (ref - val_mel) / ref if ref > 0 else 0.0
     if diagonality - ref_diagonality >= cfg.collapse_diagonality_rise:
         return None  # the attention is still finding the diagonal: slow, not collapsed

@@ -12,6 +12,11 @@ The words (DESIGN.md, "What the verdict words mean"):
   guard had the steps it needs to judge it; an unjudged run never counts as stable;
 - ``stable`` / ``unaligned`` / ``no-stop``: it ran to its end; stable only if its attention aligned
   and its free-running decode stopped at a sane length.
+
+A trainer this project did not write reports fewer signals (trainer/reporter.py): a guard or check
+whose signal is missing is off (``TrainResult.guards_off``), here as in the guards. A run without an
+alignment is never ``unaligned``, one without a free-running decode never ``no-stop``; its violation
+of that check is NaN (not measured), and the record leaves that constraint out.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dataclasses import dataclass
 
 from trainer.config import GuardConfig
 from trainer.evaluate import DecodeMetrics, EvalMetrics
-from trainer.guards import Verdict, judged_after
+from trainer.guards import ALIGNED_CHECK, DECODE_CHECK, Verdict, judged_after
 from trainer.results import OutOfMemory, TrainResult
 
 STABLE, UNALIGNED, NO_STOP = "stable", "unaligned", "no-stop"
@@ -48,7 +53,7 @@ class Judgement:
 
     unaligned / no_stop: how far the run is from aligned attention and from a sane free-running
     decode (<= 0: there; continuous, so a sampler can walk towards feasible). NaN where the run did
-    not get as far as measuring them (diverged, out of memory).
+    not get as far as measuring them (diverged, out of memory) or has no such signal (guards_off).
     """
 
     outcome: str
@@ -59,6 +64,7 @@ class Judgement:
     final: EvalMetrics | None = None
     unaligned: float = math.nan
     no_stop: float = math.nan
+    guards_off: tuple[str, ...] = ()  # the run's guards and checks that were off (a missing signal)
 
     @property
     def diverged(self) -> bool:
@@ -104,47 +110,62 @@ class Judgement:
             return STATUS_DIVERGED
         return STATUS_PRUNED if self.stopped_early else STATUS_FINISHED
 
+    def verdict_columns(self) -> dict[str, object] | None:
+        """The telemetry's verdict columns: the guard verdict that stopped the run, or where and why
+        memory ran out (no kind: the run's status says "oom")."""
+        if self.divergence is not None:
+            v = self.divergence
+            return {"kind": v.kind, "step": v.step, "detail": v.detail}
+        return None if self.oom is None else {"step": self.oom.step, "detail": self.oom.detail}
+
 
 def judge(result: TrainResult, guards: GuardConfig, *, warmup_steps: int = 0) -> Judgement:
     """The verdict of one run, from what it recorded and the thresholds it ran under."""
-    final = result.final_eval
+    final, off = result.final_eval, result.guards_off
     if result.oom is not None:
-        return Judgement(outcome=OOM, steps=result.steps, oom=result.oom, final=final)
+        return Judgement(outcome=OOM, steps=result.steps, oom=result.oom, final=final, guards_off=off)
     if result.verdict is not None:
         v = result.verdict
-        return Judgement(outcome=diverged_outcome(v.kind), steps=result.steps, divergence=v, final=final)
+        return Judgement(
+            outcome=diverged_outcome(v.kind), steps=result.steps, divergence=v, final=final, guards_off=off
+        )
     if result.stopped_by_callback or final is None:
         # Stopped before its end: it never showed it can speak (no final decode), so its decode counts
         # as one that never stopped; its alignment is its last eval's.
-        judged = result.steps >= judged_after(guards, warmup_steps)
+        judged = result.steps >= judged_after(guards, warmup_steps, off=off)
         diagonality = final.diagonality if final is not None else 0.0
         return Judgement(
             outcome=PRUNED if judged else UNJUDGED,
             steps=result.steps,
             judged=judged,
             final=final,
-            unaligned=guards.collapse_diagonality - diagonality,
-            no_stop=decode_violation(None, guards),
+            unaligned=guards.collapse_diagonality - diagonality if ALIGNED_CHECK not in off else math.nan,
+            no_stop=decode_violation(None, guards) if DECODE_CHECK not in off else math.nan,
+            guards_off=off,
         )
-    return finished_at(final, guards, steps=result.steps)
+    return finished_at(final, guards, steps=result.steps, off=off)
 
 
-def finished_at(final: EvalMetrics, guards: GuardConfig, *, steps: int) -> Judgement:
+def finished_at(
+    final: EvalMetrics, guards: GuardConfig, *, steps: int, off: tuple[str, ...] = ()
+) -> Judgement:
     """The verdict of a run that ran to ``final`` (its last eval, or the eval that ends a rung): aligned,
-    and a free-running decode that stops at a sane length."""
-    unaligned = guards.collapse_diagonality - final.diagonality
-    no_stop = decode_violation(final.decode, guards)
+    and a free-running decode that stops at a sane length (each check off when ``off`` names it)."""
+    unaligned = guards.collapse_diagonality - final.diagonality if ALIGNED_CHECK not in off else math.nan
+    no_stop = decode_violation(final.decode, guards) if DECODE_CHECK not in off else math.nan
     return Judgement(
         outcome=finished_verdict(unaligned, no_stop),
         steps=steps,
         final=final,
         unaligned=unaligned,
         no_stop=no_stop,
+        guards_off=off,
     )
 
 
 def finished_verdict(unaligned: float, no_stop: float) -> str:
-    """The word for a run that ran to its end: aligned first, then a decode that stops."""
+    """The word for a run that ran to its end: aligned first, then a decode that stops. A NaN
+    violation (the check was off: no such signal) is no violation."""
     if unaligned > 0:
         return UNALIGNED
     return NO_STOP if no_stop > 0 else STABLE

@@ -29,7 +29,7 @@ from trainer.data import DECODE_SENTENCES, BatchStream, TrainData
 from trainer.evaluate import EvalMetrics, EvalSample, evaluate
 from trainer.guards import StepHistory, Verdict, check_eval, check_step
 from trainer.hooks import NO_HOOKS, RunHooks, RunWriter, open_writer
-from trainer.judge import Judgement, judge
+from trainer.judge import judge
 from trainer.results import OutOfMemory, Recovery, StepMetrics, TrainResult
 from trainer.run_state import Position, Rollback, Trainables, eval_from_dict, heal, resume_latest
 from trainer.schedules import lr_at
@@ -101,7 +101,7 @@ def train(
     with device_settings(device), open_writer(hooks.telemetry) as writer:
         result = _train(cfg, data, device=device, plan=plan, hooks=hooks, writer=writer)
         verdict = judge(result, cfg.guards, warmup_steps=cfg.warmup_steps)
-        writer.finish_run(hooks.run_id, verdict.status, _verdict_columns(verdict))
+        writer.finish_run(hooks.run_id, verdict.status, verdict.verdict_columns())
     return result
 
 
@@ -302,12 +302,3 @@ def _evaluate(
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _verdict_columns(verdict: Judgement) -> dict | None:
-    """The telemetry's verdict columns: the guard verdict that stopped the run, or where and why memory
-    ran out (no kind: the run's status says "oom")."""
-    if verdict.divergence is not None:
-        v = verdict.divergence
-        return {"kind": v.kind, "step": v.step, "detail": v.detail}
-    return None if verdict.oom is None else {"step": verdict.oom.step, "detail": verdict.oom.detail}

@@ -59,6 +59,9 @@ class TrainResult:
     last_sample: EvalSample | None = None
     baseline_mel: float | None = None  # val mel of the untrained model (before step 1)
     oom: OutOfMemory | None = None  # the run stopped because the device ran out of memory
+    # Guards and checks that were off because the run never reported their signal (a trainer this
+    # project did not write: no grad norm, no alignment, no decode...); () for the project's trainer.
+    guards_off: tuple[str, ...] = ()
 
     @property
     def final_eval(self) -> EvalMetrics | None:

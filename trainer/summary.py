@@ -9,7 +9,7 @@ from typing import Protocol
 
 class _Step(Protocol):
     loss: float
-    grad_norm: float
+    grad_norm: float | None  # None: not measured (a trainer that does not report it)
     skipped: bool
 
 
@@ -26,7 +26,9 @@ class RunSummary:
     scaler_skips: int  # fp16: finite losses whose scaled gradients overflowed, so the scaler skipped
     grad_norm_median: float  # pre-clip
     grad_norm_p95: float
-    grad_norm_below_one: float  # fraction of steps with pre-clip norm < 1 (the seed's other sign)
+    grad_norm_below_one: (
+        float  # fraction of steps with pre-clip norm < 1 (the seed's other sign); NaN: none measured
+    )
     recoveries: int
 
 
@@ -39,7 +41,8 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 def summarize(steps: list[_Step], recoveries: int) -> RunSummary:
     finite_loss = [s.loss for s in steps if math.isfinite(s.loss)]
-    norms = sorted(s.grad_norm for s in steps if math.isfinite(s.grad_norm))
+    measured = [s for s in steps if s.grad_norm is not None]
+    norms = sorted(s.grad_norm for s in measured if math.isfinite(s.grad_norm))
     n = max(len(steps), 1)
     return RunSummary(
         steps=len(steps),
@@ -47,11 +50,12 @@ def summarize(steps: list[_Step], recoveries: int) -> RunSummary:
         loss_max=max(finite_loss, default=math.nan),
         loss_in_seed_band=sum(1.0 <= v <= 10.0 for v in finite_loss) / n,
         nonfinite_events=sum(
-            not math.isfinite(s.loss) or not (s.skipped or math.isfinite(s.grad_norm)) for s in steps
+            not math.isfinite(s.loss) or not (s.skipped or s.grad_norm is None or math.isfinite(s.grad_norm))
+            for s in steps
         ),
         scaler_skips=sum(bool(s.skipped) for s in steps),
         grad_norm_median=_percentile(norms, 0.5),
         grad_norm_p95=_percentile(norms, 0.95),
-        grad_norm_below_one=sum(v < 1.0 for v in norms) / n,
+        grad_norm_below_one=sum(v < 1.0 for v in norms) / n if measured else math.nan,
         recoveries=recoveries,
     )

@@ -46,8 +46,14 @@ class Curve:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ClipBucket:
-    """One log-spaced grad-clip range of the lr boundary: how its trials ended, and where lr broke."""
+    """One log-spaced grad-clip range of the lr boundary: how its trials ended, and where lr broke.
 
+    In a space of the user's, ``x`` is the param the boundary is drawn along (``lr`` when there is one)
+    and ``by`` the one it is bucketed by (None: no second numeric param, one bucket of every trial;
+    clip_low / clip_high are then NaN); the field names keep the built-in space's words."""
+
+    x: str = "lr"
+    by: str | None = "grad_clip"
     clip_low: float
     clip_high: float
     trials: int
@@ -90,6 +96,7 @@ class Rediscovery:
 
 
 CLIP_BUCKETS = 4
+PRESET_NAMES = ("basic", "enhanced")  # the built-in study's: the fix, and the recipe it replaced
 TOP_K = 5  # the stable optimum is read as the median of the best few feasible trials, not one lucky trial
 MARKED_PRESETS = ("basic", "enhanced")
 # No divergence guard fired over a run every guard could judge (a trial pruned earlier is `unjudged`).
@@ -101,11 +108,11 @@ STABLE_OVER_A_JUDGED_RUN = (
 )  # ringed on the plots, columns of the presets table
 
 
-def points(records: Sequence[TrialRecord]) -> list[Point]:
+def points(records: Sequence[TrialRecord], presets: Sequence[str] = MARKED_PRESETS) -> list[Point]:
     """Every finished trial as a Point; the newest trial of each preset and the best feasible are marked."""
     finished = [r for r in records if r.finished]
     best = best_feasible(finished)
-    newest = {name: r.number for name, r in preset_trials(finished, MARKED_PRESETS).items()}
+    newest = {name: r.number for name, r in preset_trials(finished, presets).items()}
     out = []
     for r in finished:
         marks = [name for name, n in newest.items() if n == r.number]
@@ -124,9 +131,12 @@ def points(records: Sequence[TrialRecord]) -> list[Point]:
     return out
 
 
-def marked_trials(records: Sequence[TrialRecord]) -> dict[str, TrialRecord]:
-    """basic, enhanced (newest finished trial of each tag) and best, in that order, where they exist."""
-    ordered = preset_trials(records, MARKED_PRESETS)
+def marked_trials(
+    records: Sequence[TrialRecord], presets: Sequence[str] = MARKED_PRESETS
+) -> dict[str, TrialRecord]:
+    """basic, enhanced (the study's presets: the newest finished trial of each tag) and best, in that
+    order, where they exist."""
+    ordered = preset_trials(records, presets)
     best = best_feasible(records)
     if best is not None:
         ordered["best"] = best
@@ -134,42 +144,59 @@ def marked_trials(records: Sequence[TrialRecord]) -> dict[str, TrialRecord]:
 
 
 def lr_boundary(
-    pts: Sequence[Point], clip_range: tuple[float, float], n_buckets: int = CLIP_BUCKETS
+    pts: Sequence[Point],
+    clip_range: tuple[float, float] | None,
+    n_buckets: int = CLIP_BUCKETS,
+    *,
+    x: str = "lr",
+    by: str | None = "grad_clip",
+    log_by: bool = True,
 ) -> list[ClipBucket]:
     """Per log-spaced grad-clip bucket: the largest lr no guard stopped and the smallest lr one did.
 
     "Stable" here means no divergence guard fired over a run long enough for every guard to judge it
     (finished-but-unaligned trials and trials pruned for mel after that count as stable; a trial pruned
     earlier is unjudged and counts as neither): the boundary is about training blowing up, not about
-    training well.
+    training well. ``x`` / ``by``: the params in those roles (a user's space may have no grad clip:
+    ``by`` None, ``clip_range`` None, one bucket of every trial); ``log_by``: log-spaced buckets (a
+    linear param, a warmup from 0, gets even ones).
     """
+    if by is None or clip_range is None:
+        inside = [p for p in pts if x in p.params]
+        return [_bucket(inside, x, None, math.nan, math.nan)]
     low, high = clip_range
-    edges = [low * (high / low) ** (i / n_buckets) for i in range(n_buckets + 1)]
+    if log_by:
+        edges = [low * (high / low) ** (i / n_buckets) for i in range(n_buckets + 1)]
+    else:
+        edges = [low + (high - low) * i / n_buckets for i in range(n_buckets + 1)]
     buckets = []
     for i in range(n_buckets):
         lo, hi = edges[i], edges[i + 1]
-        inside = [p for p in pts if "grad_clip" in p.params and "lr" in p.params]
+        inside = [p for p in pts if by in p.params and x in p.params]
         inside = [
             p
             for p in inside
-            if lo <= float(p.params["grad_clip"]) < hi
-            or (i == n_buckets - 1 and float(p.params["grad_clip"]) == hi)
+            if lo <= float(p.params[by]) < hi or (i == n_buckets - 1 and float(p.params[by]) == hi)
         ]
-        stable = [float(p.params["lr"]) for p in inside if p.outcome in STABLE_OVER_A_JUDGED_RUN]
-        diverged = [float(p.params["lr"]) for p in inside if is_diverged_outcome(p.outcome)]
-        buckets.append(
-            ClipBucket(
-                clip_low=lo,
-                clip_high=hi,
-                trials=len(inside),
-                stable=len(stable),
-                diverged=len(diverged),
-                unjudged=sum(p.outcome == UNJUDGED for p in inside),
-                max_stable_lr=max(stable) if stable else None,
-                min_diverged_lr=min(diverged) if diverged else None,
-            )
-        )
+        buckets.append(_bucket(inside, x, by, lo, hi))
     return buckets
+
+
+def _bucket(inside: Sequence[Point], x: str, by: str | None, lo: float, hi: float) -> ClipBucket:
+    stable = [float(p.params[x]) for p in inside if p.outcome in STABLE_OVER_A_JUDGED_RUN]
+    diverged = [float(p.params[x]) for p in inside if is_diverged_outcome(p.outcome)]
+    return ClipBucket(
+        x=x,
+        by=by,
+        clip_low=lo,
+        clip_high=hi,
+        trials=len(inside),
+        stable=len(stable),
+        diverged=len(diverged),
+        unjudged=sum(p.outcome == UNJUDGED for p in inside),
+        max_stable_lr=max(stable) if stable else None,
+        min_diverged_lr=min(diverged) if diverged else None,
+    )
 
 
 def _seed_direction(knob: str, basic: object, enhanced: object, space: SearchSpace) -> int:
@@ -180,17 +207,19 @@ def _seed_direction(knob: str, basic: object, enhanced: object, space: SearchSpa
     return 0 if b == e else (1 if b > e else -1)
 
 
-def _position(value: float, basic: float, enhanced: float, log: bool) -> str:
-    lo_name, hi_name = ("basic", "enhanced") if basic < enhanced else ("enhanced", "basic")
+def _position(
+    value: float, basic: float, enhanced: float, log: bool, names: tuple[str, str] = PRESET_NAMES
+) -> str:
+    lo_name, hi_name = names if basic < enhanced else names[::-1]
     lo, hi = sorted((basic, enhanced))
     if value < lo:
         return f"below {lo_name}"
     if value > hi:
         return f"above {hi_name}"
     if value == basic:
-        return "at basic"
+        return f"at {names[0]}"
     if value == enhanced:
-        return "at enhanced"
+        return f"at {names[1]}"
     span = (math.log(hi) - math.log(lo)) if log else (hi - lo)
     frac = ((math.log(value) - math.log(lo)) if log else (value - lo)) / span if span else 0.0
     near = lo_name if frac < 0.5 else hi_name
@@ -198,13 +227,18 @@ def _position(value: float, basic: float, enhanced: float, log: bool) -> str:
 
 
 def rediscovery(
-    pts: Sequence[Point], basic: Mapping[str, Any], enhanced: Mapping[str, Any], space: SearchSpace
+    pts: Sequence[Point],
+    basic: Mapping[str, Any],
+    enhanced: Mapping[str, Any],
+    space: SearchSpace,
+    names: tuple[str, str] = PRESET_NAMES,
 ) -> Rediscovery:
     """Per knob: the seed's move (enhanced -> basic) against where the study's stable optimum sits.
 
-    ``basic`` / ``enhanced`` are the presets' params on the study's scale. The optimum is the best
-    feasible trial and, less noisily, the median of the best ``TOP_K`` feasible trials; a knob
-    "agrees" when that median lies on basic's side of enhanced (or, for a switch, is basic's).
+    ``basic`` / ``enhanced`` are the presets' params on the study's scale (a user's study: its first
+    preset, the one trusted, and its second, the one it replaced; ``names`` says theirs). The optimum
+    is the best feasible trial and, less noisily, the median of the best ``TOP_K`` feasible trials; a
+    knob "agrees" when that median lies on basic's side of enhanced (or, for a switch, is basic's).
     """
     stable = sorted(
         (p for p in pts if p.outcome == STABLE and p.val_mel is not None), key=lambda p: p.val_mel
@@ -228,7 +262,7 @@ def rediscovery(
                 if log
                 else statistics.median(float(v) for v in values)
             )
-            where = _position(float(median), float(basic[knob]), float(enhanced[knob]), log)
+            where = _position(float(median), float(basic[knob]), float(enhanced[knob]), log, names)
             e = float(enhanced[knob])
             agrees = (float(median) - e) * direction > 0 if direction else None
         rows.append(
@@ -263,13 +297,18 @@ def _finite(x: float | None) -> float | None:
 
 
 def val_curves(
-    study_name: str, records: Sequence[TrialRecord], pts: list[Point], tele: Path | None
+    study_name: str,
+    records: Sequence[TrialRecord],
+    pts: list[Point],
+    tele: Path | None,
+    metric: str = "val_mel",
 ) -> list[Curve]:
-    """Val mel per trial from the telemetry (every eval), else the values reported to Optuna."""
+    """Val mel (``metric``: its name in the telemetry) per trial from the telemetry (every eval), else
+    the values reported to Optuna."""
     by_number = {r.number: r for r in records}
     curves = []
     for p in pts:
-        series = eval_series(tele, trial_run(study_name, p.number), "val_mel") if tele is not None else []
+        series = eval_series(tele, trial_run(study_name, p.number), metric) if tele is not None else []
         if not series:
             series = sorted(by_number[p.number].intermediate.items())
         series = [(s, v) for s, v in series if v is not None and math.isfinite(v)]

@@ -1,8 +1,11 @@
-"""Export the best feasible trial as a preset file `python -m trainer --preset FILE` accepts."""
+"""Export the best feasible trial: a preset file `python -m trainer --preset FILE` accepts, or, for a study
+of the user's trainer, the chosen params in the user's own format (their config, their command line)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import shlex
 from pathlib import Path
 
 import optuna
@@ -10,6 +13,7 @@ import optuna
 from common.errors import UserError
 from studies.binding import BASE_LEVEL
 from studies.evidence.conclusions import rung_agreement
+from studies.foreign import ForeignStudy
 from studies.record import DATA_FINGERPRINT, best_feasible, load_records
 from studies.registry import StudyDef
 from trainer.config import apply_overrides
@@ -54,3 +58,41 @@ def export_best(study: optuna.Study, study_def: StudyDef, path: Path) -> Path:
     }
     atomic_write_text(path, preset_to_json(cfg, provenance))
     return path
+
+
+def export_foreign(
+    study: optuna.Study, study_def: ForeignStudy, path: Path, *, template: str | None, run_dir: Path
+) -> tuple[Path, str | None]:
+    """The best feasible trial in the user's own format: their config file with the params at their keys
+    (when params have keys), else the filled command line as a script (a command-line study), else the
+    params as JSON (an in-process study). Returns the file and the command line that runs it (if any)."""
+    best = best_feasible(load_records(study))
+    if best is None:
+        raise UserError(
+            f"study {study.study_name!r} has no feasible finished trial yet (every finished trial diverged, "
+            "was pruned or did not align); run more trials before exporting"
+        )
+    if path.exists() and path.is_dir():
+        raise UserError(f"--export-preset {path}: is a folder; give a file path")
+    if not path.parent.exists():
+        raise UserError(f"--export-preset {path}: folder {path.parent} does not exist")
+    params = study_def.space.export_overrides(dict(best.params))
+    keyed = {p.key: params[p.name] for p in study_def.space.params if p.key is not None}
+    config = study_def.config
+    if keyed and config is not None and path.suffix.lower() != config.suffix:
+        raise UserError(
+            f"--export-preset {path}: your config is {config.suffix}; give a {config.suffix} file"
+        )
+    command = None
+    if template is not None:
+        values = {**params, "trial": best.number, "seed": 0, "run_dir": str(run_dir), "config": str(path)}
+        command = shlex.join(token.format_map(values) for token in shlex.split(template))
+    if keyed and config is not None:
+        config.write(path, keyed)
+    elif command is not None:
+        head = f"# study {study.study_name}, trial {best.number}: {study_def.metric} {best.value:.6g}"
+        atomic_write_text(path, f"#!/bin/sh\n{head}\nexec {command}\n")
+        path.chmod(0o755)
+    else:
+        atomic_write_text(path, json.dumps(params, indent=2) + "\n")
+    return path, command

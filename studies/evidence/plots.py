@@ -7,6 +7,8 @@ instead of an empty axis from here.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,6 +47,15 @@ LABELS = {
     "unjudged": "pruned before the guards could judge it",
 }
 MARK_COLOURS = {"basic": "tab:blue", "enhanced": "tab:red", "best": "tab:green"}
+OTHER_MARKS = ("tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:cyan")
+
+
+def mark_colour(name: str) -> str:
+    """The ring colour of a marked trial: the built-in presets' and the best's, else one per name (a
+    user's presets may be called anything)."""
+    if name in MARK_COLOURS:
+        return MARK_COLOURS[name]
+    return OTHER_MARKS[sum(map(ord, name)) % len(OTHER_MARKS)]
 
 
 def _marker(outcome: str) -> str:
@@ -98,68 +109,93 @@ def _mark(ax, points: Sequence[Point], x: str, y: str) -> None:
         for name in p.marks:
             if x in p.params and y in p.params:
                 px, py = float(p.params[x]), float(p.params[y])
-                ax.scatter([px], [py], s=260, facecolors="none", edgecolors=MARK_COLOURS[name], linewidths=2)
-                ax.annotate(
-                    name, (px, py), textcoords="offset points", xytext=(8, 8), color=MARK_COLOURS[name]
-                )
+                colour = mark_colour(name)
+                ax.scatter([px], [py], s=260, facecolors="none", edgecolors=colour, linewidths=2)
+                ax.annotate(name, (px, py), textcoords="offset points", xytext=(8, 8), color=colour)
 
 
 def stability_map(
-    points: Sequence[Point], path: Path, *, probe_lr: float | None = None, boundary: Sequence[ClipBucket] = ()
+    points: Sequence[Point],
+    path: Path,
+    *,
+    probe_lr: float | None = None,
+    boundary: Sequence[ClipBucket] = (),
+    x: str = "lr",
+    panels: Sequence[tuple[str, bool]] = (("grad_clip", True), ("mel_weight", True), ("warmup_steps", False)),
+    log_x: bool = True,
+    metric: str = "val mel",
 ) -> Path:
-    """lr against grad clip, mel weight and warmup: marker = outcome, colour = val mel, presets ringed."""
-    panels = (("grad_clip", True), ("mel_weight", True), ("warmup_steps", False))
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    """``x`` (the lr) against each of ``panels`` ((param, log scale); the built-in space's grad clip, mel
+    weight and warmup): marker = outcome, colour = the metric, presets ringed. No panels (a space with
+    one numeric param): ``x`` against the metric itself."""
+    shown = list(panels) or [("", False)]
+    fig, axes = plt.subplots(1, len(shown), figsize=(max(9.0, 5.7 * len(shown)), 5.2), squeeze=False)
+    axes = axes[0]
     norm = _mel_norm(points)
     mappable = None
-    for ax, (y, log_y) in zip(axes, panels, strict=True):
-        mappable = _scatter_outcomes(ax, points, "lr", y, norm) or mappable
-        _mark(ax, points, "lr", y)
+    by = boundary[0].by if boundary else None
+    for ax, (y, log_y) in zip(axes, shown, strict=True):
+        pts = points if y else [_with_metric(p) for p in points]
+        y_key = y or METRIC_KEY
+        mappable = _scatter_outcomes(ax, pts, x, y_key, norm) or mappable
+        _mark(ax, pts, x, y_key)
         if probe_lr is not None:
             ax.axvline(probe_lr, color="orange", linestyle="--", label=f"lr probe diverged ({probe_lr:.2g})")
-        if y == "grad_clip":
+        if y and y == by:
             for b in boundary:
                 lo, hi = b.clip_low, b.clip_high
                 if b.max_stable_lr is not None:
                     ax.plot([b.max_stable_lr] * 2, [lo, hi], color="green", linewidth=3, alpha=0.6)
                 if b.min_diverged_lr is not None:
                     ax.plot([b.min_diverged_lr] * 2, [lo, hi], color="red", linewidth=3, alpha=0.6)
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels on a log axis overprint each other
+        if log_x:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels on a log axis overprint each other
         if log_y:
             ax.set_yscale("log")
             ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("peak learning rate")
-        ax.set_ylabel(y.replace("_", " "))
+        ax.set_xlabel("peak learning rate" if x == "lr" else x.replace("_", " "))
+        ax.set_ylabel(y.replace("_", " ") if y else metric)
         ax.grid(True, which="major", alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
     if mappable is not None:
-        fig.colorbar(mappable, ax=axes, label="val mel (L1, lower is better)", shrink=0.9)
-    fig.suptitle("stability map: marker = outcome (red edge: diverged, by reason), colour = val mel")
+        fig.colorbar(mappable, ax=list(axes), label=f"{metric} (lower is better)", shrink=0.9)
+    fig.suptitle(f"stability map: marker = outcome (red edge: diverged, by reason), colour = {metric}")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)  # no tight_layout: it fights the shared colour bar
     plt.close(fig)
     return path
 
 
+METRIC_KEY = "\0metric"  # a map panel without a second param plots the metric on y
+
+
+def _with_metric(p: Point) -> Point:
+    if p.val_mel is None:
+        return p
+    return dataclasses.replace(p, params={**p.params, METRIC_KEY: p.val_mel})
+
+
 def boundary_plot(buckets: Sequence[ClipBucket], path: Path, *, probe_lr: float | None = None) -> Path:
     """Per grad-clip bucket: the largest lr that stayed stable and the smallest that diverged."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    labels = [f"{b.clip_low:.2g}-{b.clip_high:.2g}" for b in buckets]
+    labels = [f"{b.clip_low:.2g}-{b.clip_high:.2g}" if b.by else "all trials" for b in buckets]
+    x, by = (buckets[0].x, buckets[0].by) if buckets else ("lr", "grad_clip")
+    x_words = "peak learning rate" if x == "lr" else x.replace("_", " ")
     xs = list(range(len(buckets)))
     stable = [b.max_stable_lr or math.nan for b in buckets]
     diverged = [b.min_diverged_lr or math.nan for b in buckets]
-    ax.plot(xs, stable, "^-", color="green", markersize=10, label="largest stable lr")
-    ax.plot(xs, diverged, "v-", color="red", markersize=10, label="smallest diverged lr")
+    ax.plot(xs, stable, "^-", color="green", markersize=10, label=f"largest stable {x}")
+    ax.plot(xs, diverged, "v-", color="red", markersize=10, label=f"smallest diverged {x}")
     if probe_lr is not None:
         ax.axhline(probe_lr, color="orange", linestyle="--", label=f"lr probe diverged ({probe_lr:.2g})")
     ax.set_xticks(xs, labels)
     ax.set_yscale("log")
-    ax.set_xlabel("gradient clip bucket (global norm)")
-    ax.set_ylabel("peak learning rate")
+    ax.set_xlabel("gradient clip bucket (global norm)" if by == "grad_clip" else f"{by or 'no'} bucket")
+    ax.set_ylabel(x_words)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title("the lr boundary per grad-clip bucket")
+    ax.set_title(f"the {x} boundary" + (f" per {by.replace('_', ' ')} bucket" if by else ""))
     return _save(fig, path)
 
 
@@ -168,7 +204,7 @@ def curves_plot(curves: Sequence[Curve], path: Path, *, ylabel: str, title: str,
     fig, ax = plt.subplots(figsize=(9, 4.8))
     colours = {"stable": "tab:green", "pruned": "tab:gray", "unaligned": "tab:olive", "no-stop": "tab:olive"}
     for c in sorted(curves, key=lambda c: c.highlight is not None):
-        colour = MARK_COLOURS.get(c.highlight or "", colours.get(c.outcome, "tab:red"))
+        colour = mark_colour(c.highlight) if c.highlight else colours.get(c.outcome, "tab:red")
         width, alpha = (2.4, 1.0) if c.highlight else (1.0, 0.5)
         ax.plot(
             c.steps,
@@ -203,7 +239,12 @@ def importance_plot(importances: dict[str, dict[str, float]], path: Path) -> Pat
 
 
 def slice_plot(
-    points: Sequence[Point], knobs: Sequence[str], path: Path, *, log_knobs: Sequence[str] = ()
+    points: Sequence[Point],
+    knobs: Sequence[str],
+    path: Path,
+    *,
+    log_knobs: Sequence[str] = (),
+    metric: str = "val mel",
 ) -> Path:
     """Val mel against each knob, marker = outcome as on the map; a trial that diverged before any
     eval has no val mel, so it is drawn as a red x on a band above the others (its knob still shows)."""
@@ -214,17 +255,20 @@ def slice_plot(
     top = (max(finite) + 0.1 * (max(finite) - min(finite) + 0.1)) if finite else 1.0
     for ax, knob in zip(axes.flat, knobs, strict=False):
         switch = any(isinstance(p.params.get(knob), bool) for p in points)
+        # A categorical knob of a user's space (an optimizer's name): one column per choice.
+        words = sorted({str(v) for p in points if isinstance(v := p.params.get(knob), str)})
+        at = functools.partial(_slice_x, {w: i for i, w in enumerate(words)})
         for outcome in sorted({p.outcome for p in points}):
             group = [p for p in points if p.outcome == outcome and knob in p.params and p.val_mel is not None]
             ax.scatter(
-                [float(p.params[knob]) for p in group],
+                [at(p.params[knob]) for p in group],
                 [p.val_mel for p in group],
                 marker=_marker(outcome),
                 edgecolors="red" if outcome.startswith("diverged") else "black",
                 s=35,
                 label=LABELS.get(outcome, outcome),
             )
-        lost = [float(p.params[knob]) for p in points if knob in p.params and p.val_mel is None]
+        lost = [at(p.params[knob]) for p in points if knob in p.params and p.val_mel is None]
         if lost:
             ax.scatter(lost, [top] * len(lost), marker="x", color="red", label="diverged before any eval")
         if knob in log_knobs:
@@ -233,13 +277,21 @@ def slice_plot(
         if switch:
             ax.set_xticks([0, 1], ["off", "on"])
             ax.set_xlim(-0.5, 1.5)
+        if words:
+            ax.set_xticks(range(len(words)), words)
+            ax.set_xlim(-0.5, len(words) - 0.5)
         ax.set_title(knob)
-        ax.set_ylabel("val mel")
+        ax.set_ylabel(metric)
         ax.grid(True, alpha=0.3)
     for ax in list(axes.flat)[len(knobs) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     return _save(fig, path)
+
+
+def _slice_x(position: Mapping[str, int], value: object) -> float:
+    """Where a knob's value sits on its slice: a choice's column, or the number itself."""
+    return float(position[value]) if isinstance(value, str) else float(value)
 
 
 def lr_probe_plot(lrs: Sequence[float], losses: Sequence[float], path: Path, *, probe: ProbeResult) -> Path:

@@ -25,21 +25,25 @@ from studies.evidence.conclusions import Point
 from studies.evidence.importance import importances
 from studies.evidence.lr_probe import ProbeResult
 from studies.evidence.report_html import Page, html_table
+from studies.foreign import AnyStudy
 from studies.paths import StudyPaths, probe_run, trial_run
-from studies.record import TrialRecord, load_records
-from studies.registry import StudyDef
-from trainer.config import config_to_dict
+from studies.record import COMMAND, TrialRecord, load_records
 from trainer.judge import OOM, is_diverged_outcome
-from trainer.presets import preset
 from trainer.telemetry import step_series
 
 
-def write_report(study: optuna.Study, study_def: StudyDef, paths: StudyPaths) -> Path:
-    """Write ``report.html`` in the study's folder (and ``report/*.png``, ``best.wav``); return its path."""
+def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) -> Path:
+    """Write ``report.html`` in the study's folder (and ``report/*.png``, ``best.wav``); return its path.
+
+    A study of the user's trainer gets the same page, drawn from its own space (no knob of the built-in
+    space is assumed), without the sections that train the project's model (lr probe, validation,
+    transfer check) or decode its speech."""
     t0 = time.perf_counter()
     records = load_records(study)
     space = study_def.space
-    pts = conclusions.points(records)
+    project, metric = study_def.runs_project_trainer, study_def.metric_label
+    presets = study_def.presets
+    pts = conclusions.points(records, presets)
     if not pts:
         raise UserError(
             f"study {study.study_name!r} has no finished trial yet: nothing to report; run the search first "
@@ -48,11 +52,16 @@ def write_report(study: optuna.Study, study_def: StudyDef, paths: StudyPaths) ->
     out = paths.report_files
     out.mkdir(parents=True, exist_ok=True)
     tele = paths.telemetry if paths.telemetry.exists() else None
-    marked = conclusions.marked_trials(records)
-    probe = lr_probe.stored(study)
+    marked = conclusions.marked_trials(records, presets)
+    probe = lr_probe.stored(study) if project else None
     probe_lr = probe.divergence_lr if probe is not None else None
-    results = validation.stored_results(study)
-    boundary = conclusions.lr_boundary(pts, space.range_of("grad_clip"))
+    results = validation.stored_results(study) if project else {}
+    x, others = space.axes
+    by = others[0] if others else None
+    boundary = []
+    if x is not None:
+        clip_range = space.range_of(by) if by else None
+        boundary = conclusions.lr_boundary(pts, clip_range, x=x, by=by, log_by=by in space.log_params)
 
     page = Page(f"Stability report: {study.study_name}")
     tally = Counter(p.outcome for p in pts)
@@ -62,50 +71,81 @@ def write_report(study: optuna.Study, study_def: StudyDef, paths: StudyPaths) ->
         if oom
         else ""
     )
+    not_here = (
+        ""
+        if project
+        else " The lr probe, the multi-seed validation, the transfer check and the decoded sample train the "
+        "project's own model, so a report on your trainer has none of them."
+    )
+    how = study_def.trial_words
+    if not project and study.user_attrs.get(COMMAND) and "`" not in how:  # a report without --command
+        how = f"each trial runs `{study.user_attrs[COMMAND]}`"
     page.para(
-        f"{study_def.description}. {len(pts)} finished trials ({', '.join(f'{k} {v}' for k, v in sorted(tally.items()))}); "
-        f"model {study_def.model_size}, {study_def.precision}, batch {study_def.batch_size}; each trial is its warmup "
-        f"plus {study_def.horizon} steps at peak lr.{oom_words} Written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC."
+        html.escape(
+            f"{study_def.description}. {len(pts)} finished trials "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(tally.items()))}); {how}.{oom_words}"
+            f"{not_here} Written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC."
+        )
     )
 
     # --- the presets table and the rediscovery check: the answer first --------------------------------
     page.section("presets", "The presets and the best, side by side")
     if marked:
-        page.raw(
-            html_table(tables.side_by_side(marked, space.param_names, results), table_id="presets-table")
-        )
+        side = tables.side_by_side(marked, space.param_names, results or None, metric=metric, project=project)
+        page.raw(html_table(side, table_id="presets-table"))
     else:
         page.para("No preset or feasible trial has finished yet.")
-    page.section("rediscovery", "Did the search rediscover basic?")
+    trusted = presets[0] if presets else "basic"
+    page.section("rediscovery", f"Did the search rediscover {trusted}?")
     _rediscovery(page, pts, study_def)
 
     # --- the stability map and the boundary ----------------------------------------------------------
     page.section("map", "Stability map")
-    page.image(
-        plots.stability_map(pts, out / "stability_map.png", probe_lr=probe_lr, boundary=boundary), "map"
-    )
-    page.para(
-        "Each point is a trial: its marker says how it ended (circle stable, square pruned for mel, hexagon / "
-        "pentagon finished unaligned / without a stopping decode, red-edged shapes diverged by reason), its colour its val mel (grey: none). "
-        "Rings mark basic, enhanced and the best feasible trial. The dashed line is the lr probe's divergence lr."
-    )
-    page.section("boundary", "The lr boundary")
-    page.image(plots.boundary_plot(boundary, out / "lr_boundary.png", probe_lr=probe_lr), "boundary")
-    page.raw(html_table(tables.boundary(boundary), table_id="boundary-table") + BOUNDARY_NOTE)
-    _probe(page, probe, tele, study_def, out)
+    if x is None:
+        page.para(
+            "Every param of this space is categorical: there is no axis to draw a map or a boundary on."
+        )
+    else:
+        panels = [(y, y in space.log_params) for y in others]
+        figure = plots.stability_map(
+            pts,
+            out / "stability_map.png",
+            probe_lr=probe_lr,
+            boundary=boundary,
+            x=x,
+            panels=panels,
+            log_x=x in space.log_params,
+            metric=metric,
+        )
+        page.image(figure, "map")
+        page.para(
+            "Each point is a trial: its marker says how it ended (circle stable, square pruned for "
+            f"{html.escape(metric)}, hexagon / pentagon finished unaligned / without a stopping decode, red-edged "
+            f"shapes diverged by reason), its colour its {html.escape(metric)} (grey: none). Rings mark the "
+            "presets and the best feasible trial."
+            + (" The dashed line is the lr probe's divergence lr." if project else "")
+        )
+        page.section("boundary", f"The {html.escape(x)} boundary")
+        page.image(plots.boundary_plot(boundary, out / "lr_boundary.png", probe_lr=probe_lr), "boundary")
+        note = (
+            BOUNDARY_NOTE if project else BOUNDARY_NOTE.replace("lr and clip alone", "these two params alone")
+        )
+        page.raw(html_table(tables.boundary(boundary), table_id="boundary-table") + note)
+    if project:
+        _probe(page, probe, tele, study_def, out)
 
     # --- curves ----------------------------------------------------------------------------------------
     page.section("curves", "Learning curves")
-    curves = conclusions.val_curves(study.study_name, records, pts, tele)
+    curves = conclusions.val_curves(study.study_name, records, pts, tele, study_def.telemetry_metric)
     if curves:
         page.image(
             plots.curves_plot(
-                curves, out / "val_mel_curves.png", ylabel="val mel", title="val mel of every trial"
+                curves, out / "val_mel_curves.png", ylabel=metric, title=f"{metric} of every trial"
             ),
-            "val mel curves",
+            f"{metric} curves",
         )
     else:
-        page.para("No val mel was recorded yet: every trial ended before its first eval.")
+        page.para(f"No {html.escape(metric)} was recorded yet: every trial ended before its first eval.")
     norms = conclusions.grad_curves(study_def.name, marked, tele)
     if norms:
         page.image(
@@ -120,21 +160,30 @@ def write_report(study: optuna.Study, study_def: StudyDef, paths: StudyPaths) ->
         )
     else:
         page.para(
-            "No per-step telemetry for the presets or the best trial (telemetry.db is missing or empty)."
+            "No per-step gradient norms for the presets or the best trial (telemetry.db is missing or empty, "
+            "or the trainer does not report grad_norm)."
         )
 
     # --- importances and slices ----------------------------------------------------------------------
     page.section("importance", "What matters: importances and slices")
     mel_imp, div_imp = importances(study, records, space.param_names)
-    found = {k: v for k, v in (("val mel", mel_imp), ("divergence", div_imp)) if isinstance(v, dict) and v}
-    for title, imp in (("val mel", mel_imp), ("divergence", div_imp)):
+    found = {k: v for k, v in ((metric, mel_imp), ("divergence", div_imp)) if isinstance(v, dict) and v}
+    for title, imp in ((metric, mel_imp), ("divergence", div_imp)):
         if isinstance(imp, str):
             page.para(f"Importance for {title}: {imp}.")
     if found:
         page.image(plots.importance_plot(found, out / "importances.png"), "importances")
     page.image(
-        plots.slice_plot(pts, space.param_names, out / "slices.png", log_knobs=space.log_params), "slices"
+        plots.slice_plot(
+            pts, space.param_names, out / "slices.png", log_knobs=space.log_params, metric=metric
+        ),
+        "slices",
     )
+    if not project:
+        page.para(f"Rendered in {time.perf_counter() - t0:.1f} s.")
+        path = paths.report
+        path.write_text(page.render(), encoding="utf-8")
+        return path
 
     # --- validation --------------------------------------------------------------------------------------
     page.section("validation", "Validation over several seeds")
@@ -173,30 +222,45 @@ def write_report(study: optuna.Study, study_def: StudyDef, paths: StudyPaths) ->
     return path
 
 
-def _rediscovery(page: Page, pts: list[Point], study_def: StudyDef) -> None:
-    space = study_def.space
-    basic = space.preset_params(config_to_dict(preset("basic")))
-    enhanced = space.preset_params(config_to_dict(preset("enhanced")))
-    r = conclusions.rediscovery(pts, basic, enhanced, space)
+def _rediscovery(page: Page, pts: list[Point], study_def: AnyStudy) -> None:
+    space, values = study_def.space, study_def.preset_values()
+    if len(values) < 2:
+        page.para(
+            "Cannot say: the study judges fewer than two presets, so there is no move from one recipe to "
+            "another to compare with (give [presets.NAME] for yours and the one it replaced)."
+        )
+        return
+    (trusted, first), (replaced, second) = list(values.items())[:2]
+    names = (trusted, replaced)
+    basic, enhanced = space.preset_params(first), space.preset_params(second)
+    r = conclusions.rediscovery(pts, basic, enhanced, space, names)
+    who = "the seed" if study_def.runs_project_trainer else "you"
     if not r.rows:
         page.para(
-            "Cannot say yet: no trial finished stable (aligned, with a free-running decode that stops), so the "
+            f"Cannot say yet: no trial finished stable, so the study has no stable optimum to compare with "
+            f"{who}r move from {html.escape(replaced)} to {html.escape(trusted)}."
+            if who == "you"
+            else "Cannot say yet: no trial finished stable (aligned, with a free-running decode that stops), so the "
             "study has no stable optimum to compare with the seed's move from enhanced to basic."
         )
         return
-    page.raw(html_table(tables.rediscovery(r), table_id="rediscovery-table"))
+    page.raw(html_table(tables.rediscovery(r, names), table_id="rediscovery-table"))
     agree = [x.knob for x in r.rows if x.agrees]
     disagree = [x.knob for x in r.rows if x.agrees is False]
     verdict = (
         "rediscovered" if r.agree == r.total else ("partly rediscovered" if r.agree else "did not rediscover")
     )
     page.para(
-        f"<b>The search {verdict} basic</b>: its stable optimum (median of the best {r.top_k} of {r.n_stable} "
-        f"stable trials) moves {r.agree} of {r.total} knobs the way the seed did"
+        f"<b>The search {verdict} {html.escape(trusted)}</b>: its stable optimum (median of the best {r.top_k} "
+        f"of {r.n_stable} stable trials) moves {r.agree} of {r.total} knobs the way {who} did"
         + (f" ({', '.join(agree)})" if agree else "")
         + (f", and not {', '.join(disagree)}" if disagree else "")
-        + ". Short trials favour fast learners (high lr, short warmup): the validation below judges the presets "
-        "over a longer horizon and several seeds."
+        + ". Short trials favour fast learners (high lr, short warmup)"
+        + (
+            ": the validation below judges the presets over a longer horizon and several seeds."
+            if study_def.runs_project_trainer
+            else "."
+        )
     )
 
 
@@ -207,7 +271,7 @@ BOUNDARY_NOTE = (
 )
 
 
-def _probe(page: Page, probe: ProbeResult | None, tele: Path | None, study_def: StudyDef, out: Path) -> None:
+def _probe(page: Page, probe: ProbeResult | None, tele: Path | None, study_def: AnyStudy, out: Path) -> None:
     page.section("probe", "lr range test")
     if probe is None:
         page.para(f"Not run yet: python search.py --study {study_def.name} --lr-probe")

@@ -11,28 +11,30 @@ from rich.console import Console
 from studies.evidence import tables
 from studies.evidence.conclusions import rung_agreement
 from studies.evidence.importance import importances
+from studies.foreign import AnyStudy
 from studies.record import best_feasible, load_records, preset_trials
-from studies.registry import StudyDef
 from trainer.judge import OOM
 
 
-def print_summary(study: optuna.Study, study_def: StudyDef, console: Console) -> None:
+def print_summary(study: optuna.Study, study_def: AnyStudy, console: Console) -> None:
     records = load_records(study)
     finished = [r for r in records if r.finished]
     names = study_def.space.param_names
+    metric, project = study_def.metric_label, study_def.runs_project_trainer
     console.print(f"\n[bold]study {study.study_name}[/]: {len(finished)} finished trials")
 
-    top = tables.top_feasible(finished, names)
-    console.print(
-        tables.to_rich(top)
-        if top.rows
-        else "no feasible trial yet: no finished trial aligned and stopped its decode"
+    top = tables.top_feasible(finished, names, metric=metric)
+    none_yet = (
+        "no feasible trial yet: no finished trial aligned and stopped its decode"
+        if project
+        else "no feasible trial yet: every finished trial diverged, was pruned, or (with an alignment) did not align"
     )
+    console.print(tables.to_rich(top) if top.rows else none_yet)
     columns = preset_trials(finished, study_def.presets)
     best = best_feasible(finished)
     if best is not None:
         columns["best"] = best
-    console.print(tables.to_rich(tables.side_by_side(columns, names)))
+    console.print(tables.to_rich(tables.side_by_side(columns, names, metric=metric, project=project)))
 
     if study_def.speech_rung is not None:
         console.print(rung_agreement(records).line(), soft_wrap=True)
@@ -51,7 +53,7 @@ def print_summary(study: optuna.Study, study_def: StudyDef, console: Console) ->
         console.print(f"diverged: {early:.0%} of the first {half} trials, {late:.0%} of the rest")
 
     mel, div = importances(study, finished, names)
-    for title, imp in (("val mel", mel), ("divergence", div)):
+    for title, imp in ((metric, mel), ("divergence", div)):
         if isinstance(imp, str):
             console.print(f"importance for {title}: {imp}")
         else:

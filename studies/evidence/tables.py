@@ -38,31 +38,48 @@ def _dash(x: object) -> str:
     return "-" if x is None else fmt(x)
 
 
-def top_feasible(records: Sequence[TrialRecord], param_names: Sequence[str], k: int = 5) -> Rows:
+def top_feasible(
+    records: Sequence[TrialRecord], param_names: Sequence[str], k: int = 5, *, metric: str = "val mel"
+) -> Rows:
     ranked = sorted((r for r in records if r.finished and r.feasible), key=lambda r: r.value)[:k]
     rows = tuple(
         (str(r.number), f"{r.value:.4f}", *(fmt(r.params.get(p)) for p in param_names)) for r in ranked
     )
-    return Rows("top feasible trials (lowest validation mel)", ("#", "val mel", *param_names), rows)
+    title = (
+        "top feasible trials (lowest validation mel)"
+        if metric == "val mel"
+        else f"top feasible trials (lowest {metric})"
+    )
+    return Rows(title, ("#", metric, *param_names), rows)
 
 
 def side_by_side(
     columns: Mapping[str, TrialRecord],
     param_names: Sequence[str],
     validation: Mapping[str, Validation] | None = None,
+    *,
+    metric: str = "val mel",
+    project: bool = True,
 ) -> Rows:
-    """The presets and the best, a column each; with ``validation``, their multi-seed results below."""
+    """The presets and the best, a column each; with ``validation``, their multi-seed results below.
+    ``project``: the project's trainer (speech and the seed's own signs); a user's trainer shows which
+    guards were off instead."""
     lines: list[tuple[str, Callable[[TrialRecord], str]]] = [("trial", lambda r: str(r.number))]
     lines += [(p, lambda r, p=p: fmt(r.params.get(p))) for p in param_names]
+    lines += [("verdict", lambda r: r.outcome)]
+    lines += [("speech (decode ratio)", lambda r: r.speech)] if project else []
     lines += [
-        ("verdict", lambda r: r.outcome),
-        ("speech (decode ratio)", lambda r: r.speech),
         ("divergence step", lambda r: _dash(r.divergence.step if r.divergence else None)),
-        ("val mel", lambda r: fmt_value(r.last_value)),
-        ("attention diagonality", lambda r: _dash(r.diagonality)),
-        ("seed: loss in 1..10", lambda r: _dash(r.seed_loss_in_1_10)),
-        ("seed: grad norm < 1", lambda r: _dash(r.seed_grad_norm_below_1)),
+        (metric, lambda r: fmt_value(r.last_value)),
+        ("attention diagonality" if project else "alignment", lambda r: _dash(r.diagonality)),
     ]
+    if project:
+        lines += [
+            ("seed: loss in 1..10", lambda r: _dash(r.seed_loss_in_1_10)),
+            ("seed: grad norm < 1", lambda r: _dash(r.seed_grad_norm_below_1)),
+        ]
+    else:
+        lines += [("guards off (no signal)", lambda r: ", ".join(r.guards_off or ()) or "-")]
     rows = [(label, *(get(r) for r in columns.values())) for label, get in lines]
     if validation is not None:
         for label, show in VALIDATION_LINES:
@@ -136,10 +153,11 @@ def transfer(check: TransferCheck) -> Rows:
 
 
 def boundary(buckets: Sequence[ClipBucket]) -> Rows:
-    """The lr boundary per grad-clip bucket."""
+    """The lr boundary per grad-clip bucket (a user's space: its x param per bucket of its ``by``)."""
+    x, by = (buckets[0].x, buckets[0].by) if buckets else ("lr", "grad_clip")
     rows = tuple(
         (
-            f"{b.clip_low:.3g} - {b.clip_high:.3g}",
+            f"{b.clip_low:.3g} - {b.clip_high:.3g}" if b.by else "all trials",
             str(b.trials),
             f"{b.stable} / {b.diverged} / {b.unjudged}",
             "-" if b.max_stable_lr is None else f"{b.max_stable_lr:.3g}",
@@ -148,17 +166,18 @@ def boundary(buckets: Sequence[ClipBucket]) -> Rows:
         for b in buckets
     )
     head = (
-        "grad clip",
+        (by or "").replace("_", " ") or "bucket",
         "trials",
         "stable / diverged / unjudged",
-        "largest stable lr",
-        "smallest diverged lr",
+        f"largest stable {x}",
+        f"smallest diverged {x}",
     )
-    return Rows("lr boundary", head, rows)
+    return Rows(f"{x} boundary", head, rows)
 
 
-def rediscovery(r: Rediscovery) -> Rows:
-    """Per knob: the seed's move and where the study's stable optimum sits."""
+def rediscovery(r: Rediscovery, names: tuple[str, str] = ("basic", "enhanced")) -> Rows:
+    """Per knob: the seed's move (a user's study: theirs, second preset -> first) and where the study's
+    stable optimum sits."""
     rows = tuple(
         (
             x.knob,
@@ -172,8 +191,10 @@ def rediscovery(r: Rediscovery) -> Rows:
         )
         for x in r.rows
     )
-    head = ("knob", "enhanced", "basic", "seed moved it", "best stable", f"median of top {r.top_k}")
-    return Rows("rediscovery", (*head, "where the optimum sits", "seed's way?"), rows)
+    moved = "seed moved it" if names == ("basic", "enhanced") else "you moved it"
+    head = ("knob", names[1], names[0], moved, "best stable", f"median of top {r.top_k}")
+    way = "seed's way?" if names == ("basic", "enhanced") else "your way?"
+    return Rows("rediscovery", (*head, "where the optimum sits", way), rows)
 
 
 def promoted(records: Sequence[TrialRecord]) -> Rows:

@@ -17,7 +17,7 @@ from common.console import make_console
 from common.device import resolve_device
 from common.errors import UserError
 from studies.evidence import tables
-from studies.evidence.export import export_best
+from studies.evidence.export import export_best, export_foreign
 from studies.evidence.report import write_report
 from studies.evidence.transfer import MIN_TRIALS, ranking
 from studies.evidence.transfer import lines as transfer_lines
@@ -26,8 +26,9 @@ from studies.execution.launch import note_other_data, open_existing, threads_per
 from studies.execution.long_runs import run_probe, run_transfer, run_validation
 from studies.execution.runner import counts
 from studies.execution.runs import RunSetup, SetupSpec, load_data
+from studies.foreign import AnyStudy, ForeignStudy
 from studies.paths import StudyPaths
-from studies.record import load_records
+from studies.record import COMMAND, load_records
 from studies.registry import StudyDef
 from trainer.cli import main as train_main
 
@@ -36,7 +37,7 @@ from trainer.cli import main as train_main
 class EvidenceRun:
     """One evidence command, checked."""
 
-    study: StudyDef
+    study: AnyStudy
     url: str
     runs_dir: Path
     report: bool = False
@@ -130,3 +131,16 @@ def export_or_train(
         return 0
     out = ["--out", str(paths.train_best)] if "--out" not in train else []
     return train_main(["--preset", str(path), *out, *train])
+
+
+def export_foreign_best(study_def: ForeignStudy, url: str, runs_dir: Path, path: Path) -> int:
+    """Export the best feasible trial of a study of the user's trainer, in the user's format."""
+    study = open_existing(study_def, url)
+    template = study_def.command.template if study_def.command else study.user_attrs.get(COMMAND)
+    run_dir = StudyPaths(runs_dir, study_def.name).dir / "best"
+    written, command = export_foreign(study, study_def, path, template=template, run_dir=run_dir)
+    console = make_console(stderr=True)
+    console.print(f"exported the best trial of {study_def.name} to {written}", soft_wrap=True)
+    if command is not None:
+        console.print(f"run it: {command}", soft_wrap=True, markup=False, highlight=False)
+    return 0

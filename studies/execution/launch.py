@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,26 +16,29 @@ import optuna
 import torch
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 
 from common.console import make_console
 from common.device import describe_device, resolve_device
 from common.errors import UserError
 from studies.binding import trial_steps
 from studies.evidence.summary import print_summary
+from studies.execution.command_trial import make_command_objective
 from studies.execution.completion import exit_status
+from studies.execution.foreign_trial import OnStep
+from studies.execution.function_trial import TrainFn, make_function_objective
 from studies.execution.live import LiveView
-from studies.execution.objective import make_objective
+from studies.execution.objective import Objective, make_objective
 from studies.execution.runner import counts, requeue_interrupted, run_worker
 from studies.execution.runs import RunSetup, load_data
 from studies.execution.storage import open_storage, sqlite_path
 from studies.execution.supervisor import Supervisor
 from studies.execution.workers import sampler_seed, stop_workers, worker_threads
+from studies.foreign import AnyStudy, ForeignStudy
 from studies.paths import StudyPaths
 from studies.presets_seed import enqueue_presets
-from studies.record import DATA_FINGERPRINT
-from studies.registry import StudyDef, make_pruner, make_sampler
-from trainer.config import config_to_dict
-from trainer.presets import preset
+from studies.record import COMMAND, DATA_FINGERPRINT
+from studies.registry import make_pruner, make_sampler
 
 # The rate is measured over the first steps, then said once: after 10 steps, or after the second step
 # when the first ones took 20 s (the 78M fp16 study forced onto a CPU runs minutes a step).
@@ -45,7 +49,7 @@ FORECAST_AFTER_STEPS, FORECAST_AFTER_S = 10, 20.0
 class SearchRun:
     """One `search.py` search command, checked: what to run and where."""
 
-    study: StudyDef
+    study: AnyStudy
     url: str
     trials: int
     workers: int = 1
@@ -57,6 +61,7 @@ class SearchRun:
     val_data: Path | None = None
     shared_storage: bool = False  # --storage was given: other machines may join
     worker_index: int | None = None  # set in a local worker process
+    function: TrainFn | None = None  # a foreign study run in process (studies/execution/inprocess.py)
 
     @property
     def paths(self) -> StudyPaths:
@@ -73,15 +78,18 @@ def threads_per_worker(threads: int | None, workers: int) -> int:
     return threads or max(1, (os.cpu_count() or 1) // workers)
 
 
-def run_search(run: SearchRun, worker_argv: list[str]) -> int:
-    """Run the study to ``run.trials`` finished trials; ``worker_argv`` starts one local worker."""
-    console = make_console(stderr=True)
+@dataclass(frozen=True, slots=True)
+class TrialSource:
+    """How a search's trials train: the project's trainer, or the user's (a command, a function)."""
 
-    def say(line: str) -> None:
-        console.print(line, soft_wrap=True)
+    where: str  # said first: the device the project's trainer uses, or the user's trainer
+    objective: Callable[[OnStep | None], Objective]  # given the live view's step callback (or None)
+    mean_steps: int | None  # a trial's usual length in steps, for the live view's estimate
+    fingerprint: str | None = None  # the data set the project's trainer runs on
 
-    # Optuna logs a failed trial (Ctrl-C included) with a traceback at WARNING; the CLI says it in one line.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+def project_trials(run: SearchRun, console: Console) -> TrialSource:
+    """The project's trainer: torch threads, the device, the data set, the objective."""
     threads = threads_per_worker(run.threads, run.workers)
     if run.is_worker:
         threads = worker_threads(threads)
@@ -96,28 +104,72 @@ def run_search(run: SearchRun, worker_argv: list[str]) -> int:
             file=sys.stderr,
         )
     data = load_data(run.train_data, run.val_data, None if run.is_worker else console)
+    setup = RunSetup(run.study, data, device, run.paths, run.seed)
+    mean = trial_steps(run.study, run.study.space.warmup_max // 2)
+    return TrialSource(where, lambda on_step: make_objective(setup, on_step=on_step), mean, data.fingerprint)
+
+
+def foreign_trials(run: SearchRun, say: Callable[[str], None]) -> TrialSource:
+    """The user's trainer: their command line, or their function in this process."""
+    study = run.study
+    assert isinstance(study, ForeignStudy)
+    if study.command is not None:
+        where = f"your command `{study.command.template}`"
+
+        def objective(on_step: OnStep | None) -> Objective:
+            return make_command_objective(study, run.paths, run.seed, say, on_step)
+
+    else:
+        if run.function is None:
+            raise UserError(f"study {study.name!r} has no --command: give the command line its trials run")
+        where = f"your function {getattr(run.function, '__qualname__', run.function)!s} in this process"
+
+        def objective(on_step: OnStep | None) -> Objective:
+            return make_function_objective(study, run.function, run.paths, say, on_step)
+
+    return TrialSource(where, objective, study.steps)
+
+
+def run_search(run: SearchRun, worker_argv: list[str]) -> int:
+    """Run the study to ``run.trials`` finished trials; ``worker_argv`` starts one local worker."""
+    console = make_console(stderr=True)
+
+    def say(line: str) -> None:
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+    # Optuna logs a failed trial (Ctrl-C included) with a traceback at WARNING; the CLI says it in one line.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    source = project_trials(run, console) if run.study.runs_project_trainer else foreign_trials(run, say)
+    where = source.where
 
     # From here on the study exists.
     study = _open_or_create(run)
-    setup = RunSetup(run.study, data, device, run.paths, run.seed)
     if run.is_worker:
-        run_worker(study, make_objective(setup), run.trials)
+        run_worker(study, source.objective(None), run.trials)
         return exit_status(study, run.trials, lambda line: print(line, file=sys.stderr))
 
-    note_other_data(study, data.fingerprint, console)
-    study.set_user_attr(DATA_FINGERPRINT, data.fingerprint)
-    presets = {name: config_to_dict(preset(name)) for name in run.study.presets}
-    enqueued = enqueue_presets(study, presets, run.study.space)
+    if source.fingerprint is not None:
+        note_other_data(study, source.fingerprint, console)
+        study.set_user_attr(DATA_FINGERPRINT, source.fingerprint)
+    if isinstance(run.study, ForeignStudy) and run.study.command is not None:
+        study.set_user_attr(COMMAND, run.study.command.template)  # the export fills it again
+    enqueued = enqueue_presets(study, run.study.preset_values(), run.study.space)
     requeued = requeue_interrupted(study)
     c = counts(study)
     console.print(
-        f"study [bold]{run.study.name}[/] in {run.url} on {where}: {c.finished} of {run.trials} trials finished"
+        f"study [bold]{run.study.name}[/] in {run.url} on {escape(where)}: {c.finished} of {run.trials} trials finished"
         + (f"; seeded presets {', '.join(enqueued)}" if enqueued else "")
         + (f"; re-queued interrupted trials {requeued}" if requeued else "")
     )
     view = LiveView(
-        study, run.study.space, run.trials, trial_steps(run.study, run.study.space.warmup_max // 2)
+        study,
+        run.study.space,
+        run.trials,
+        source.mean_steps,
+        metric=run.study.metric_label,
+        speech=run.study.runs_project_trainer,
     )
+    rate_on = where if run.study.runs_project_trainer else "your trainer"
     procs: list = []  # local worker processes, stopped cleanly on Ctrl-C
     try:
         with Live(view.render(), console=console, auto_refresh=False, transient=False) as live:
@@ -127,26 +179,35 @@ def run_search(run: SearchRun, worker_argv: list[str]) -> int:
 
             if run.workers == 1:
 
-                def on_step(number: int, max_steps: int, m) -> None:
+                def on_step(number: int, max_steps: int | None, m) -> None:
                     view.on_step(number, m.step, max_steps)
                     line = view.take_forecast(
-                        where, after_steps=FORECAST_AFTER_STEPS, after_s=FORECAST_AFTER_S
+                        rate_on, after_steps=FORECAST_AFTER_STEPS, after_s=FORECAST_AFTER_S
                     )
                     if line is not None:
-                        console.print(line, soft_wrap=True)
+                        say(line)
                     if view.due():
                         refresh()
 
-                run_worker(study, make_objective(setup, on_step=on_step), run.trials, on_trial_end=refresh)
+                run_worker(study, source.objective(on_step), run.trials, on_trial_end=refresh)
             else:
                 # The supervisor restarts dead workers (bounded); procs grows with every restart.
                 supervisor = Supervisor(
-                    study, worker_argv, run.workers, run.trials, threads, run.paths.worker_logs, say
+                    study,
+                    worker_argv,
+                    run.workers,
+                    run.trials,
+                    threads_per_worker(run.threads, run.workers),
+                    run.paths.worker_logs,
+                    say,
                 )
                 procs = supervisor.procs
                 for e in supervisor.run(refresh):
-                    console.print(f"[red]worker: {e}[/]")
+                    console.print(f"[red]worker: {escape(e)}[/]")
             refresh()
+    except UserError:  # a user's trainer that keeps failing: its one line goes below the live view
+        console.print()
+        raise
     except KeyboardInterrupt:
         stop_workers(procs)
         requeue_interrupted(study, dead_pids=[p.pid for p in procs])
@@ -175,7 +236,7 @@ def _open_or_create(run: SearchRun) -> optuna.Study:
     )
 
 
-def open_existing(study_def: StudyDef, url: str) -> optuna.Study:
+def open_existing(study_def: AnyStudy, url: str) -> optuna.Study:
     """An existing study for the evidence commands; one line (exit 2) when there is none."""
     path = sqlite_path(url)
     if path is not None and not path.exists():

@@ -28,8 +28,21 @@ from studies.record import FINISHED, best_feasible, load_records
 
 
 class LiveView:
-    def __init__(self, study: optuna.Study, space: SearchSpace, total: int, mean_trial_steps: int) -> None:
+    def __init__(
+        self,
+        study: optuna.Study,
+        space: SearchSpace,
+        total: int,
+        mean_trial_steps: int | None,
+        *,
+        metric: str = "val mel",
+        speech: bool = True,
+    ) -> None:
+        """``mean_trial_steps``: a trial's usual length (None: unknown, e.g. a user's trainer whose space
+        file does not say; then no estimate is shown, only the measured rate). ``metric``: what the value
+        is called; ``speech``: the trainer decodes speech (the project's), so the speech column shows."""
         self.study = study
+        self.metric, self.speech = metric, speech
         self.shown = space.headline
         self.total = total
         self.mean_trial_steps = mean_trial_steps
@@ -59,9 +72,9 @@ class LiveView:
             "preset",
             *(label for _, label in self.shown),
             "step",
-            "val mel",
+            self.metric,
             "verdict",
-            "speech",
+            *(("speech",) if self.speech else ()),
         ):
             table.add_column(col)
         running = [r for r in records if r.state == TrialState.RUNNING]
@@ -74,7 +87,7 @@ class LiveView:
                 self.step_info.get(r.number) or r.shown_step,
                 "" if value is None else f"{value:.4f}",
                 r.outcome,
-                r.speech,
+                *((r.speech,) if self.speech else ()),
             )
         tally = Counter(r.outcome for r in records if r.state != TrialState.WAITING)
         counts = "  ".join(f"{k}: {v}" for k, v in sorted(tally.items()))
@@ -82,7 +95,7 @@ class LiveView:
         best_line = "best feasible: none yet"
         if best is not None:
             params = ", ".join(f"{p} {fmt(best.params[p])}" for p, _ in self.shown if p in best.params)
-            best_line = f"best feasible: trial {best.number}  val mel {best.value:.4f}  ({params})"
+            best_line = f"best feasible: trial {best.number}  {self.metric} {best.value:.4f}  ({params})"
         return Group(self.progress, table, counts, best_line, self._eta_line(len(done)))
 
     def on_step(self, number: int, step: int, max_steps: int | None = None) -> None:
@@ -101,6 +114,8 @@ class LiveView:
         """Before the first trials finish, the bar's ETA knows nothing; the step rate does."""
         if self._rate is None:
             return ""
+        if self.mean_trial_steps is None:
+            return f"step rate {self._rate:.2f}/s"
         step, total = getattr(self, "_current", (0, self.mean_trial_steps))
         remaining_trials = max(self.total - done - 1, 0)
         steps_left = max(total - step, 0) + remaining_trials * self.mean_trial_steps
@@ -128,6 +143,8 @@ class LiveView:
         if self._rate is None:
             return None
         step, total = getattr(self, "_current", (0, self.mean_trial_steps))
+        if total is None or self.mean_trial_steps is None:
+            return f"measured {self._rate:.2f} steps/s on {device}"
         done = len(self.study.get_trials(deepcopy=False, states=FINISHED))
         rest = max(self.total - done - 1, 0)
         return (

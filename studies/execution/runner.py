@@ -41,21 +41,26 @@ from optuna.trial import FrozenTrial, TrialState
 
 from studies.execution.objective import Objective
 from studies.execution.resilience import DatabaseUnavailable, ResilientRDBStorage, heartbeat
+from studies.execution.trainer_process import reap
 
 # The attribute keys live in studies.record (defined once); the runner knows them by these names.
 from studies.record import ATTEMPT as ATTEMPT_ATTR
 from studies.record import FAILED_BY as FAILED_BY_ATTR
-from studies.record import FINISHED, OUT_OF_MEMORY
+from studies.record import FINISHED, OUT_OF_MEMORY, TRAINER_FAILED
 from studies.record import HOST as HOST_ATTR
 from studies.record import PID as PID_ATTR
 from studies.record import PRESET as PRESET_ATTR
 from studies.record import RETRY_OF as RETRY_ATTR
+from studies.record import TRAINER_TOKEN as TOKEN_ATTR
 
 # Why a trial ended FAIL (its FAILED_BY attribute): interrupt / worker died / no heartbeat / surplus /
 # duplicate / the exception's name.
 SURPLUS, DUPLICATE, INTERRUPT, DIED = "surplus", "duplicate", "interrupt", "worker died"
 NO_HEARTBEAT = "no heartbeat"  # RUNNING without a heartbeat for the grace period: its worker is gone
 MAX_ATTEMPTS = 4  # params that failed this often are not re-queued again (a trial that kills its worker)
+# Outcomes, not interruptions: the same params would end the same way (a user's trainer that crashed
+# at them is FAIL "trainer failed"; studies/execution/foreign_trial.py).
+NOT_RETRIED = (DUPLICATE, OUT_OF_MEMORY, TRAINER_FAILED)
 FIXED = "fixed_params"  # Optuna's system attr holding an enqueued trial's params
 
 
@@ -104,6 +109,7 @@ def fail_stale(study: optuna.Study) -> list[int]:
     for trial_id in backend._get_stale_trial_ids(study._study_id):
         t = backend.get_trial(trial_id)
         if t.state == TrialState.RUNNING and _fail(study, t, NO_HEARTBEAT):
+            reap(t.user_attrs.get(TOKEN_ATTR))  # a user's trainer it left on this machine, if any
             failed.append(t.number)
     return failed
 
@@ -124,12 +130,13 @@ def requeue_interrupted(study: optuna.Study, *, dead_pids: Iterable[int] = ()) -
         if t.user_attrs.get(HOST_ATTR) == host and isinstance(pid, int):
             if pid in dead or (not beat and not _alive(pid)):
                 _fail(study, t, DIED)
+                reap(t.user_attrs.get(TOKEN_ATTR))  # the dead worker's trainer (a user's command), if any
     trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
     requeued = []
     for t in trials:
         reason = t.user_attrs.get(FAILED_BY_ATTR)
-        if t.state != TrialState.FAIL or t.number in retried or reason in (DUPLICATE, OUT_OF_MEMORY):
+        if t.state != TrialState.FAIL or t.number in retried or reason in NOT_RETRIED:
             continue
         params = {**t.system_attrs.get(FIXED, {}), **t.params}
         attempt = _attempt(t)

@@ -1,0 +1,16 @@
+"""Adapters: a trainer this project did not write, as a function the study can call.
+
+An adapter is one module here, ``trainer/adapters/<name>.py``, with one function::
+
+    def train(params: dict[str, Any], reporter: trainer.reporter.Reporter) -> None
+
+It builds the foreign trainer from ``params`` (the space file's names), and hooks the trainer's own
+callbacks to the reporter: per step ``reporter.step(loss=..., grad_norm=..., mel=..., alignment=...,
+loss_scale=...)`` with what that trainer has, per eval ``reporter.eval(metric=...)``. A guard that fires
+raises out of those calls (``trainer.reporter.StopRun``); the adapter need not catch it, and a trainer
+that turns every exception into ``sys.exit`` is still judged by the verdict the reporter kept. Run it
+with ``studies.execution.inprocess.run_study(train, space=..., study=...)``.
+
+Like everything in ``trainer/``, an adapter never imports Optuna or the studies. The first one planned
+is Coqui TTS's ``Trainer`` (issue 20, item 4): not written yet.
+"""

@@ -1,0 +1,358 @@
+"""Any trainer's numbers, guarded: the reporter a training loop this project did not write calls.
+
+DESIGN.md, "Any trainer, one contract": the guards, the pruner and the judge need only a stream of
+numbers. The project's own loop is one producer; a user's loop is another, through this object, in the
+shape of Ray Tune's ``tune.report`` and Syne Tune's ``Reporter``: per step ``reporter.step(loss=...,
+grad_norm=..., mel=..., alignment=..., loss_scale=...)``, per eval ``reporter.eval(metric=...)``. The
+command-line form (``studies/execution/command_trial.py``) reads the same numbers from a process's
+output lines and calls the same methods, so both forms are guarded by one piece of code.
+
+Each number feeds the guard that reads it (``trainer/guards.py``, thresholds in ``GuardConfig``):
+
+| signal | guard | without it |
+|---|---|---|
+| ``loss`` (required) | non-finite | - |
+| ``grad_norm`` (pre-clip) | explosion, non-finite gradients | explosion off |
+| ``mel`` (unweighted) | spike, ceiling | ceiling off (its bound is a log-mel L1); spike watches the loss (its z-score and ratio do not change with a constant loss weight) |
+| ``loss_scale`` (after ``GradScaler.update()``) | a drop is a GradScaler skip: counted, not a divergence, until 16 in a row | every non-finite gradient is a divergence |
+| ``alignment`` (0-1, attention mass on the diagonal) or ``attention`` | collapse; the "aligned" check of a finished run | both off |
+| eval ``metric`` (lower is better) | non-finite; collapse; the pruner; the trial's value | required |
+
+A free-running decode measure is the project's own, so the "decode" check is always off here. A
+signal the first step (for the alignment: the first eval) reports must come with every later one: a
+guard that saw a signal disappear would judge half a run. What is off is said once through ``note``
+and kept in ``TrainResult.guards_off``, which the judge reads.
+
+A guard that fires raises ``Diverged``; a prune raises ``Pruned``. Both are ``StopRun``, which the
+study catches: the user's loop need not. The trainer room knows nothing of Optuna: pruning is the
+``on_eval`` callback's answer, as for the project's loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from trainer.config import GuardConfig
+from trainer.evaluate import EvalMetrics
+from trainer.guards import (
+    ALIGNED_CHECK,
+    DECODE_CHECK,
+    EvalPoint,
+    StepHistory,
+    Verdict,
+    check_eval,
+    check_step,
+)
+from trainer.hooks import NullWriter, RunWriter
+from trainer.results import TrainResult
+from trainer.summary import summarize
+from tts_model.losses import attention_diagonality
+
+
+class StopRun(Exception):  # noqa: N818  (a signal to the loop, like Optuna's TrialPruned)
+    """Ends the user's training loop from inside a ``reporter`` call; the study catches it."""
+
+
+class Diverged(StopRun):
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.detail)
+        self.verdict = verdict
+
+
+class Pruned(StopRun):
+    def __init__(self, step: int) -> None:
+        super().__init__(f"pruned at step {step}")
+        self.step = step
+
+
+class ReportError(ValueError):
+    """The numbers a loop reports break the contract (a signal that comes and goes, a step that goes
+    back): the user's bug, said in one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedStep:
+    """One training step as a trainer reported it (None: not reported)."""
+
+    step: int
+    loss: float
+    grad_norm: float | None
+    mel: float | None
+    alignment: float | None
+    loss_scale: float | None
+    skipped: bool  # the loss scale dropped: the GradScaler skipped this update
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """Which optional signals a run reports, fixed by its first step (alignment: its first eval)."""
+
+    grad_norm: bool
+    mel: bool
+    loss_scale: bool
+    alignment: bool | None  # None: not known yet (no eval so far)
+
+    @property
+    def guards_off(self) -> tuple[str, ...]:
+        off = [] if self.grad_norm else ["explosion"]
+        off += [] if self.mel else ["ceiling"]
+        off += [] if self.alignment else ["collapse", ALIGNED_CHECK]
+        return (*off, DECODE_CHECK)
+
+    def step_note(self) -> str:
+        """What is off for lack of a step signal, in one line."""
+        parts = [] if self.grad_norm else ["explosion (no grad_norm)"]
+        parts += [] if self.mel else ["ceiling (no mel; the spike guard watches the loss)"]
+        parts += ["decode (no free-running decode: the project's own measure)"]
+        return "guards off for lack of a signal: " + "; ".join(parts)
+
+
+def diagonality_of(attention: Any) -> float:
+    """An attention matrix (T_dec, T_text) or batch (B, T_dec, T_text), unpadded -> the share of its
+    mass near the diagonal (tts_model.losses.attention_diagonality: uniform 0.19, a sharp diagonal 1)."""
+    attn = torch.as_tensor(attention, dtype=torch.float32)
+    if attn.dim() == 2:
+        attn = attn[None]
+    if attn.dim() != 3:
+        raise ReportError(f"attention must be (T_dec, T_text) or (B, T_dec, T_text), got {tuple(attn.shape)}")
+    b, t_dec, n_text = attn.shape
+    return attention_diagonality(attn, torch.full((b,), n_text), torch.full((b,), t_dec))
+
+
+class Reporter:
+    """What a user's training loop calls. Build one per run; the study does, and hands it over."""
+
+    def __init__(
+        self,
+        guards: GuardConfig,
+        *,
+        warmup_steps: int = 0,
+        run_id: str = "run",
+        writer: RunWriter | None = None,
+        on_step: Callable[[ReportedStep], None] | None = None,
+        on_eval: Callable[[EvalMetrics], bool] | None = None,
+        note: Callable[[str], None] = print,
+    ) -> None:
+        self.guards = guards
+        self.warmup_steps = warmup_steps
+        self.run_id = run_id
+        self._writer = writer if writer is not None else NullWriter()
+        self._on_step, self._on_eval, self._note = on_step, on_eval, note
+        self._history = StepHistory(guards)
+        self._steps: list[ReportedStep] = []
+        self._evals: list[EvalMetrics] = []
+        self._points: list[EvalPoint] = []
+        self._step_signals: dict[str, bool] | None = None  # name -> reported, fixed by the first step
+        self._first_step = 0
+        self._has_alignment: bool | None = None  # fixed by the first eval
+        self._last_scale: float | None = None
+        self._latest_alignment: float | None = None
+        self._stop: StopRun | None = None  # set once the run is over: every later call raises it again
+        self.verdict: Verdict | None = None
+        self.pruned = False
+
+    # -- what the loop calls ----------------------------------------------------------------------
+    def step(
+        self,
+        *,
+        loss: float,
+        grad_norm: float | None = None,
+        mel: float | None = None,
+        alignment: float | None = None,
+        attention: Any = None,
+        loss_scale: float | None = None,
+        step: int | None = None,
+    ) -> None:
+        """One training step's numbers (Python floats; call ``.item()`` once). ``step`` defaults to the
+        previous one + 1. Raises ``Diverged`` when a guard fires at this step."""
+        self._raise_if_over()
+        if loss is None:
+            raise ReportError("reporter.step needs loss (the total, weighted as you train it)")
+        n = self._next_step(step)
+        if attention is not None:
+            alignment = diagonality_of(attention)
+        values = {"grad_norm": grad_norm, "mel": mel, "loss_scale": loss_scale, "alignment": alignment}
+        signals = self._fix_signals(n, values)
+        scale = _number("loss_scale", loss_scale)
+        skipped = scale is not None and self._last_scale is not None and scale < self._last_scale
+        self._last_scale = scale if scale is not None else self._last_scale
+        record = ReportedStep(
+            step=n,
+            loss=_number("loss", loss),
+            grad_norm=_number("grad_norm", grad_norm),
+            mel=_number("mel", mel),
+            alignment=_number("alignment", alignment),
+            loss_scale=scale,
+            skipped=skipped,
+        )
+        if record.alignment is not None:
+            self._latest_alignment = record.alignment
+        self._steps.append(record)
+        self._writer.log_step(self.run_id, n, _step_row(record))
+        if self._on_step is not None:
+            self._on_step(record)
+        series = record.mel if signals.mel and record.mel is not None else record.loss
+        self._history.append(
+            step=n, loss=record.loss, mel=series, grad_norm=record.grad_norm, skipped=skipped
+        )
+        verdict = check_step(
+            self._history,
+            self.guards,
+            warmup_steps=self.warmup_steps,
+            fp16=signals.loss_scale,
+            off=signals.guards_off,
+        )
+        if verdict is not None:
+            self._end(Diverged(verdict))
+
+    def eval(
+        self, *, metric: float, alignment: float | None = None, attention: Any = None, step: int | None = None
+    ) -> None:
+        """One evaluation: the validation metric (lower is better) and, if the trainer has it, the
+        attention's alignment (else the latest step's). Raises ``Diverged`` (non-finite metric, collapse)
+        or ``Pruned`` (the study's pruner stopped the run here)."""
+        self._raise_if_over()
+        n = self._steps[-1].step if step is None and self._steps else (step or 0)
+        if attention is not None:
+            alignment = diagonality_of(attention)
+        alignment = _number("alignment", alignment)
+        alignment = self._latest_alignment if alignment is None else alignment
+        self._fix_alignment(n, alignment)
+        value = float(metric)
+        ev = EvalMetrics(
+            step=n,
+            val_mel=value,
+            stop_accuracy=math.nan,
+            stop_end_margin=math.nan,
+            diagonality=math.nan if alignment is None else alignment,
+            sharpness=math.nan,
+        )
+        self._evals.append(ev)
+        self._points.append(EvalPoint(n, value, alignment))
+        row = {"metric": value} | ({} if alignment is None else {"alignment": alignment})
+        self._writer.log_eval(self.run_id, n, row)
+        verdict = check_eval(
+            self._points, self.guards, warmup_steps=self.warmup_steps, baseline=self._baseline
+        )
+        stop = self._on_eval is not None and bool(self._on_eval(ev))
+        if verdict is not None:
+            self._end(Diverged(verdict))
+        if stop:
+            self.pruned = True
+            self._end(Pruned(n))
+
+    # -- what the study reads -----------------------------------------------------------------------
+    @property
+    def steps(self) -> int:
+        return self._steps[-1].step if self._steps else 0
+
+    @property
+    def reported(self) -> bool:
+        """Whether the run reported a validation metric at least once (a run's value needs one)."""
+        return bool(self._evals)
+
+    @property
+    def signals(self) -> Signals:
+        """The run's signals so far (a signal never reported counts as missing)."""
+        had = self._step_signals or {}
+        return Signals(
+            grad_norm=had.get("grad_norm", False),
+            mel=had.get("mel", False),
+            loss_scale=had.get("loss_scale", False),
+            alignment=self._has_alignment,
+        )
+
+    @property
+    def guards_off(self) -> tuple[str, ...]:
+        return self.signals.guards_off
+
+    def result(self) -> TrainResult:
+        """The run's history as the judge reads it (``trainer.judge.judge``)."""
+        return TrainResult(
+            steps=self.steps,
+            verdict=self.verdict,
+            evals=tuple(self._evals),
+            recoveries=(),
+            stopped_by_callback=self.pruned,
+            summary=summarize(self._steps, 0),
+            baseline_mel=self._baseline,
+            guards_off=self.guards_off,
+        )
+
+    # -- internals ------------------------------------------------------------------------------------
+    @property
+    def _baseline(self) -> float | None:
+        """The untrained model's metric, when the trainer reports an eval at step 0 (the collapse guard
+        then tells "never left the start" from "fitted the mean and stopped")."""
+        first = self._evals[0] if self._evals else None
+        return first.val_mel if first is not None and first.step == 0 else None
+
+    def _raise_if_over(self) -> None:
+        if self._stop is not None:
+            raise self._stop
+
+    def _end(self, stop: StopRun) -> None:
+        if isinstance(stop, Diverged):
+            self.verdict = stop.verdict
+        self._stop = stop
+        raise stop
+
+    def _next_step(self, step: int | None) -> int:
+        previous = self._steps[-1].step if self._steps else 0
+        if step is None:
+            return previous + 1
+        if isinstance(step, bool) or not isinstance(step, int) or step <= previous:
+            raise ReportError(f"step {step!r} after step {previous}: steps must be integers that go up")
+        return step
+
+    def _fix_signals(self, n: int, values: dict[str, float | None]) -> Signals:
+        """The first step decides the run's step signals; a later step must report the same ones."""
+        now = {name: value is not None for name, value in values.items()}
+        if self._step_signals is None:
+            self._step_signals, self._first_step = now, n
+            self._note(self.signals.step_note())
+        for name, before in self._step_signals.items():
+            if before != now[name]:
+                said = "reported" if before else "did not report"
+                raise ReportError(
+                    f"step {n} {'lacks' if before else 'reports'} {name}, which step {self._first_step} "
+                    f"{said}: report a signal at every step or at none"
+                )
+        return self.signals
+
+    def _fix_alignment(self, n: int, alignment: float | None) -> None:
+        """The first eval decides whether the run has an alignment; a later eval must agree."""
+        has = alignment is not None
+        if self._has_alignment is None:
+            self._has_alignment = has
+            if not has:
+                self._note("guards off for lack of a signal: collapse and the aligned check (no alignment)")
+        elif self._has_alignment != has:
+            raise ReportError(
+                f"the eval at step {n} {'lacks' if self._has_alignment else 'has'} an alignment, which the "
+                "first eval did not: report it at every eval or at none"
+            )
+
+
+def _number(name: str, value: float | None) -> float | None:
+    """A reported number as a Python float (NaN and Inf pass: they are what the guards are for)."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ReportError(f"{name} must be a number, got {value!r}") from None
+
+
+def _step_row(r: ReportedStep) -> dict[str, float]:
+    """The telemetry's step columns (trainer/telemetry.py): the user's mel is the unweighted one."""
+    row = {"loss": r.loss, "skipped": float(r.skipped)}
+    for column, value in (("grad_norm", r.grad_norm), ("mel_l1", r.mel), ("loss_scale", r.loss_scale)):
+        if value is not None:
+            row[column] = value
+    return row
