@@ -1,14 +1,14 @@
 """Coqui TTS's own Trainer as a study's trainer: real Coqui training in real processes, on CPU.
 
 Each trial runs ``examples/coqui/coqui_runner.py`` through the command-line protocol, as ``make
-coqui-quick`` does, shrunk: the small test corpus (24 + 8 utterances) and 12-step trials. Checked: every
+coqui-quick`` does, shrunk: the small test corpus (24 + 8 utterances) and 8-step trials. Checked: every
 trial finished and was judged, a huge lr ended PRUNED + infeasible by a guard with its trainer stopped,
 and the report renders. With coqui-tts-trainer installed beside the project (two top-level packages
 called ``trainer``), the project's processes still import the project's, the runner Coqui's, and a bad
 flag or the wrong ``trainer`` is one line, exit 2.
 
-These tests run where the ``coqui`` extra is installed (``make test`` and CI install it); elsewhere they
-skip, unless TTS_REQUIRE_COQUI=1 (set by .ci/run) makes that a failure.
+The tests that run Coqui need the ``coqui`` extra (``make test`` and CI install it); elsewhere they skip,
+unless TTS_REQUIRE_COQUI=1 (set by .ci/run) makes that a failure.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from tts_model.corpus import CorpusPaths
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "examples" / "coqui" / "coqui_runner.py"
 SPACE = ROOT / "tests" / "coqui_space.toml"
-STEPS, EVAL_EVERY = 12, 6
+STEPS, EVAL_EVERY = 8, 4
 
 
 def _installed(*names: str) -> bool:
@@ -52,7 +52,7 @@ def _installed(*names: str) -> bool:
 COQUI = _installed("coqui-tts", "coqui-tts-trainer")
 if not COQUI and os.environ.get("TTS_REQUIRE_COQUI") == "1":
     raise RuntimeError("TTS_REQUIRE_COQUI=1 but the coqui extra is not installed: pip install -e '.[coqui]'")
-pytestmark = pytest.mark.skipif(
+needs_coqui = pytest.mark.skipif(
     not COQUI, reason="the coqui extra is not installed (pip install -e '.[coqui]'; make test and CI do)"
 )
 
@@ -74,6 +74,7 @@ def runner_command(corpus, *extra: str) -> str:  # noqa: ANN001
     return f"{shlex.join(argv)} {fields} {shlex.join(extra)}"
 
 
+@needs_coqui
 def test_a_coqui_smoke_study_judges_every_trial_and_stops_a_huge_lr(
     corpus_paths,  # noqa: F811
     tmp_path: Path,
@@ -136,6 +137,7 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
 
 
+@needs_coqui
 @pytest.mark.skipif(not _installed("tts-stability-search"), reason="the project is not pip-installed here")
 def test_each_process_imports_its_own_trainer(tmp_path: Path) -> None:
     """Outside the repository, site-packages (Coqui's ``trainer``) comes before the project's editable
@@ -175,6 +177,7 @@ def test_each_process_imports_its_own_trainer(tmp_path: Path) -> None:
     )
 
 
+@needs_coqui
 @pytest.mark.parametrize(
     ("case", "flags", "python_flags", "words"),
     [

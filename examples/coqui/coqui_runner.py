@@ -72,7 +72,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--bare",
         action="store_true",
-        help="Coqui alone: no hooks, no step lines; the step times at the end (bench/bench_coqui_overhead.py)",
+        help="Coqui alone: no hooks, no step lines (bench/bench_coqui_overhead.py)",
+    )
+    p.add_argument(
+        "--timing",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write each step's end (wall and CPU seconds) and the process's CPU to FILE (JSON)",
     )
     p.add_argument(
         "--write-config",
@@ -287,12 +294,15 @@ class Lines:
     the line, runs the eval when one is due, and ends the run after ``steps``."""
 
     def __init__(self, model: Any, *, steps: int, eval_every: int, bare: bool = False) -> None:
-        """``bare``: Coqui alone, to measure what the lines cost: no hook wrapped, no step line; the
-        evals as usual, and the time of each step's end in one line after the last."""
+        """``bare``: Coqui alone, to measure what the lines cost: no hook wrapped, no step line, the
+        evals as usual."""
         self.model, self.steps, self.eval_every, self.bare = model, steps, eval_every, bare
         self.pending: dict[str, float] = {}
         self.val: list[tuple[float, int]] = []  # (diagonality, decoder steps) per eval batch
-        self.ends: list[float] = []  # bare: time.time() at each step's end
+        # At each step's end (--timing): wall clock, this process's CPU, and the wall time the steps
+        # spent so far in this class's own code (the numbers and the lines: what a trial adds).
+        self.ends: list[tuple[float, float, float]] = []
+        self.own_s = 0.0
         model.train_log = lambda *a, **k: None  # Coqui's draw figures and run Griffin-Lim
         model.eval_log = lambda *a, **k: None
         if not bare:
@@ -305,27 +315,33 @@ class Lines:
 
         def train_step_and_attention(batch: dict, criterion: Any, optimizer_idx: int | None = None) -> Any:
             outputs, loss_dict = train_step(batch, criterion, optimizer_idx)
+            began = time.perf_counter()
             r = model.decoder.r
             dec_lengths = (batch["mel_lengths"] + r - 1) // r
             with torch.no_grad():
                 value = diagonality(outputs["alignments"].detach(), batch["text_lengths"], dec_lengths)
             if model.training:
                 self.pending["alignment"] = value
+                self.own_s += time.perf_counter() - began
             else:  # Coqui's eval_step calls train_step under inference_mode
                 self.val.append((value, int(dec_lengths.sum())))
             return outputs, loss_dict
 
         def losses(loss_dict: dict, optimizer: Any) -> None:
             before_backward(loss_dict, optimizer)
+            began = time.perf_counter()
             for ours, theirs in (("loss", "loss"), ("decoder", "decoder_loss"), ("postnet", "postnet_loss"),
                                  ("stopnet", "stopnet_loss"), ("ga", "ga_loss"), ("coqui_align_error", "align_error")):  # fmt: skip
                 if theirs in loss_dict:
                     value = loss_dict[theirs]
                     self.pending[ours] = float(value.detach()) if torch.is_tensor(value) else float(value)
+            self.own_s += time.perf_counter() - began
 
         def grads() -> None:
+            began = time.perf_counter()
             found = [p.grad for p in model.parameters() if p.grad is not None]
             self.pending["grad_norm"] = float(torch.nn.utils.get_total_norm(found)) if found else 0.0
+            self.own_s += time.perf_counter() - began
 
         model.train_step = train_step_and_attention
         model.before_backward_pass = losses
@@ -334,9 +350,10 @@ class Lines:
     def on_train_step_end(self, trainer: Any) -> None:
         n = trainer.total_steps_done
         if self.bare:
-            self.ends.append(time.time())
+            self.ends.append((time.time(), time.process_time(), 0.0))
             self._maybe_eval_and_end(trainer, n)
             return
+        began = time.perf_counter()
         row, self.pending = self.pending, {}
         optimizer = trainer.optimizer[0] if isinstance(trainer.optimizer, list) else trainer.optimizer
         lr = optimizer.param_groups[0]["lr"]
@@ -355,14 +372,14 @@ class Lines:
                 },
             }
         )
+        self.own_s += time.perf_counter() - began
+        self.ends.append((time.time(), time.process_time(), self.own_s))
         self._maybe_eval_and_end(trainer, n)
 
     def _maybe_eval_and_end(self, trainer: Any, n: int) -> None:
         if n % self.eval_every == 0 or n >= self.steps:
             self.evaluate(trainer, n)
         if n >= self.steps:
-            if self.bare:
-                emit({"bare_step_ends": self.ends})
             raise BudgetSpent
 
     def evaluate(self, trainer: Any, n: int) -> None:
@@ -426,6 +443,15 @@ def train(a: argparse.Namespace) -> None:
         trainer._fit()  # not fit(): it turns every exception into exit 1 and deletes the run folder
     except BudgetSpent:
         pass
+    if a.timing is not None:
+        wall, cpu, own = zip(*lines.ends, strict=True)
+        timing = {
+            "step_end_wall": wall,
+            "step_end_cpu": cpu,
+            "step_end_own": own,
+            "process_cpu": time.process_time(),
+        }
+        a.timing.write_text(json.dumps(timing), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
