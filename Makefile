@@ -54,8 +54,10 @@ gpu-check: setup
 	$(PY) bench/gpu_check.py
 
 # The Coqui TTS quick study (README "Coqui TTS"): 12 trials of Coqui's own Trainer on a shrunk Tacotron 2,
-# guarded by this project, then runs/coqui-quick/report.html.
+# guarded by this project, then runs/coqui-quick/report.html and the best trial as Coqui's config.json.
 coqui-quick: setup-coqui
 	$(PY) -m tts_model.corpus --out $(COQUI_CORPUS) --utterances 200
 	$(PY) search.py --study coqui-quick --space $(COQUI_SPACE) --trials 12 --command "$(COQUI_CMD)"
 	$(PY) search.py --study coqui-quick --space $(COQUI_SPACE) --report
+	@# Coqui's config.json with the best feasible trial's values; exits 2 with the reason when none is feasible.
+	-$(PY) search.py --study coqui-quick --space $(COQUI_SPACE) --export-preset runs/coqui-quick/best_config.json

@@ -144,7 +144,9 @@ def alone(a: argparse.Namespace, work: Path, env: dict[str, str], rep: int) -> R
     config = ConfigTarget(base=CONFIG).write(work / "alone.json", {KEYS[k]: v for k, v in PARAMS.items()})
     timing = work / f"alone-{rep}.json"
     argv = runner_argv(a, str(config), str(work / "alone"), str(timing), bare=True)
-    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+    # A session of its own, as the search gives its trainer: with Linux's autogroup scheduling a session
+    # is a CPU share of its own, and on a loaded machine the two would otherwise not get the same.
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True, start_new_session=True)
     metric = next(json.loads(x)["metric"] for x in reversed(out.stdout.splitlines()) if '"metric"' in x)
     return from_timing(timing, 0.0, metric)  # no own code ran: own_share 0
 
