@@ -2,7 +2,7 @@
 prints its numbers, one JSON line per step and one per eval, which the search reads as they arrive.
 
     python -I examples/coqui/coqui_runner.py --config CONFIG.json --train-data DIR --val-data DIR \\
-        --out DIR --steps 150 --eval-every 30 [--seed 0] [--tiny]
+        --out DIR --steps 100 --eval-every 20 [--seed 0] [--tiny]
 
 Why a separate process: coqui-tts-trainer's top-level package is called ``trainer``, as is this
 project's, and one process can import only one of them. So this file imports no module of the project,
@@ -25,7 +25,8 @@ A step line: ``{"step", "loss", "grad_norm", "mel", "alignment", "lr", "decoder"
   and replaces NaN by 0;
 - ``alignment``: the share of attention mass near the diagonal (the project's measure,
   ``tts_model.losses.attention_diagonality``, copied below), so the guards' 0.3 "aligned" bar means
-  the same as for the project's model; ``coqui_align_error`` is Coqui's own (1 - mean max weight).
+  the same as for the project's model; ``coqui_align_error`` is Coqui's own (1 - the mean, over the
+  characters, of the largest weight any decoder step gave each).
 An eval line: ``{"step", "metric", "alignment", ...}``: the postnet's unweighted mel loss on the
 validation folder (lower is better), and the alignment over it.
 
