@@ -32,7 +32,7 @@ Scale = Literal["log", "linear", "int", "categorical"]
 SCALES: tuple[str, ...] = ("log", "linear", "int", "categorical")
 # Template fields the search fills itself; a param cannot take these names.
 RESERVED = ("config", "trial", "run_dir", "seed")
-PARAM_FIELDS = ("scale", "low", "high", "step", "choices", "key")
+PARAM_FIELDS = ("scale", "low", "high", "step", "log", "choices", "key")
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 KEY = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
 MAP_PANELS = 3  # the stability map draws the first param against at most this many others
@@ -41,7 +41,8 @@ MAP_PANELS = 3  # the stability map draws the first param against at most this m
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Param:
     """One knob: its range on its scale, and where its value goes (``key``: a dotted config key; None:
-    the command's template field of the same name)."""
+    the command's template field of the same name). ``log``: an int param sampled on a log scale (a
+    warmup of 1 to 4,000 steps: linear sampling would spend nearly every trial above 100)."""
 
     name: str
     scale: Scale
@@ -50,6 +51,7 @@ class Param:
     step: float | int | None = None
     choices: tuple[Any, ...] = ()
     key: str | None = None
+    log: bool = False
 
     @property
     def numeric(self) -> bool:
@@ -59,14 +61,16 @@ class Param:
         if self.scale == "categorical":
             return CategoricalDistribution(self.choices)
         if self.scale == "int":
-            return IntDistribution(int(self.low), int(self.high), step=int(self.step or 1))
+            return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
         return FloatDistribution(float(self.low), float(self.high), log=self.scale == "log", step=self.step)
 
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.scale == "categorical":
             return trial.suggest_categorical(self.name, self.choices)
         if self.scale == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1))
+            return trial.suggest_int(
+                self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
         return trial.suggest_float(
             self.name, float(self.low), float(self.high), log=self.scale == "log", step=self.step
         )
@@ -126,7 +130,7 @@ class UserSpace:
 
     @property
     def log_params(self) -> tuple[str, ...]:
-        return tuple(p.name for p in self.params if p.scale == "log")
+        return tuple(p.name for p in self.params if p.scale == "log" or p.log)
 
     @property
     def switches(self) -> tuple[str, ...]:
@@ -230,7 +234,7 @@ def _param(name: Any, table: Any, where: str) -> Param:
         raise UserError(f"{at}: key must be a dotted config key like 'optimizer.lr', got {key!r}")
     if "choices" in table:
         choices = table["choices"]
-        if table.get("scale", "categorical") != "categorical" or {"low", "high", "step"} & set(table):
+        if table.get("scale", "categorical") != "categorical" or {"low", "high", "step", "log"} & set(table):
             raise UserError(f"{at}: choices make a categorical param: no low, high, step or other scale")
         if not isinstance(choices, list) or len(choices) < 2 or len(set(map(repr, choices))) != len(choices):
             raise UserError(f"{at}: choices must be a list of at least two different values")
@@ -250,16 +254,21 @@ def _param(name: Any, table: Any, where: str) -> Param:
         raise UserError(f"{at}: a log scale needs low > 0, got {low}")
     if scale == "log" and step is not None:
         raise UserError(f"{at}: a log scale takes no step")
+    log = table.get("log", False)
+    if not isinstance(log, bool) or (log and scale != "int"):
+        raise UserError(f'{at}: log = true goes with scale = "int" (a float param takes scale = "log")')
     if scale == "int":
         if not (isinstance(low, int) and isinstance(high, int)):
             raise UserError(f"{at}: an int param needs integer low and high, got {low!r}, {high!r}")
         if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 1):
             raise UserError(f"{at}: an int param's step must be an integer >= 1, got {step!r}")
+        if log and (step is not None or low < 1):
+            raise UserError(f"{at}: an int param on a log scale needs low >= 1 and no step")
     elif step is not None and (isinstance(step, bool) or not isinstance(step, int | float) or step <= 0):
         raise UserError(f"{at}: step must be a number > 0, got {step!r}")
     if step is not None and not _on_grid(high, low, step):
         raise UserError(f"{at}: high ({high}) must be low ({low}) plus a whole number of steps ({step})")
-    return Param(name=name, scale=scale, low=low, high=high, step=step, key=key)
+    return Param(name=name, scale=scale, low=low, high=high, step=step, key=key, log=log)
 
 
 def _presets(table: Any, space: UserSpace, where: str) -> tuple[tuple[str, Mapping[str, Any]], ...]:

@@ -48,6 +48,19 @@ def test_the_space_file_becomes_distributions_presets_and_settings(monkeypatch) 
     assert line == "python tests/byot_trainer.py --lr 0.01 --grad-clip 1.0 --warmup 30"
 
 
+def test_an_int_param_on_a_log_scale(tmp_path: Path) -> None:
+    """A warmup of 1 to 4,000 steps: log sampling, and the maps draw it on a log axis."""
+    text = '[study]\nwarmup = "w"\n[params.w]\nlow = 1\nhigh = 4000\nscale = "int"\nlog = true\n'
+    space = load_foreign_study(
+        write(tmp_path, text + "[presets.p]\nw = 4000\n"), name="s", command=None
+    ).space
+    assert space.distributions()["w"] == optuna.distributions.IntDistribution(1, 4000, log=True)
+    assert space.log_params == ("w",) and space.warmup_max == 4000
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    values = [space.suggest(study.ask())["w"] for _ in range(40)]
+    assert all(isinstance(v, int) for v in values) and sum(v < 100 for v in values) >= 15
+
+
 def test_params_with_config_keys_go_into_a_copy_of_the_users_config(tmp_path: Path) -> None:
     config = {"optim": {"lr": 0.1, "betas": [0.9, 0.99]}, "model": {"ema": False}, "epochs": 5}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
@@ -136,6 +149,14 @@ BAD_SPACES = {
     "unknown guard": (
         '[params.lr]\nlow = 1e-4\nhigh = 1e-1\nscale = "log"\n[guards]\nspike = 3',
         "unknown field",
+    ),
+    "log on a float": (
+        '[params.lr]\nlow = 1e-4\nhigh = 1e-1\nscale = "linear"\nlog = true',
+        "log = true goes with",
+    ),
+    "log int from 0": (
+        '[params.w]\nlow = 0\nhigh = 10\nscale = "int"\nlog = true',
+        "needs low >= 1 and no step",
     ),
     "warmup not a param": (
         '[study]\nwarmup = "wu"\n[params.lr]\nlow = 1e-4\nhigh = 1e-1\nscale = "log"',

@@ -11,6 +11,10 @@ raises out of those calls (``trainer.reporter.StopRun``); the adapter need not c
 that turns every exception into ``sys.exit`` is still judged by the verdict the reporter kept. Run it
 with ``studies.execution.inprocess.run_study(train, space=..., study=...)``.
 
-Like everything in ``trainer/``, an adapter never imports Optuna or the studies. The first one planned
-is Coqui TTS's ``Trainer`` (issue 20, item 4): not written yet.
+Like everything in ``trainer/``, an adapter never imports Optuna or the studies.
+
+Coqui TTS cannot be one: coqui-tts-trainer's top-level package is also called ``trainer``, and one
+process imports one of the two. Coqui's Trainer runs as a command line instead
+(``examples/coqui/coqui_runner.py``, ``python -I``: its hooks print the same numbers as JSON lines, which
+the search reads and guards as they arrive); README "Coqui TTS".
 """
