@@ -72,7 +72,9 @@ class TrainerProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            # A process group of its own (stopped as one), in the search's session: a new session would
+            # also be a new scheduler autogroup on Linux, out of reach of the search's `nice`.
+            process_group=0,
         )
         self.stopped: Stopped | None = None
 
