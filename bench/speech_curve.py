@@ -6,6 +6,8 @@ the preset each, so the curves compare the seed's KL prior with guided attention
 
     kl       the preset with the seed's KL prior (alignment_loss "kl")
     guided   the preset with guided attention (same weight, same width): what `--train-best` trains
+    prior    the preset with the attention-score prior, faded out, and the forward-sum loss
+             (alignment_loss "prior", its knobs at their TrainConfig defaults)
     narrow   the KL prior at alignment_width 0.1 instead of 0.2
     basic, enhanced   the seed's levels themselves (no preset file), the same budget
 
@@ -42,6 +44,7 @@ from trainer.telemetry import read_evals  # noqa: E402
 VARIANTS: dict[str, dict | None] = {
     "kl": {"alignment_loss": "kl"},
     "guided": {"alignment_loss": "guided"},
+    "prior": {"alignment_loss": "prior"},
     "narrow": {"alignment_loss": "kl", "alignment_width": 0.1},
     "basic": None,
     "enhanced": None,

@@ -28,7 +28,7 @@ from trainer.config import TrainConfig, config_to_dict
 from trainer.data import DECODE_SENTENCES, BatchStream, TrainData
 from trainer.evaluate import EvalMetrics, EvalSample, evaluate
 from trainer.guards import StepHistory, Verdict, check_eval, check_step
-from trainer.loss_terms import compute_losses
+from trainer.loss_terms import compute_losses, training_log_prior
 from trainer.results import OutOfMemory, Recovery, StepMetrics, TrainResult
 from trainer.run_state import Position, eval_from_dict, heal, resume_latest, state_dict
 from trainer.schedules import lr_at
@@ -224,7 +224,7 @@ def _train(
                 group["lr"] = lr
 
             # --- forward, losses, backward, clip, optimizer step: queued on the device, never waited on
-            tensors = _train_step(model, batch, optimizer, scaler, cfg, constants, adaptive_mean)
+            tensors = _train_step(model, batch, optimizer, scaler, cfg, constants, adaptive_mean, step=step)
             adaptive_mean = tensors.adaptive_mean
 
             # --- the step's one host sync: every number it reports, read together --------------------
@@ -324,6 +324,8 @@ def _train_step(
     cfg: TrainConfig,
     constants: _RunConstants,
     adaptive_mean: Tensor,
+    *,
+    step: int,
 ) -> _StepTensors:
     """Forward under autocast, losses in fp32, backward, pre-clip norm, clip, AdamW step, scaler update:
     nothing here reads a value back, so the host can queue the step and run ahead of the device.
@@ -332,8 +334,10 @@ def _train_step(
     step (trial mode stops, full mode rolls back to a checkpoint), so the weights it leaves are never
     used; under fp16 the scaler itself skips an update whose gradients overflowed."""
     # --- forward under autocast, then losses (in fp32) ---------------------------------------------
+    # The "prior" form's attention prior (None for the other forms and once it has faded out).
+    log_prior = training_log_prior(batch, cfg, step=step, reduction_factor=model.cfg.reduction_factor)
     with autocast(batch.mel.device, cfg.precision):
-        out = model(batch.text, batch.text_lengths, batch.mel, batch.mel_lengths)
+        out = model(batch.text, batch.text_lengths, batch.mel, batch.mel_lengths, log_prior=log_prior)
     mel_weight, loss_weight = constants.mel_weight, cfg.mel_weight
     if cfg.adaptive_loss_weights:
         adaptive_mean, factor = adaptive.update(
