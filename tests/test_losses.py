@@ -12,6 +12,7 @@ from tts_model.losses import (
     attention_diagonality,
     attention_sharpness,
     beta_binomial_log_prior,
+    diagonality_over_prior,
     forward_sum_loss,
     guided_attention_loss,
     masked_mel_loss,
@@ -210,3 +211,19 @@ def test_forward_sum_ignores_padding_and_gives_gradients():
     logits = torch.randn(2, 12, 6, requires_grad=True)
     forward_sum_loss(torch.softmax(logits, -1), tl, dl).backward()
     assert logits.grad is not None and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+def test_diagonality_over_prior_puts_the_kl_prior_at_zero():
+    """The KL prior passes the raw 0.3 bar by itself (0.44); on this scale it scores 0 whatever the lengths,
+    a sharp diagonal ~1, and less diagonal attention (uniform, untrained, collapsed) below 0."""
+    for n, t in ((50, 100), (12, 30), (30, 31)):
+        tl, dl = _one(n, t)
+        assert attention_diagonality(alignment_prior(tl, dl, 0.2), tl, dl) > 0.3
+        assert diagonality_over_prior(alignment_prior(tl, dl, 0.2), tl, dl) == pytest.approx(0.0, abs=1e-6)
+        assert diagonality_over_prior(alignment_prior(tl, dl, 0.02), tl, dl) > 0.95
+        assert diagonality_over_prior(_uniform(n, t), tl, dl) < -0.3
+    # Measured against the prior of its own width: a narrower KL prior is not "aligned" by itself either.
+    tl, dl = _one()
+    assert diagonality_over_prior(alignment_prior(tl, dl, 0.1), tl, dl, width=0.1) == pytest.approx(
+        0.0, abs=1e-6
+    )

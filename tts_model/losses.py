@@ -193,3 +193,21 @@ def attention_sharpness(attn: Tensor, text_lengths: Tensor, dec_lengths: Tensor)
     peak = attn.float().masked_fill(~text_mask, 0.0).amax(-1)  # (B, T_dec)
     steps = _frame_mask(dec_lengths, t_dec).float()
     return float((peak * steps).sum() / steps.sum().clamp_min(1.0))
+
+
+@torch.no_grad()
+def diagonality_over_prior(
+    attn: Tensor, text_lengths: Tensor, dec_lengths: Tensor, *, width: float = 0.2, band: float = 0.1
+) -> float:
+    """How far the attention's diagonality rises above the seed's KL prior's own on the same lengths, as a
+    share of the room above it: (d - d_prior) / (1 - d_prior), d = `attention_diagonality`, the prior the
+    Gaussian band of std `width` (`alignment_prior`).
+
+    The raw diagonality cannot say "aligned" for a KL-trained model: the KL loss pulls the attention onto
+    its broad prior, which alone scores 0.44, above the 0.3 bar. On this scale the prior itself scores 0, a
+    sharp diagonal 1, and attention less diagonal than the prior (untrained, uniform, collapsed) is
+    negative, whatever the lengths of the batch."""
+    t_dec, n_text = attn.shape[1:]
+    prior = alignment_prior(text_lengths, dec_lengths, width, shape=(t_dec, n_text))
+    own = attention_diagonality(prior, text_lengths, dec_lengths, band)
+    return (attention_diagonality(attn, text_lengths, dec_lengths, band) - own) / max(1.0 - own, 1e-6)
