@@ -8,6 +8,8 @@ the preset each, so the curves compare the seed's KL prior with guided attention
     guided   the preset with guided attention (same weight, same width): what `--train-best` trains
     prior    the preset with the attention-score prior, faded out, and the forward-sum loss
              (alignment_loss "prior", its knobs at their TrainConfig defaults)
+    prior-fs1, prior-fs0.1, prior-last   tried while tuning the prior form's defaults: the forward-sum
+             loss at weight 1 and 0.1 on every decoder layer, and on the alignment layer only
     narrow   the KL prior at alignment_width 0.1 instead of 0.2
     basic, enhanced   the seed's levels themselves (no preset file), the same budget
 
@@ -45,6 +47,9 @@ VARIANTS: dict[str, dict | None] = {
     "kl": {"alignment_loss": "kl"},
     "guided": {"alignment_loss": "guided"},
     "prior": {"alignment_loss": "prior"},
+    "prior-fs1": {"alignment_loss": "prior", "forward_sum_weight": 1.0, "prior_layers": "all"},
+    "prior-fs0.1": {"alignment_loss": "prior", "forward_sum_weight": 0.1, "prior_layers": "all"},
+    "prior-last": {"alignment_loss": "prior", "forward_sum_weight": 0.1, "prior_layers": "alignment"},
     "narrow": {"alignment_loss": "kl", "alignment_width": 0.1},
     "basic": None,
     "enhanced": None,

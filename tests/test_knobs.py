@@ -82,6 +82,7 @@ KNOBS = (
     Knob("alignment_loss", "prior", "forward"),
     Knob("prior_scaling", 2.0, "forward", base=PRIOR_BASE),  # a narrower band on the step-1 scores
     Knob("forward_sum_weight", 0.5, "forward", base=PRIOR_BASE),
+    Knob("prior_layers", "alignment", "forward", base=PRIOR_BASE),
     Knob("prior_anneal_start", 2, "update", base=PRIOR_BASE),  # step 2 at the whole prior, not half
     Knob("prior_anneal_end", 4, "update", base=PRIOR_BASE),  # step 2 at 2/3 of the prior, not half
     Knob("adaptive_loss_weights", True, "forward"),  # x0.7 from step 1

@@ -230,9 +230,9 @@ def test_the_prior_is_in_training_steps_only_and_fades_out(
     calls: list[tuple[bool, bool]] = []  # (the model in training mode, a prior given)
     decode = TransformerTTS.decode
 
-    def spy(self, x, memory, memory_mask, *, log_prior=None):
+    def spy(self, *args, log_prior=None, **kwargs):
         calls.append((self.training, log_prior is not None))
-        return decode(self, x, memory, memory_mask, log_prior=log_prior)
+        return decode(self, *args, log_prior=log_prior, **kwargs)
 
     monkeypatch.setattr(TransformerTTS, "decode", spy)
     result, steps, _ = run(cfg, train_data, mode="full", decode_sentences=2)

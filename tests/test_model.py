@@ -104,6 +104,11 @@ def test_a_log_prior_biases_every_layer_and_the_unbiased_attention_is_the_plain_
         assert not torch.allclose(biased.attentions[layer], biased.unbiased_attentions[layer], atol=1e-3)
         assert (biased.attentions[layer][1, :, 4:] == 0).all()  # padded text still gets nothing
     assert not torch.allclose(biased.mel_after, plain.mel_after)
+    # On the alignment layer only: the layers before it attend as without a prior.
+    last = model(text, tl, mel, ml, log_prior=log_prior, prior_layers="alignment")
+    assert torch.allclose(last.attentions[0], plain.attentions[0], atol=1e-6)
+    assert last.attentions[0] is last.unbiased_attentions[0] and last.alignment_layer == -1
+    assert not torch.allclose(last.attention, last.unbiased_attentions[-1], atol=1e-3)
     # A prior of zeros is no prior.
     zero = model(text, tl, mel, ml, log_prior=torch.zeros(2, 4, 7))
     assert torch.allclose(zero.mel_after, plain.mel_after, atol=1e-6)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tts_model.config import MODEL_SIZES
+from tts_model.config import MODEL_SIZES, PriorLayers
 from tts_model.errors import UserError
 
 Scheduler = Literal["noam", "cosine", "constant"]
@@ -165,8 +165,11 @@ class TrainConfig:
     # ... and from this step on it is gone: the training step is then the one free-running decoding
     # mirrors. Decoding never has the prior (it needs the utterance's length, which decoding does not know).
     prior_anneal_end: int = 1000
-    # Weight of the forward-sum loss on the prior-free attention (mean of the decoder layers'):
+    # Weight of the forward-sum loss on the prior-free attention (mean over the prior's layers):
     forward_sum_weight: float = 1.0
+    # Which decoder layers get the prior and the forward-sum loss: "all" (NeMo's default, every layer
+    # that attends to the text) or "alignment", the one layer the KL and guided losses act on.
+    prior_layers: PriorLayers = "all"
     adaptive_loss_weights: bool = False
     adaptive_momentum: float = 0.99  # EMA momentum of the mel running mean (trainer/adaptive.py)
     label_smoothing: bool = False

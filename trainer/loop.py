@@ -337,7 +337,14 @@ def _train_step(
     # The "prior" form's attention prior (None for the other forms and once it has faded out).
     log_prior = training_log_prior(batch, cfg, step=step, reduction_factor=model.cfg.reduction_factor)
     with autocast(batch.mel.device, cfg.precision):
-        out = model(batch.text, batch.text_lengths, batch.mel, batch.mel_lengths, log_prior=log_prior)
+        out = model(
+            batch.text,
+            batch.text_lengths,
+            batch.mel,
+            batch.mel_lengths,
+            log_prior=log_prior,
+            prior_layers=cfg.prior_layers,
+        )
     mel_weight, loss_weight = constants.mel_weight, cfg.mel_weight
     if cfg.adaptive_loss_weights:
         adaptive_mean, factor = adaptive.update(

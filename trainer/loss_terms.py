@@ -88,7 +88,10 @@ def compute_losses(
         # On the attention without the prior, averaged over the layers that carry it: the alignment
         # free-running decoding will have once the prior is gone, so the loss trains that one directly
         # (NeMo's Magpie-TTS also scores the scores before its prior).
-        unbiased = torch.stack(out.unbiased_attentions).float().mean(0)  # (B, T_dec, L)
+        if cfg.prior_layers == "all":
+            unbiased = torch.stack(out.unbiased_attentions).float().mean(0)  # (B, T_dec, L)
+        else:
+            unbiased = out.unbiased_attentions[out.alignment_layer].float()
         align = forward_sum_loss(unbiased, batch.text_lengths, dec_lengths)
         align_weight = cfg.forward_sum_weight
 

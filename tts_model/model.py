@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tts_model.config import ModelConfig
+from tts_model.config import ModelConfig, PriorLayers
 
 
 @dataclass
@@ -29,6 +29,7 @@ class ModelOutput:
     # Every layer's (B, T_dec, L) head-averaged cross-attention before the alignment prior: what
     # free-running decoding (which has no prior) would attend. The list `attentions` without a prior.
     unbiased_attentions: list[Tensor] = field(default_factory=list)
+    alignment_layer: int = -1  # the index of `attention` in both lists (ModelConfig.alignment_layer)
 
 
 def length_mask(lengths: Tensor, max_len: int) -> Tensor:
@@ -220,28 +221,44 @@ class TransformerTTS(nn.Module):
         return self.dec_proj(x)
 
     def decode(
-        self, x: Tensor, memory: Tensor, memory_mask: Tensor, *, log_prior: Tensor | None = None
+        self,
+        x: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor,
+        *,
+        log_prior: Tensor | None = None,
+        prior_layers: PriorLayers = "all",
     ) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
         """Prenet output (B, T_dec, dec_dim) -> mel (B, T_dec*r, n_mels), stop logits (B, T_dec*r),
         per-layer head-averaged cross-attention [(B, T_dec, L)], and the same before `log_prior`.
 
-        log_prior (B, T_dec, L): an alignment prior added to every decoder layer's cross-attention scores
-        before the softmax (Badlani et al. 2022; NeMo's Magpie-TTS puts it on every layer that attends to
-        the text). Only training passes one: it needs the utterance's length, which decoding does not know.
+        log_prior (B, T_dec, L): an alignment prior added to the cross-attention scores before the softmax
+        (Badlani et al. 2022) of every decoder layer (`prior_layers` "all", as NeMo's Magpie-TTS does for
+        the layers that attend to the text) or of the alignment layer only ("alignment"). Only training
+        passes one: it needs the utterance's length, which decoding does not know.
         """
         b, t, _ = x.shape
         x = x + self.dec_alpha * sinusoid(t, x.shape[2], x.device)
         x = F.dropout(x, self.cfg.dropout, self.training)
         attentions, unbiased = [], []
-        for block in self.decoder:
+        with_prior = self._prior_layers(prior_layers)
+        for i, block in enumerate(self.decoder):
+            bias = log_prior if i in with_prior else None
             x, attn, raw = block(
-                x, self_mask=None, causal=True, memory=memory, memory_mask=memory_mask, score_bias=log_prior
+                x, self_mask=None, causal=True, memory=memory, memory_mask=memory_mask, score_bias=bias
             )
             attentions.append(attn.mean(dim=1))
             unbiased.append(attentions[-1] if raw is None else raw.mean(dim=1))
         x = self.dec_norm(x)
         mel = self.mel_head(x).view(b, t * self.r, self.n_mels)
         return mel, self.stop_head(x).view(b, t * self.r), attentions, unbiased
+
+    def _prior_layers(self, which: PriorLayers) -> range | tuple[int]:
+        if which == "all":
+            return range(self.cfg.dec_layers)
+        if which == "alignment":
+            return (self.cfg.alignment_layer % self.cfg.dec_layers,)
+        raise ValueError(f"prior_layers must be 'all' or 'alignment', got {which!r}")
 
     def postnet_residual(self, mel: Tensor, mel_mask: Tensor) -> Tensor:
         return mel + self.postnet(mel, mel_mask, torch.tanh)
@@ -254,6 +271,7 @@ class TransformerTTS(nn.Module):
         mel_lengths: Tensor,
         *,
         log_prior: Tensor | None = None,
+        prior_layers: PriorLayers = "all",
     ) -> ModelOutput:
         """Teacher-forced pass. The decoder input at step k is the last frame of group k-1 (zeros at step 0).
         A mel length that is not a multiple of r is padded inside and cropped back. log_prior: see `decode`,
@@ -265,7 +283,7 @@ class TransformerTTS(nn.Module):
         last = padded[:, self.r - 1 :: self.r]  # (B, T_dec, n_mels) last frame of each group
         dec_in = torch.cat([torch.zeros_like(last[:, :1]), last[:, :-1]], dim=1)
         mel_before, stop, attentions, unbiased = self.decode(
-            self.decoder_prenet(dec_in), memory, memory_mask, log_prior=log_prior
+            self.decoder_prenet(dec_in), memory, memory_mask, log_prior=log_prior, prior_layers=prior_layers
         )
         mel_before, stop = mel_before[:, :t], stop[:, :t]
         mel_after = self.postnet_residual(mel_before, length_mask(mel_lengths, t))
@@ -276,6 +294,7 @@ class TransformerTTS(nn.Module):
             attention=attentions[self.cfg.alignment_layer],
             attentions=attentions,
             unbiased_attentions=unbiased,
+            alignment_layer=self.cfg.alignment_layer,
         )
 
 
