@@ -152,10 +152,10 @@ class TrainConfig:
     stop_weight: float = 1.0
     stop_pos_weight: float = 5.0
     # "kl": the seed's KL(prior || attention); "guided": Tachibana's guided attention (both weighted by
-    # kl_weight, width alignment_width); "prior": a beta-binomial prior added to every decoder layer's
-    # cross-attention scores, faded out over training, plus the forward-sum (CTC) alignment loss weighted
-    # by forward_sum_weight (Badlani et al. 2022; NeMo's Magpie-TTS). kl_weight and alignment_width do
-    # not act on "prior", nor the prior_* fields and forward_sum_weight on the other two.
+    # kl_weight, width alignment_width); "prior": a beta-binomial prior added to the decoder's cross-
+    # attention scores (prior_layers), faded out over training, plus the forward-sum (CTC) alignment loss
+    # weighted by forward_sum_weight (Badlani et al. 2022; NeMo's Magpie-TTS). kl_weight and
+    # alignment_width do not act on "prior", nor the prior_* fields and forward_sum_weight on the others.
     alignment_loss: AlignmentLoss = "kl"
     alignment_width: float = 0.2
     # The beta-binomial's scaling (a = s * t, b = s * (T + 1 - t)): smaller is broader. NeMo uses 0.5.
