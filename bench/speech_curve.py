@@ -2,10 +2,15 @@
 
 Ground truth for the search's horizons: the trainer's full mode (the same `python -m trainer` a user
 runs), every eval's speech measure read back from each run's telemetry. Variants change one knob of
-the preset each, so the curves compare the seed's KL prior with guided attention and a narrower prior:
+the preset each, so the curves compare the seed's KL prior with guided attention, the attention-score
+prior and a narrower KL prior:
 
     kl       the preset with the seed's KL prior (alignment_loss "kl")
     guided   the preset with guided attention (same weight, same width): what `--train-best` trains
+    prior    the preset with the attention-score prior, faded out, and the forward-sum loss
+             (alignment_loss "prior", its knobs at their TrainConfig defaults)
+    prior-fs1, prior-last   tried while tuning the prior form's defaults (not run unless named): the
+             forward-sum loss at weight 1 (not 0.1); the prior and that loss on the alignment layer only
     narrow   the KL prior at alignment_width 0.1 instead of 0.2
     basic, enhanced   the seed's levels themselves (no preset file), the same budget
 
@@ -42,10 +47,14 @@ from trainer.telemetry import read_evals  # noqa: E402
 VARIANTS: dict[str, dict | None] = {
     "kl": {"alignment_loss": "kl"},
     "guided": {"alignment_loss": "guided"},
+    "prior": {"alignment_loss": "prior"},
+    "prior-fs1": {"alignment_loss": "prior", "forward_sum_weight": 1.0},
+    "prior-last": {"alignment_loss": "prior", "prior_layers": "alignment"},
     "narrow": {"alignment_loss": "kl", "alignment_width": 0.1},
     "basic": None,
     "enhanced": None,
 }
+DEFAULT_VARIANTS = ("kl", "guided", "prior", "narrow", "basic", "enhanced")
 METRICS = (
     "val_mel", "diagonality", "decode_ratio", "decode_walk", "decode_length_ratio", "decode_stop_rate", "speaks",
 )  # fmt: skip
@@ -146,7 +155,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", type=Path, default=Path("runs/stability-quick/best_preset.json"))
     p.add_argument(
-        "--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}"
+        "--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}"
     )
     p.add_argument("--steps", type=int, default=6300, help="the seed's 100 epochs at batch 16")
     p.add_argument("--eval-every", type=int, default=700)

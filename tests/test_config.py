@@ -89,6 +89,10 @@ def test_unknown_preset_lists_levels():
         ({"scheduler": "linear"}, "field 'scheduler' must be one of 'noam', 'cosine', 'constant'"),
         ({"precision": "fp8"}, "field 'precision' must be one of 'fp32', 'bf16', 'fp16'"),
         ({"alignment_loss": "ctc"}, "field 'alignment_loss'"),
+        ({"prior_scaling": 0.0}, "field 'prior_scaling' must be > 0 and <= 100"),
+        ({"prior_anneal_start": -1}, "field 'prior_anneal_start' must be >= 0"),
+        ({"prior_anneal_end": 100}, "field 'prior_anneal_end' must be >= 250, got 100"),  # before the start
+        ({"forward_sum_weight": -0.1}, "field 'forward_sum_weight' must be >= 0"),
         ({"norm": "mid"}, "field 'norm'"),
         ({"model_size": "huge"}, "field 'model_size' must be one of"),
         ({"batch_size": 0}, "field 'batch_size' must be >= 1"),

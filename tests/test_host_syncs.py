@@ -27,6 +27,9 @@ CONFIGS = {
         BASE, adaptive_loss_weights=True, label_smoothing=True, huber_loss=True
     ),
     "no-clip": with_overrides(BASE, grad_clip=0.0, alignment_loss="guided"),
+    # The prior is built on the device from the batch's lengths. Not counted here because it happens in
+    # C++: on CUDA, F.ctc_loss (the forward-sum loss) copies the two length tensors to the host.
+    "prior": with_overrides(BASE, alignment_loss="prior", prior_anneal_start=2, prior_anneal_end=4),
 }
 
 

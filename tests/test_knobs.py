@@ -54,6 +54,10 @@ ADAPTIVE_BASE = with_overrides(
     BASE, adaptive_loss_weights=True, lr=0.1, grad_clip=0.0, warmup_steps=0, scheduler="constant", max_steps=4
 )
 
+# The "prior" form with its prior whole at step 1, half at step 2 (the fade runs from step 1 to 3) and gone
+# at step 3, so each of its knobs acts inside the 3 steps.
+PRIOR_BASE = with_overrides(BASE, alignment_loss="prior", prior_anneal_start=1, prior_anneal_end=3)
+
 
 @dataclass(frozen=True)
 class Knob:
@@ -76,6 +80,12 @@ KNOBS = (
     Knob("stop_pos_weight", 2.0, "forward"),
     Knob("alignment_loss", "guided", "forward"),
     Knob("alignment_width", 0.4, "forward"),
+    Knob("alignment_loss", "prior", "forward"),
+    Knob("prior_scaling", 2.0, "forward", base=PRIOR_BASE),  # a narrower band on the step-1 scores
+    Knob("forward_sum_weight", 0.5, "forward", base=PRIOR_BASE),
+    Knob("prior_layers", "alignment", "forward", base=PRIOR_BASE),
+    Knob("prior_anneal_start", 2, "update", base=PRIOR_BASE),  # step 2 at the whole prior, not half
+    Knob("prior_anneal_end", 4, "update", base=PRIOR_BASE),  # step 2 at 2/3 of the prior, not half
     Knob("adaptive_loss_weights", True, "forward"),  # x0.7 from step 1
     Knob("adaptive_momentum", 0.5, "update", base=ADAPTIVE_BASE),
     Knob("label_smoothing", False, "forward"),
@@ -277,6 +287,22 @@ def test_loss_knob_changes_exactly_its_term(field: str, fixed_output) -> None:
     assert changed == expected
     # The guards' number is the unweighted postnet L1 whatever the loss knobs say.
     assert torch.equal(a.mel_l1, b.mel_l1)
+
+
+def test_prior_form_knobs_act_where_they_should(fixed_output) -> None:
+    """On one fixed model output: the forward-sum weight scales the total only; the prior's own knobs
+    act in the forward pass (the loop table above), not on the losses of a given output."""
+    out, batch, r = fixed_output
+    prior = with_overrides(BASE, alignment_loss="prior")
+
+    def losses(cfg: TrainConfig):
+        return compute_losses(out, batch, cfg, mel_weight=cfg.mel_weight, reduction_factor=r)
+
+    a = losses(prior)
+    b = losses(with_overrides(prior, forward_sum_weight=0.25))
+    assert torch.equal(a.align, b.align) and not torch.equal(a.total, b.total)
+    for field, value in (("prior_scaling", 2.0), ("prior_anneal_end", 5000), ("kl_weight", 2.0)):
+        assert torch.equal(losses(with_overrides(prior, **{field: value})).total, a.total), field
 
 
 def test_loss_knobs_table_matches_the_loop_table() -> None:

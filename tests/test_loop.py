@@ -5,6 +5,7 @@ callback's stop, telemetry."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from trainer.evaluate import EvalMetrics, EvalSample
 from trainer.hooks import RunHooks
 from trainer.loop import RunPlan, StepMetrics, train
 from trainer.telemetry import read_evals, read_run, read_steps
+from tts_model.model import TransformerTTS
 
 CPU = torch.device("cpu")
 
@@ -65,7 +67,8 @@ def run(cfg: TrainConfig, data: TrainData, **kwargs) -> tuple[loop.TrainResult, 
     steps: list[StepMetrics] = []
     warnings: list[str] = []
     kwargs.setdefault("on_step", steps.append)
-    plan = RunPlan(**{k: kwargs.pop(k) for k in ("mode", "out_dir", "resume") if k in kwargs})
+    plan_keys = ("mode", "out_dir", "resume", "decode_sentences")
+    plan = RunPlan(**{k: kwargs.pop(k) for k in plan_keys if k in kwargs})
     hooks = RunHooks(warn=warnings.append, **kwargs)
     result = train(cfg, data, device=CPU, plan=plan, hooks=hooks)
     return result, steps, warnings
@@ -219,6 +222,31 @@ def test_eval_callback_can_stop_the_run(train_data: TrainData) -> None:  # noqa:
     ev, sample = seen[0]
     assert ev.val_mel > 0 and 0.0 <= ev.diagonality <= 1.0
     assert sample.target.shape == sample.predicted.shape
+
+
+def test_the_prior_is_in_training_steps_only_and_fades_out(
+    train_data: TrainData,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The "prior" form: training steps hand the model the prior until prior_anneal_end; the teacher-forced
+    validation and the free-running decodes never do (decoding cannot know the length the prior needs)."""
+    cfg = with_overrides(
+        BASE, alignment_loss="prior", prior_anneal_start=1, prior_anneal_end=4, max_steps=5, eval_every=5
+    )
+    calls: list[tuple[bool, bool]] = []  # (the model in training mode, a prior given)
+    decode = TransformerTTS.decode
+
+    def spy(self, *args, log_prior=None, **kwargs):
+        calls.append((self.training, log_prior is not None))
+        return decode(self, *args, log_prior=log_prior, **kwargs)
+
+    monkeypatch.setattr(TransformerTTS, "decode", spy)
+    result, steps, _ = run(cfg, train_data, mode="full", decode_sentences=2)
+    assert [prior for training, prior in calls if training] == [True, True, True, False, False]
+    in_eval = [prior for training, prior in calls if not training]
+    assert len(in_eval) > 10 and not any(in_eval)  # baseline, eval and every greedy decoding step
+    assert result.evals[-1].decode is not None and result.evals[-1].decode.sentences == 2
+    assert all(math.isfinite(m.kl) and m.kl > 0 for m in steps)  # the forward-sum loss
 
 
 def test_telemetry_rows_match_the_run(train_data: TrainData, tmp_path: Path) -> None:  # noqa: F811

@@ -7,7 +7,7 @@ import torch
 
 from common.errors import UserError
 from tts_model.config import MODEL_SIZES, ModelConfig, model_config
-from tts_model.losses import masked_mel_loss, stop_loss
+from tts_model.losses import beta_binomial_log_prior, masked_mel_loss, stop_loss
 from tts_model.model import TransformerTTS, count_parameters
 
 N_SYMBOLS, N_MELS = 40, 16
@@ -88,6 +88,30 @@ def test_padding_does_not_change_real_positions(norm):
         assert torch.allclose(a, b, atol=1e-5), field
     steps = alone.attention.shape[1]
     assert torch.allclose(alone.attention[0], batched.attention[1, :steps, :5], atol=1e-6)
+
+
+def test_a_log_prior_biases_every_layer_and_the_unbiased_attention_is_the_plain_one():
+    model = _model(prenet_dropout=0.0, reduction_factor=3).eval()
+    text, tl, mel, ml = _batch([7, 4], [12, 9])  # 4 and 3 decoder steps
+    plain = model(text, tl, mel, ml)
+    assert all(a is u for a, u in zip(plain.attentions, plain.unbiased_attentions, strict=True))
+    log_prior = beta_binomial_log_prior(tl, torch.tensor([4, 3]), 0.5, shape=(4, 7))
+    biased = model(text, tl, mel, ml, log_prior=log_prior)
+    for layer in range(model.cfg.dec_layers):
+        # The first layer sees the same input either way: its attention without the prior is the plain one.
+        if layer == 0:
+            assert torch.allclose(biased.unbiased_attentions[0], plain.attentions[0], atol=1e-6)
+        assert not torch.allclose(biased.attentions[layer], biased.unbiased_attentions[layer], atol=1e-3)
+        assert (biased.attentions[layer][1, :, 4:] == 0).all()  # padded text still gets nothing
+    assert not torch.allclose(biased.mel_after, plain.mel_after)
+    # On the alignment layer only: the layers before it attend as without a prior.
+    last = model(text, tl, mel, ml, log_prior=log_prior, prior_layers="alignment")
+    assert torch.allclose(last.attentions[0], plain.attentions[0], atol=1e-6)
+    assert last.attentions[0] is last.unbiased_attentions[0] and last.alignment_layer == -1
+    assert not torch.allclose(last.attention, last.unbiased_attentions[-1], atol=1e-3)
+    # A prior of zeros is no prior.
+    zero = model(text, tl, mel, ml, log_prior=torch.zeros(2, 4, 7))
+    assert torch.allclose(zero.mel_after, plain.mel_after, atol=1e-6)
 
 
 def test_decoder_is_causal():

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from trainer.config import TrainConfig
-from trainer.schedules import COSINE_FLOOR, lr_at, lr_factor
+from trainer.config import TrainConfig, with_overrides
+from trainer.schedules import COSINE_FLOOR, lr_at, lr_factor, prior_strength
 
 
 def test_noam_reaches_peak_at_end_of_warmup_then_inverse_sqrt():
@@ -68,3 +68,13 @@ def test_all_schedules_are_positive_and_never_exceed_the_peak(scheduler):
         for step in (1, 2, 7, 299, 300, 301, 1000, 10**6):
             f = lr_factor(step, warmup=warmup, scheduler=scheduler, total_steps=1000)
             assert 0.0 < f <= 1.0
+
+
+def test_prior_strength_is_whole_then_fades_then_gone():
+    cfg = TrainConfig(alignment_loss="prior", prior_anneal_start=100, prior_anneal_end=300)
+    strengths = [prior_strength(s, cfg) for s in (1, 100, 150, 200, 299, 300, 10_000)]
+    assert strengths == pytest.approx([1.0, 1.0, 0.75, 0.5, 0.005, 0.0, 0.0])
+    # Start == end: whole, then gone at once; the other forms never have it.
+    assert [prior_strength(s, with_overrides(cfg, prior_anneal_start=300)) for s in (299, 300)] == [1.0, 0.0]
+    assert prior_strength(1, with_overrides(cfg, alignment_loss="kl")) == 0.0
+    assert prior_strength(1, with_overrides(cfg, prior_anneal_start=0, prior_anneal_end=100)) == 0.99

@@ -17,6 +17,7 @@ from tts_model.speech_measure import (
     SentenceMeasure,
     SpeechMeasure,
     attention_walk,
+    capped_ratio,
     constant_frame_dtw,
     constant_model_mel,
     measure_sentence,
@@ -67,8 +68,34 @@ def test_constant_frame_dtw_is_the_plain_l1_to_the_mean_frame() -> None:
     # A shorter constant sequence scores the same (each reference frame once) ...
     assert dtw_distance(ref.mean(0, keepdim=True).expand(7, 8), ref) == pytest.approx(plain, rel=1e-6)
     # ... a longer one less: the extra steps dwell on the frames nearest the constant. Hence the anchor
-    # uses the reference's own length, and a decode run to the cap can score under 1 while saying nothing.
+    # uses the reference's own length, and a decode run to the cap can score under 1 while saying nothing
+    # (which `capped_ratio` undoes, see below).
     assert dtw_distance(ref.mean(0, keepdim=True).expand(90, 8), ref) < plain
+
+
+def test_a_capped_decode_never_scores_closer_than_a_constant() -> None:
+    """The flaw: a decode run to the cap has surplus frames that dwell on the reference frames nearest
+    them, so DTW rates a 2.2x-long drone nearer than a noisy rendering stopped at the right length (the
+    measured case: capped decodes 0.66-0.93, the one that stopped 1.24). Capped, it is scored >= 1."""
+    torch.manual_seed(2)
+    ref = torch.randn(30, 8).cumsum(0)  # (30, 8) a varying utterance
+    anchors = Anchors(same_words=0.3, constant=constant_frame_dtw(ref))
+    said = ref + 1.8 * torch.randn(30, 8)  # the right length, a noisy rendering
+    drone = ref.mean(0, keepdim=True).expand(66, 8) + 0.1 * torch.randn(66, 8)  # 2.2x, saying nothing
+
+    def measure(mel: torch.Tensor, stopped: bool) -> SentenceMeasure:
+        return measure_sentence(
+            id="s", decoded_mel=mel, attention=_one_hot([0] * 10, 10), stopped=stopped, reference=ref,
+            anchors=anchors,
+        )  # fmt: skip
+
+    stopped, capped = measure(said, True), measure(drone, False)
+    assert anchors.ratio(capped.dtw) < stopped.ratio < 1.0  # the ratio before the floor preferred the drone
+    assert capped.ratio == 1.0 and capped.length_ratio == pytest.approx(2.2)
+    assert SpeechMeasure((capped,) * 3).ratio > SpeechMeasure((stopped,) * 3).ratio
+    # Further than a constant stays as far; no anchors stays unmeasured; a stopped decode is as measured.
+    assert capped_ratio(1.3) == 1.3 and math.isnan(capped_ratio(math.nan))
+    assert measure(drone, True).ratio == anchors.ratio(capped.dtw)
 
 
 def test_decode_ratio_is_zero_and_one_at_the_anchors() -> None:

@@ -190,7 +190,9 @@ def _train(
                 group["lr"] = lr
 
             # --- forward, losses, backward, clip, optimizer step: queued on the device, never waited on
-            tensors = train_step(model, batch, optimizer, parts.scaler, cfg, constants, adaptive_mean)
+            tensors = train_step(
+                model, batch, optimizer, parts.scaler, cfg, constants, adaptive_mean, step=step
+            )
             adaptive_mean = tensors.adaptive_mean
 
             # --- the step's one host sync: every number it reports, read together --------------------

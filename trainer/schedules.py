@@ -1,4 +1,5 @@
-"""Learning-rate schedules: the seed's noam, cosine and constant, each with a linear warmup.
+"""Learning-rate schedules: the seed's noam, cosine and constant, each with a linear warmup; and the fade
+of the "prior" alignment form's attention prior.
 
 `cfg.lr` is the *peak* lr, reached at the end of warmup in every schedule, so the same lr means the
 same peak whichever schedule a trial uses. Steps count from 1 (the first optimizer step).
@@ -53,3 +54,14 @@ def lr_at(step: int, cfg: TrainConfig, *, total_steps: int | None = None) -> flo
     if total_steps is None and cfg.max_steps > 0:
         total_steps = cfg.max_steps
     return cfg.lr * lr_factor(step, warmup=cfg.warmup_steps, scheduler=cfg.scheduler, total_steps=total_steps)
+
+
+def prior_strength(step: int, cfg: TrainConfig) -> float:
+    """How much of the attention prior a training step at `step` (1-based) adds: 1 up to
+    `prior_anneal_start`, falling linearly to 0 at `prior_anneal_end`, 0 from there on (and always 0
+    unless `alignment_loss` is "prior")."""
+    if cfg.alignment_loss != "prior" or step >= cfg.prior_anneal_end:
+        return 0.0
+    if step <= cfg.prior_anneal_start:
+        return 1.0
+    return (cfg.prior_anneal_end - step) / (cfg.prior_anneal_end - cfg.prior_anneal_start)

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from trainer import adaptive
 from trainer.config import TrainConfig
-from trainer.loss_terms import compute_losses
+from trainer.loss_terms import compute_losses, training_log_prior
 from trainer.results import StepMetrics
 from tts_model.batching import Batch
 from tts_model.losses import masked_mel_loss
@@ -74,6 +74,8 @@ def train_step(
     cfg: TrainConfig,
     constants: RunConstants,
     adaptive_mean: Tensor,
+    *,
+    step: int,
 ) -> StepTensors:
     """Forward under autocast, losses in fp32, backward, pre-clip norm, clip, AdamW step, scaler update:
     nothing here reads a value back, so the host can queue the step and run ahead of the device.
@@ -82,8 +84,17 @@ def train_step(
     step (trial mode stops, full mode rolls back to a checkpoint), so the weights it leaves are never
     used; under fp16 the scaler itself skips an update whose gradients overflowed."""
     # --- forward under autocast, then losses (in fp32) ---------------------------------------------
+    # The "prior" form's attention prior (None for the other forms and once it has faded out).
+    log_prior = training_log_prior(batch, cfg, step=step, reduction_factor=model.cfg.reduction_factor)
     with autocast(batch.mel.device, cfg.precision):
-        out = model(batch.text, batch.text_lengths, batch.mel, batch.mel_lengths)
+        out = model(
+            batch.text,
+            batch.text_lengths,
+            batch.mel,
+            batch.mel_lengths,
+            log_prior=log_prior,
+            prior_layers=cfg.prior_layers,
+        )
     mel_weight, loss_weight = constants.mel_weight, cfg.mel_weight
     if cfg.adaptive_loss_weights:
         adaptive_mean, factor = adaptive.update(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from common.errors import UserError
 
 NORMS = ("post", "pre")
+PriorLayers = Literal["all", "alignment"]  # which decoder layers' cross-attention an alignment prior biases
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

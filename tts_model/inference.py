@@ -54,7 +54,8 @@ def greedy_decode(
         stopped = False
         for _ in range(max(1, -(-max_frames // r))):
             prenet_out.append(model.decoder_prenet(frame))  # (1, 1, dec_dim)
-            mel, stop, attentions = model.decode(torch.cat(prenet_out, dim=1), memory, memory_mask)
+            # No alignment prior, whatever the model trained with: the prior needs the utterance's length.
+            mel, stop, attentions, _ = model.decode(torch.cat(prenet_out, dim=1), memory, memory_mask)
             group = mel[:, -r:]  # (1, r, n_mels)
             mels.append(group)
             rows.append(attentions[model.cfg.alignment_layer][0, -1])  # (L,)

@@ -100,6 +100,74 @@ def guided_attention_loss(attn: Tensor, text_lengths: Tensor, dec_lengths: Tenso
 
 
 @torch.no_grad()
+def beta_binomial_log_prior(
+    text_lengths: Tensor, dec_lengths: Tensor, scaling: float, *, shape: tuple[int, int] | None = None
+) -> Tensor:
+    """(B, T_dec, L) log of the beta-binomial alignment prior of Badlani et al. (2022): decoder step t of T
+    puts BetaBinomial(n = N - 1, a = scaling * t, b = scaling * (T + 1 - t)) on text position n (t from 1),
+    a band along the diagonal that narrows towards both ends. A smaller `scaling` widens it (NeMo's
+    Magpie-TTS uses 0.5). Padded cells are 0: no bias where the scores are masked or unused."""
+    t_dec, n_text = shape or (int(dec_lengths.max()), int(text_lengths.max()))
+    dev = text_lengths.device
+    k = torch.arange(n_text, device=dev, dtype=torch.float32)[None, None, :]  # (1, 1, L)
+    t = torch.arange(1, t_dec + 1, device=dev, dtype=torch.float32)[None, :, None]  # (1, T_dec, 1)
+    n = (text_lengths.float().clamp_min(1.0) - 1.0)[:, None, None]  # (B, 1, 1)
+    big_t = dec_lengths.float().clamp_min(1.0)[:, None, None]
+    valid = _frame_mask(dec_lengths, t_dec)[:, :, None] & _frame_mask(text_lengths, n_text)[:, None, :]
+    # Clamped so padded cells stay finite before they are zeroed.
+    a = scaling * t.minimum(big_t)  # (B, T_dec, 1)
+    b = scaling * (big_t + 1.0 - t).clamp_min(1.0)
+    k = k.minimum(n)  # (B, 1, L)
+    log_pmf = (
+        torch.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma(n - k + 1)
+        + _log_beta(k + a, n - k + b) - _log_beta(a, b)
+    )  # fmt: skip
+    return log_pmf.masked_fill(~valid, 0.0)
+
+
+def _log_beta(x: Tensor, y: Tensor) -> Tensor:
+    return torch.lgamma(x) + torch.lgamma(y) - torch.lgamma(x + y)
+
+
+def annealed_log_prior(log_prior: Tensor, strength: float) -> Tensor:
+    """The prior faded towards no prior: log(p + (1 - p)(1 - strength)), as NeMo's Magpie-TTS fades it
+    (the prior interpolated towards all ones). strength 1: the prior (floored at 1e-8, so a cell it rules
+    out gets -18.4, not -inf); strength 0: all zeros, no bias."""
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"annealed_log_prior: strength must be in [0, 1], got {strength}")
+    p = log_prior.exp()
+    return (p + (1.0 - p) * (1.0 - strength)).clamp_min(_Q_FLOOR).log()
+
+
+def forward_sum_loss(
+    attn: Tensor, text_lengths: Tensor, dec_lengths: Tensor, blank_logprob: float = -1.0
+) -> Tensor:
+    """The forward-sum alignment loss (Badlani et al. 2022, RAD-TTS; NeMo's ForwardSumLoss): minus the log
+    of the total probability, summed over every monotonic path that visits each text symbol in order, that
+    the decoder steps emit the text, computed by CTC with the attention as the emission probabilities and
+    an extra blank (log prob `blank_logprob` before normalising) that lets a step emit nothing.
+
+    attn (B, T_dec, L) rows sum to 1 over the real text. Mean over the batch of the loss per symbol
+    (`F.ctc_loss`'s "mean"); an utterance with fewer steps than symbols cannot be aligned and counts 0.
+    Unlike the KL and guided losses it names no position: any monotonic walk through all the text scores
+    well, however its pace varies. On CUDA, `F.ctc_loss` copies the two length tensors to the host (a
+    sync per call)."""
+    b, t_dec, n_text = attn.shape
+    log_attn = attn.float().clamp_min(_Q_FLOOR).log()  # (B, T_dec, L); padded keys at log(1e-8)
+    with_blank = F.pad(log_attn, (1, 0), value=blank_logprob).log_softmax(-1)  # (B, T_dec, 1 + L)
+    targets = torch.arange(1, n_text + 1, device=attn.device).expand(b, n_text)  # symbol n is class n + 1
+    return F.ctc_loss(
+        with_blank.transpose(0, 1),  # (T_dec, B, 1 + L)
+        targets,
+        dec_lengths,
+        text_lengths,
+        blank=0,
+        reduction="mean",
+        zero_infinity=True,
+    )
+
+
+@torch.no_grad()
 def attention_diagonality(
     attn: Tensor, text_lengths: Tensor, dec_lengths: Tensor, band: float = 0.1
 ) -> float:
@@ -125,3 +193,21 @@ def attention_sharpness(attn: Tensor, text_lengths: Tensor, dec_lengths: Tensor)
     peak = attn.float().masked_fill(~text_mask, 0.0).amax(-1)  # (B, T_dec)
     steps = _frame_mask(dec_lengths, t_dec).float()
     return float((peak * steps).sum() / steps.sum().clamp_min(1.0))
+
+
+@torch.no_grad()
+def diagonality_over_prior(
+    attn: Tensor, text_lengths: Tensor, dec_lengths: Tensor, *, width: float = 0.2, band: float = 0.1
+) -> float:
+    """How far the attention's diagonality rises above the seed's KL prior's own on the same lengths, as a
+    share of the room above it: (d - d_prior) / (1 - d_prior), d = `attention_diagonality`, the prior the
+    Gaussian band of std `width` (`alignment_prior`).
+
+    The raw diagonality cannot say "aligned" for a KL-trained model: the KL loss pulls the attention onto
+    its broad prior, which alone scores 0.44, above the 0.3 bar. On this scale the prior itself scores 0, a
+    sharp diagonal 1, and attention less diagonal than the prior (untrained, uniform, collapsed) is
+    negative, whatever the lengths of the batch."""
+    t_dec, n_text = attn.shape[1:]
+    prior = alignment_prior(text_lengths, dec_lengths, width, shape=(t_dec, n_text))
+    own = attention_diagonality(prior, text_lengths, dec_lengths, band)
+    return (attention_diagonality(attn, text_lengths, dec_lengths, band) - own) / max(1.0 - own, 1e-6)

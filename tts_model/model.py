@@ -10,13 +10,13 @@ as the same utterance alone.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tts_model.config import ModelConfig
+from tts_model.config import ModelConfig, PriorLayers
 
 
 @dataclass
@@ -26,6 +26,10 @@ class ModelOutput:
     stop_logits: Tensor  # (B, T)
     attention: Tensor  # (B, T_dec, L) head-averaged cross-attention of the alignment layer
     attentions: list[Tensor]  # every decoder layer's (B, T_dec, L) head-averaged cross-attention
+    # Every layer's (B, T_dec, L) head-averaged cross-attention before the alignment prior: what
+    # free-running decoding (which has no prior) would attend. The list `attentions` without a prior.
+    unbiased_attentions: list[Tensor] = field(default_factory=list)
+    alignment_layer: int = -1  # the index of `attention` in both lists (ModelConfig.alignment_layer)
 
 
 def length_mask(lengths: Tensor, max_len: int) -> Tensor:
@@ -59,12 +63,21 @@ class Attention(nn.Module):
         return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)  # (B, H, T, d_head)
 
     def forward(
-        self, x: Tensor, kv: Tensor, *, key_mask: Tensor | None, causal: bool = False, weights: bool = False
-    ) -> tuple[Tensor, Tensor | None]:
+        self,
+        x: Tensor,
+        kv: Tensor,
+        *,
+        key_mask: Tensor | None,
+        causal: bool = False,
+        weights: bool = False,
+        score_bias: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Output, then with `weights` the (B, H, T, S) attention and, with a `score_bias` (B, T, S)
+        added to the scores before the softmax, the attention without it (else None)."""
         q = self._split(self.q(x))
         k, v = (self._split(t) for t in self.kv(kv).chunk(2, dim=-1))
         p = self.dropout if self.training else 0.0
-        attn = None
+        attn = unbiased = None
         if not weights:
             mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, S) True = attend
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
@@ -72,12 +85,20 @@ class Attention(nn.Module):
             scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, S)
             if key_mask is not None:
                 scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
-            attn = torch.softmax(scores.float(), dim=-1)
-            if key_mask is not None:  # a row with every key masked is NaN after softmax: make it zero
-                attn = attn.masked_fill(~key_mask[:, None, None, :], 0.0)
+            attn = self._softmax(scores.float(), key_mask)
+            if score_bias is not None:  # = softmax(log_softmax(scores) + log prior), as NeMo writes it
+                unbiased = attn
+                attn = self._softmax(scores.float() + score_bias[:, None].float(), key_mask)
             y = F.dropout(attn.to(v.dtype), p, self.training) @ v
         y = y.transpose(1, 2).reshape(x.shape)
-        return self.out(y), attn
+        return self.out(y), attn, unbiased
+
+    @staticmethod
+    def _softmax(scores: Tensor, key_mask: Tensor | None) -> Tensor:
+        attn = torch.softmax(scores, dim=-1)
+        if key_mask is not None:  # a row with every key masked is NaN after softmax: make it zero
+            attn = attn.masked_fill(~key_mask[:, None, None, :], 0.0)
+        return attn
 
 
 class FeedForward(nn.Sequential):
@@ -101,10 +122,10 @@ class Block(nn.Module):
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(2 if cross_dim is None else 3))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def _residual(self, x: Tensor, norm: nn.Module, fn) -> tuple[Tensor, Tensor | None]:
-        y, attn = fn(norm(x) if self.pre else x)
+    def _residual(self, x: Tensor, norm: nn.Module, fn) -> tuple[Tensor, tuple[Tensor | None, ...]]:
+        y, *weights = fn(norm(x) if self.pre else x)
         x = x + self.drop(y)
-        return (x if self.pre else norm(x)), attn
+        return (x if self.pre else norm(x)), tuple(weights)
 
     def forward(
         self,
@@ -114,18 +135,23 @@ class Block(nn.Module):
         causal: bool,
         memory: Tensor | None = None,
         memory_mask: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor | None]:
+        score_bias: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Output, the (B, H, T, S) cross-attention (None without memory) and, given a `score_bias` for the
+        cross-attention scores, the cross-attention without it."""
         x, _ = self._residual(
             x, self.norms[0], lambda h: self.self_attn(h, h, key_mask=self_mask, causal=causal)
         )
-        attn = None
+        attn = unbiased = None
         if self.cross_attn is not None:
             cross = self.cross_attn
-            x, attn = self._residual(
-                x, self.norms[1], lambda h: cross(h, memory, key_mask=memory_mask, weights=True)
+            x, (attn, unbiased) = self._residual(
+                x,
+                self.norms[1],
+                lambda h: cross(h, memory, key_mask=memory_mask, weights=True, score_bias=score_bias),
             )
-        x, _ = self._residual(x, self.norms[-1], lambda h: (self.ff(h), None))
-        return x, attn
+        x, _ = self._residual(x, self.norms[-1], lambda h: (self.ff(h),))
+        return x, attn, unbiased
 
 
 class ConvStack(nn.Module):
@@ -184,7 +210,7 @@ class TransformerTTS(nn.Module):
         x = self.enc_proj(x) + self.enc_alpha * sinusoid(x.shape[1], x.shape[2], x.device)
         x = F.dropout(x, self.cfg.dropout, self.training)
         for block in self.encoder:
-            x, _ = block(x, self_mask=mask, causal=False)
+            x, _, _ = block(x, self_mask=mask, causal=False)
         return self.enc_norm(x), mask
 
     def decoder_prenet(self, frames: Tensor) -> Tensor:
@@ -194,33 +220,71 @@ class TransformerTTS(nn.Module):
             x = F.dropout(F.relu(layer(x)), self.cfg.prenet_dropout, training=True)
         return self.dec_proj(x)
 
-    def decode(self, x: Tensor, memory: Tensor, memory_mask: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def decode(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor,
+        *,
+        log_prior: Tensor | None = None,
+        prior_layers: PriorLayers = "all",
+    ) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
         """Prenet output (B, T_dec, dec_dim) -> mel (B, T_dec*r, n_mels), stop logits (B, T_dec*r),
-        per-layer head-averaged cross-attention [(B, T_dec, L)]."""
+        per-layer head-averaged cross-attention [(B, T_dec, L)], and the same before `log_prior`.
+
+        log_prior (B, T_dec, L): an alignment prior added to the cross-attention scores before the softmax
+        (Badlani et al. 2022) of every decoder layer (`prior_layers` "all", as NeMo's Magpie-TTS does for
+        the layers that attend to the text) or of the alignment layer only ("alignment"). Only training
+        passes one: it needs the utterance's length, which decoding does not know.
+        """
         b, t, _ = x.shape
         x = x + self.dec_alpha * sinusoid(t, x.shape[2], x.device)
         x = F.dropout(x, self.cfg.dropout, self.training)
-        attentions = []
-        for block in self.decoder:
-            x, attn = block(x, self_mask=None, causal=True, memory=memory, memory_mask=memory_mask)
+        attentions, unbiased = [], []
+        with_prior = self._prior_layers(prior_layers)
+        for i, block in enumerate(self.decoder):
+            bias = log_prior if i in with_prior else None
+            x, attn, raw = block(
+                x, self_mask=None, causal=True, memory=memory, memory_mask=memory_mask, score_bias=bias
+            )
             attentions.append(attn.mean(dim=1))
+            unbiased.append(attentions[-1] if raw is None else raw.mean(dim=1))
         x = self.dec_norm(x)
         mel = self.mel_head(x).view(b, t * self.r, self.n_mels)
-        return mel, self.stop_head(x).view(b, t * self.r), attentions
+        return mel, self.stop_head(x).view(b, t * self.r), attentions, unbiased
+
+    def _prior_layers(self, which: PriorLayers) -> range | tuple[int]:
+        if which == "all":
+            return range(self.cfg.dec_layers)
+        if which == "alignment":
+            return (self.cfg.alignment_layer % self.cfg.dec_layers,)
+        raise ValueError(f"prior_layers must be 'all' or 'alignment', got {which!r}")
 
     def postnet_residual(self, mel: Tensor, mel_mask: Tensor) -> Tensor:
         return mel + self.postnet(mel, mel_mask, torch.tanh)
 
-    def forward(self, text: Tensor, text_lengths: Tensor, mel: Tensor, mel_lengths: Tensor) -> ModelOutput:
+    def forward(
+        self,
+        text: Tensor,
+        text_lengths: Tensor,
+        mel: Tensor,
+        mel_lengths: Tensor,
+        *,
+        log_prior: Tensor | None = None,
+        prior_layers: PriorLayers = "all",
+    ) -> ModelOutput:
         """Teacher-forced pass. The decoder input at step k is the last frame of group k-1 (zeros at step 0).
-        A mel length that is not a multiple of r is padded inside and cropped back."""
+        A mel length that is not a multiple of r is padded inside and cropped back. log_prior: see `decode`,
+        (B, ceil(T / r), L)."""
         memory, memory_mask = self.encode(text, text_lengths)
         b, t, _ = mel.shape
         t_dec = -(-t // self.r)
         padded = F.pad(mel, (0, 0, 0, t_dec * self.r - t))  # (B, T_dec*r, n_mels)
         last = padded[:, self.r - 1 :: self.r]  # (B, T_dec, n_mels) last frame of each group
         dec_in = torch.cat([torch.zeros_like(last[:, :1]), last[:, :-1]], dim=1)
-        mel_before, stop, attentions = self.decode(self.decoder_prenet(dec_in), memory, memory_mask)
+        mel_before, stop, attentions, unbiased = self.decode(
+            self.decoder_prenet(dec_in), memory, memory_mask, log_prior=log_prior, prior_layers=prior_layers
+        )
         mel_before, stop = mel_before[:, :t], stop[:, :t]
         mel_after = self.postnet_residual(mel_before, length_mask(mel_lengths, t))
         return ModelOutput(
@@ -229,6 +293,8 @@ class TransformerTTS(nn.Module):
             stop_logits=stop,
             attention=attentions[self.cfg.alignment_layer],
             attentions=attentions,
+            unbiased_attentions=unbiased,
+            alignment_layer=self.cfg.alignment_layer,
         )
 
 

@@ -54,7 +54,8 @@ class SentenceMeasure:
     length_ratio: float  # decoded frames / reference frames
     dtw: float  # DTW mel L1 to the reference (tts_model.inference.dtw_distance)
     walk: float  # attention_walk of the decode's cross-attention, 0-1
-    ratio: float  # decode ratio: 0 = another eSpeak rendering, 1 = a constant frame; NaN: no anchors
+    # decode ratio: 0 = another eSpeak rendering, 1 = a constant frame; >= 1 when not stopped; NaN: no anchors
+    ratio: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +98,8 @@ def constant_frame_dtw(reference: Tensor) -> float:
     A constant sequence makes every cell of a DTW row equal, so the cheapest path is the diagonal and this
     is the plain mean L1 to the mean frame: what a model that learnt only the average frame scores. A
     longer constant would score less (its extra path steps dwell on the frames nearest it), which is also
-    why a decode that runs to the length cap can score a ratio under 1 while saying nothing: the stop and
-    length conditions of "speaks" catch that, not the ratio.
+    why a decode that runs to the length cap can score a DTW under the constant's while saying nothing:
+    `capped_ratio` puts such a decode back at or above 1.
     """
     return dtw_distance(constant_model_mel(reference), reference)
 
@@ -125,6 +126,19 @@ def attention_walk(attention: Tensor) -> float:
     return len(tails) / attention.shape[1]
 
 
+def capped_ratio(ratio: float) -> float:
+    """The decode ratio of a decode that ran to the length cap: no closer than a constant frame (>= 1).
+
+    DTW's path mean lets surplus frames dwell on the reference frames nearest them, so a decode 2.2x too
+    long gets a DTW it did not earn: measured, capped decodes that said nothing scored 0.66-0.93 while a
+    decode that stopped at the right length scored 1.24. What a capped decode shows is that the model does
+    not know where the sentence ends, so it is scored as saying nothing. A length penalty on every decode
+    was not chosen: a decode that stops 1.4x long is a slower tempo (eSpeak at 120 words a minute is
+    1.46x and scores <= 0.11), not a worse rendering. NaN (no anchors) stays NaN.
+    """
+    return max(ratio, 1.0) if math.isfinite(ratio) else ratio
+
+
 def measure_sentence(
     *,
     id: str,
@@ -134,15 +148,17 @@ def measure_sentence(
     reference: Tensor,
     anchors: Anchors | None,
 ) -> SentenceMeasure:
-    """decoded_mel (T', n_mels) and attention (T_dec, L) of a greedy decode; reference (T, n_mels)."""
+    """decoded_mel (T', n_mels) and attention (T_dec, L) of a greedy decode; reference (T, n_mels).
+    `stopped`: False when the decode ran to the length cap, whose ratio is then `capped_ratio`."""
     dtw = dtw_distance(decoded_mel, reference)
+    ratio = anchors.ratio(dtw) if anchors is not None else math.nan
     return SentenceMeasure(
         id=id,
         stopped=stopped,
         length_ratio=decoded_mel.shape[0] / reference.shape[0],
         dtw=dtw,
         walk=attention_walk(attention),
-        ratio=anchors.ratio(dtw) if anchors is not None else math.nan,
+        ratio=ratio if stopped else capped_ratio(ratio),
     )
 
 
