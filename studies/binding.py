@@ -38,6 +38,17 @@ def train_overrides(study: StudyDef) -> dict[str, Any]:
     }
 
 
+def form_overrides(study: StudyDef, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The run's knobs with the space's alignment weight on the study's alignment form: the seed's "KL"
+    knob (param ``kl_weight``) weights the KL and guided losses as ``kl_weight``, and the "prior" form's
+    forward-sum loss as ``forward_sum_weight`` (``kl_weight`` does not act on that form)."""
+    if study.alignment_loss != "prior" or "kl_weight" not in overrides:
+        return overrides
+    moved = dict(overrides)
+    moved["forward_sum_weight"] = moved.pop("kl_weight")
+    return moved
+
+
 def base_config(study: StudyDef) -> TrainConfig:
     """The TrainConfig every run of the study starts from: the base level + the study's settings."""
     return apply_overrides(preset(BASE_LEVEL), train_overrides(study), where=study.name)
@@ -56,7 +67,7 @@ def trial_config(
     ``steps`` steps (default: a trial's, its warmup plus the horizon)."""
     if steps is None:
         steps = trial_steps(study, int(overrides[study.space.warmup_param]))
-    changes = {**overrides, "max_steps": steps, "seed": seed}
+    changes = {**form_overrides(study, overrides), "max_steps": steps, "seed": seed}
     return apply_overrides(base_config(study), changes, where=where)
 
 

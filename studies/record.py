@@ -40,6 +40,7 @@ VERDICT = "verdict"  # the finished verdict word, "pruned", or the divergence ki
 DIVERGENCE_STEP = "divergence_step"
 DIVERGENCE_DETAIL = "divergence_detail"
 DIAGONALITY = "diagonality"
+OVER_PRIOR = "over_prior"  # diagonality over the KL prior's own: what "aligned" is judged on
 SHARPNESS = "sharpness"
 DECODE_STOP_RATE = "decode_stop_rate"
 DECODE_LENGTH_RATIO = "decode_length_ratio"
@@ -133,6 +134,7 @@ class TrialRecord:
     steps_run: int | None = None
     stop_end_margin: float | None = None
     diagonality: float | None = None
+    over_prior: float | None = None
     sharpness: float | None = None
     decode: DecodeFacts | None = None
     seed_loss_in_1_10: float | None = None
@@ -243,6 +245,7 @@ class TrialRecord:
             NONFINITE_EVENTS: self.nonfinite_events,
             SCALER_SKIPS: self.scaler_skips,
             DIAGONALITY: self.diagonality,
+            OVER_PRIOR: self.over_prior,
             SHARPNESS: self.sharpness,
             PRESET: self.preset,
             HOST: self.host,
@@ -324,6 +327,7 @@ class TrialRecord:
             steps_run=_int(a.get(STEPS_RUN)),
             stop_end_margin=_float(a.get(STOP_MARGIN)),
             diagonality=_float(a.get(DIAGONALITY)),
+            over_prior=_float(a.get(OVER_PRIOR)),
             sharpness=_float(a.get(SHARPNESS)),
             decode=decode,
             seed_loss_in_1_10=_float(a.get(SEED_LOSS_BAND)),

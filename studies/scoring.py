@@ -103,6 +103,7 @@ def record_of(verdict: Judgement, summary: RunSummary) -> TrialRecord:
         verdict=verdict.outcome,
         constraints=constraints,
         diagonality=_rounded(final.diagonality),
+        over_prior=_rounded(final.over_prior),
         sharpness=_rounded(final.sharpness),
         decode=None if decode is None else decode_facts(decode),
         **evidence,

@@ -52,10 +52,9 @@ def test_best_feasible_trial_exports_a_preset_the_trainer_accepts(tmp_path: Path
     assert exported["lr"] == 2e-3  # the best *feasible* trial, not the lowest mel
     assert exported["warmup_steps"] == round(100 / spec.warmup_scale)  # back on the seed's scale
     assert exported["provenance"]["study"] == STUDY and exported["provenance"]["trial"] == 0
-    # Trials search with the KL prior; the full training the preset is for aligns with guided attention.
-    assert (
-        exported["alignment_loss"] == "guided" and exported["provenance"]["alignment_loss_in_study"] == "kl"
-    )
+    # One alignment form from trial to export; the space's alignment weight weights that form's loss.
+    assert exported["alignment_loss"] == exported["provenance"]["alignment_loss_in_study"] == "prior"
+    assert exported["forward_sum_weight"] == good["kl_weight"]
 
     args = build_parser().parse_args(["--preset", str(out), "--max-steps", "2"])
     cfg = config_from_args(args)

@@ -51,7 +51,11 @@ def oom_run() -> TrainResult:
 HISTORIES = {
     "stable": (result((ev(50), ev(2500, decode=SPEAKS))), STABLE, STATUS_FINISHED),
     "no-stop": (result((ev(2500, decode=NEVER_STOPS),)), NO_STOP, STATUS_FINISHED),
-    "unaligned": (result((ev(2500, diagonality=0.19, decode=SPEAKS),)), UNALIGNED, STATUS_FINISHED),
+    "unaligned": (
+        result((ev(2500, diagonality=0.19, over_prior=-0.45, decode=SPEAKS),)),
+        UNALIGNED,
+        STATUS_FINISHED,
+    ),
     "pruned": (result((ev(2500),), pruned=True), PRUNED, STATUS_PRUNED),
     "unjudged": (result((ev(50),), pruned=True), UNJUDGED, STATUS_PRUNED),
     "diverged": (result((ev(0),), verdict=EXPLOSION), "diverged:explosion", STATUS_DIVERGED),
@@ -80,6 +84,19 @@ def test_every_path_words_a_history_the_same(name: str) -> None:
     assert long.val_mel == seed.val_mel == verdict.val_mel
     if trial.state == TrialState.COMPLETE:
         assert trial.value == verdict.val_mel
+
+
+def test_aligned_is_judged_over_the_kl_prior_not_on_the_raw_diagonality() -> None:
+    # A KL-trained model sitting on its prior: raw 0.44 passes the old 0.3 bar, 0.0 over the prior does not.
+    on_prior = judge(result((ev(300, diagonality=0.44, over_prior=0.0, decode=SPEAKS),)), GUARDS)
+    assert on_prior.outcome == UNALIGNED and on_prior.unaligned == pytest.approx(GUARDS.aligned_over_prior)
+    aligned = judge(result((ev(300, diagonality=0.71, over_prior=0.48, decode=SPEAKS),)), GUARDS)
+    assert aligned.outcome == STABLE and aligned.unaligned < 0
+    # A foreign trainer's alignment has no over-prior figure: judged raw against collapse_diagonality.
+    foreign = judge(result((ev(300, diagonality=0.44, over_prior=float("nan"), decode=SPEAKS),)), GUARDS)
+    assert foreign.outcome == STABLE
+    stricter = GuardConfig(aligned_over_prior=0.6)
+    assert judge(result((ev(300, over_prior=0.48, decode=SPEAKS),)), stricter).outcome == UNALIGNED
 
 
 def test_a_full_trainings_last_line_follows_the_judge() -> None:

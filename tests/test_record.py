@@ -34,7 +34,12 @@ SUMMARY = RunSummary(
 
 
 def ev(
-    step: int, *, diagonality: float = 0.5, margin: float = 0.5, decode: DecodeMetrics | None = None
+    step: int,
+    *,
+    diagonality: float = 0.5,
+    over_prior: float = 0.5,
+    margin: float = 0.5,
+    decode: DecodeMetrics | None = None,
 ) -> EvalMetrics:
     return EvalMetrics(
         step=step,
@@ -44,6 +49,7 @@ def ev(
         diagonality=diagonality,
         sharpness=0.1,
         decode=decode,
+        over_prior=over_prior,
     )
 
 
@@ -82,9 +88,10 @@ def test_a_finished_run_that_never_stops_is_complete_but_infeasible() -> None:
 
 
 def test_an_unaligned_finished_run_is_unaligned_whatever_its_decode() -> None:
-    r = score(result((ev(120, diagonality=0.19, decode=SPEAKS),)), GUARDS)
+    r = score(result((ev(120, diagonality=0.19, over_prior=-0.45, decode=SPEAKS),)), GUARDS)
     assert r.outcome == words.UNALIGNED and not r.feasible
-    assert math.isclose(r.constraints[rec.C_UNALIGNED], GUARDS.collapse_diagonality - 0.19)
+    assert math.isclose(r.constraints[rec.C_UNALIGNED], GUARDS.aligned_over_prior + 0.45)
+    assert r.over_prior == -0.45 and r.diagonality == 0.19
 
 
 def test_a_run_pruned_on_mel_is_pruned_with_no_value_and_ranks_as_no_stop() -> None:
@@ -93,7 +100,7 @@ def test_a_run_pruned_on_mel_is_pruned_with_no_value_and_ranks_as_no_stop() -> N
     assert r.outcome == words.UNJUDGED  # step 50, where the default collapse guard waits for 2000
     assert r.constraints[rec.C_DIVERGED] < 0
     assert math.isclose(r.constraints[rec.C_NO_STOP], 0.5 + 0.3)
-    assert math.isclose(r.constraints[rec.C_UNALIGNED], GUARDS.collapse_diagonality - 0.4)
+    assert math.isclose(r.constraints[rec.C_UNALIGNED], GUARDS.aligned_over_prior - 0.5)  # over the prior
 
 
 def test_a_run_pruned_before_the_guards_could_judge_it_is_unjudged() -> None:

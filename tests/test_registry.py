@@ -11,7 +11,7 @@ from test_space import BASIC, ENHANCED
 
 from common.errors import UserError
 from space.stability import distributions, preset_params, suggest
-from studies.binding import base_config, train_overrides, trial_steps
+from studies.binding import base_config, train_overrides, trial_config, trial_steps
 from studies.presets_seed import enqueue_presets, seeded_presets
 from studies.pruner import PrunerSettings, StabilityPruner
 from studies.record import PRESET as PRESET_ATTR
@@ -163,11 +163,18 @@ def test_train_overrides_are_valid_trainer_overrides() -> None:
 
 
 def test_the_study_sets_the_alignment_loss_of_every_trial() -> None:
-    # KL in the short trials; the exported preset's full training uses guided attention (test_export).
+    # One form from trial to export (test_export): the attention-score prior, whose loss the space's
+    # alignment weight weights (forward_sum_weight); kl_weight is that weight in the KL and guided forms.
     quick = get_study("stability-quick")
-    assert (quick.alignment_loss, quick.full_alignment_loss) == ("kl", "guided")
-    assert base_config(quick).alignment_loss == "kl"
-    assert base_config(dataclasses.replace(quick, alignment_loss="guided")).alignment_loss == "guided"
+    assert quick.alignment_loss == "prior" and base_config(quick).alignment_loss == "prior"
+    knobs = {"lr": 1e-3, "kl_weight": 0.7, "warmup_steps": 50}
+    cfg = trial_config(quick, knobs, seed=0, where="test")
+    assert cfg.forward_sum_weight == 0.7 and cfg.kl_weight == base_config(quick).kl_weight
+    guided = dataclasses.replace(quick, alignment_loss="guided")
+    cfg = trial_config(guided, knobs, seed=0, where="test")
+    assert cfg.alignment_loss == "guided" and cfg.kl_weight == 0.7
+    with pytest.raises(ValueError, match="alignment_loss must be one of kl, guided, prior"):
+        dataclasses.replace(quick, alignment_loss="ctc")
 
 
 # enqueue_presets (studies/presets_seed.py)

@@ -108,6 +108,6 @@ def test_judge_words_a_run_as_the_study_words_its_trials() -> None:
 
     assert row(result((ev(50), ev(120, decode=SPEAKS)))).verdict == "stable"
     assert row(result((ev(120, decode=NEVER_STOPS),))).verdict == "no-stop"
-    assert row(result((ev(120, diagonality=0.1, decode=SPEAKS),))).verdict == "unaligned"
+    assert row(result((ev(120, diagonality=0.1, over_prior=-0.5, decode=SPEAKS),))).verdict == "unaligned"
     r = row(result((ev(0),), verdict=Verdict(kind="spike", step=9, detail="z 7")))
     assert (r.verdict, r.divergence_step, r.val_mel) == ("diverged:spike", 9, None)

@@ -133,13 +133,12 @@ def judge(result: TrainResult, guards: GuardConfig, *, warmup_steps: int = 0) ->
         # Stopped before its end: it never showed it can speak (no final decode), so its decode counts
         # as one that never stopped; its alignment is its last eval's.
         judged = result.steps >= judged_after(guards, warmup_steps, off=off)
-        diagonality = final.diagonality if final is not None else 0.0
         return Judgement(
             outcome=PRUNED if judged else UNJUDGED,
             steps=result.steps,
             judged=judged,
             final=final,
-            unaligned=guards.collapse_diagonality - diagonality if ALIGNED_CHECK not in off else math.nan,
+            unaligned=unaligned_violation(final, guards) if ALIGNED_CHECK not in off else math.nan,
             no_stop=decode_violation(None, guards) if DECODE_CHECK not in off else math.nan,
             guards_off=off,
         )
@@ -151,7 +150,7 @@ def finished_at(
 ) -> Judgement:
     """The verdict of a run that ran to ``final`` (its last eval, or the eval that ends a rung): aligned,
     and a free-running decode that stops at a sane length (each check off when ``off`` names it)."""
-    unaligned = guards.collapse_diagonality - final.diagonality if ALIGNED_CHECK not in off else math.nan
+    unaligned = unaligned_violation(final, guards) if ALIGNED_CHECK not in off else math.nan
     no_stop = decode_violation(final.decode, guards) if DECODE_CHECK not in off else math.nan
     return Judgement(
         outcome=finished_verdict(unaligned, no_stop),
@@ -161,6 +160,17 @@ def finished_at(
         no_stop=no_stop,
         guards_off=off,
     )
+
+
+def unaligned_violation(final: EvalMetrics | None, guards: GuardConfig) -> float:
+    """How far the eval's attention is from aligned, > 0 unaligned: the diagonality over the KL prior's
+    own below `aligned_over_prior` (a run with no eval counts as the prior itself, 0). A foreign
+    trainer's alignment (no over-prior measure) is judged raw against `collapse_diagonality`."""
+    if final is None:
+        return guards.aligned_over_prior
+    if math.isnan(final.over_prior):
+        return guards.collapse_diagonality - final.diagonality
+    return guards.aligned_over_prior - final.over_prior
 
 
 def finished_verdict(unaligned: float, no_stop: float) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 
 from common.errors import UserError
-from studies.binding import BASE_LEVEL
+from studies.binding import BASE_LEVEL, form_overrides
 from studies.evidence.conclusions import rung_agreement
 from studies.foreign import ForeignStudy
 from studies.record import DATA_FINGERPRINT, best_feasible, load_records
@@ -40,10 +40,15 @@ def export_best(study: optuna.Study, study_def: StudyDef, path: Path) -> Path:
         raise UserError(f"--export-preset {path}: folder {path.parent} does not exist")
     # The study's short-trial settings (batch, eval spacing, guards' step minimums) stay behind: a full
     # training judges itself on the trainer's own thresholds.
-    overrides = study_def.space.export_overrides(dict(best.params))
-    overrides.update({"model_size": study_def.model_size, "precision": study_def.precision})
-    # The full training aligns with its own loss (registry.py: KL searched short, guided speaks long).
-    overrides["alignment_loss"] = study_def.full_alignment_loss
+    overrides = form_overrides(study_def, study_def.space.export_overrides(dict(best.params)))
+    # The full training aligns in the form the trials were judged in (StudyDef.alignment_loss).
+    overrides.update(
+        {
+            "model_size": study_def.model_size,
+            "precision": study_def.precision,
+            "alignment_loss": study_def.alignment_loss,
+        }
+    )
     cfg = apply_overrides(preset(BASE_LEVEL), overrides, where=f"trial {best.number}")
     provenance = {
         "study": study.study_name,
@@ -55,6 +60,7 @@ def export_best(study: optuna.Study, study_def: StudyDef, path: Path) -> Path:
         "warmup_in_study": int(best.params[study_def.space.warmup_param]),
         "warmup_scale": study_def.space.warmup_scale,
         "alignment_loss_in_study": study_def.alignment_loss,
+        "speaks_at_step": best.last_step if best.speaks else None,
     }
     atomic_write_text(path, preset_to_json(cfg, provenance))
     return path
