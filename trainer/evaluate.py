@@ -10,7 +10,6 @@ monotonically the attention walks the text; `trainer.speech.speaks` turns that i
 from __future__ import annotations
 
 import math
-
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 

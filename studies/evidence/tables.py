@@ -71,7 +71,10 @@ def side_by_side(
     lines += [
         ("divergence step", lambda r: _dash(r.divergence.step if r.divergence else None)),
         (metric, lambda r: fmt_value(r.last_value)),
-        ("aligned (over KL prior)" if project else "alignment", lambda r: _dash(r.over_prior if project else r.diagonality)),
+        (
+            "aligned (over KL prior)" if project else "alignment",
+            lambda r: _dash(r.over_prior if project else r.diagonality),
+        ),
     ]
     if project:
         lines += [
