@@ -9,6 +9,7 @@ import optuna
 
 from common.errors import UserError
 from studies.binding import BASE_LEVEL
+from studies.evidence import margin
 from studies.record import DATA_FINGERPRINT, best_feasible, load_records
 from studies.registry import StudyDef
 from trainer.config import apply_overrides
@@ -45,5 +46,8 @@ def export_best(study: optuna.Study, study_def: StudyDef, path: Path) -> Path:
         "warmup_scale": study_def.space.warmup_scale,
         "alignment_loss_in_study": study_def.alignment_loss,
     }
+    found = margin.stored(study).get(margin.BEST)
+    if found is not None and found.trial == best.number:  # a margin of an older best says nothing of this one
+        provenance["margin"] = found.provenance()
     atomic_write_text(path, preset_to_json(cfg, provenance))
     return path
