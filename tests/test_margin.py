@@ -12,15 +12,20 @@ import pytest
 
 import search
 from common.cli import run_cli
+from space.stability import preset_params
 from studies.evidence import margin, seed_answer
 from studies.evidence.fp16 import HeadroomCurve
 from studies.evidence.margin import Margin, Rung, climb, lr_sensitivity
 from studies.execution.storage import default_storage_url
-from studies.record import Divergence, TrialRecord
+from studies.record import C_DIVERGED, C_NO_STOP, C_UNALIGNED, Divergence, TrialRecord
+from studies.registry import get_study
 from tests.corpus_fixture import cache_env  # noqa: F401  (session fixture)
+from tests.test_export import STUDY as QUICK
+from tests.test_export import record
 from tests.test_report import STUDY, data_flags, short_corpus
 from tests.test_validate import empty_study
 from trainer.headroom import Crossing
+from trainer.presets import PRESETS
 from trainer.telemetry import read_run, step_series
 
 BASIC_LR = 1e-5
@@ -222,3 +227,22 @@ def test_margin_runs_real_rungs_and_stores_them(
         assert len(peaks) == 6 and r.peaks["attn_logit_max"] == peaks[-1][1]
     assert not m.edge_found and "no guard fired up to 2x" in m.summary()
     assert m.sensitivity is not None and m.sensitivity >= 0.0
+
+
+def test_the_exported_preset_carries_the_best_trials_margin(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    (runs / QUICK).mkdir(parents=True)
+    study = optuna.create_study(study_name=QUICK, storage=f"sqlite:///{runs / QUICK / 'study.db'}")
+    good = {**preset_params(dict(PRESETS["basic"]), get_study(QUICK).space), "lr": 2e-3, "warmup_steps": 100}
+    record(study, good, 1.5, {C_DIVERGED: -1.0, C_UNALIGNED: -0.1, C_NO_STOP: 0.0})
+    out = tmp_path / "best.json"
+    export = ["--study", QUICK, "--runs-dir", str(runs), "--export-preset", str(out)]
+    assert run_cli(search.main, export) == 0
+    assert "margin" not in json.loads(out.read_text())["provenance"]  # not measured: not claimed
+    _, run = edge_at(16.0)
+    margin.store(study, margin.summarize("best", climb(run, base_lr=2e-3), trial=7, base_lr=2e-3, steps=400))
+    assert run_cli(search.main, export) == 0
+    assert "margin" not in json.loads(out.read_text())["provenance"]  # another trial's margin: not this one's
+    margin.store(study, margin.summarize("best", climb(run, base_lr=2e-3), trial=0, base_lr=2e-3, steps=400))
+    assert run_cli(search.main, export) == 0
+    assert json.loads(out.read_text())["provenance"]["margin"] == "stable up to 8x this lr in 400-step runs"
