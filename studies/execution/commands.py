@@ -11,12 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import torch
 
 from common.console import make_console
 from common.device import resolve_device
 from common.errors import UserError
-from studies.evidence import tables
+from studies.evidence import fp16, margin, seed_answer, tables
+from studies.evidence.conclusions import marked_trials
 from studies.evidence.export import export_best
 from studies.evidence.margin import MAX_MULTIPLIER
 from studies.evidence.report import write_report
@@ -29,7 +31,7 @@ from studies.execution.margin_runs import run_margin
 from studies.execution.runner import counts
 from studies.execution.runs import RunSetup, SetupSpec, load_data
 from studies.paths import StudyPaths
-from studies.record import load_records
+from studies.record import load_records, preset_trials
 from studies.registry import StudyDef
 from trainer.cli import main as train_main
 
@@ -117,6 +119,8 @@ def run_evidence(run: EvidenceRun) -> int:
                 threads_each=threads_per_worker(run.threads, run.workers),
             )
             out.print(tables.to_rich(tables.margin(margins)))
+            for line in seed_lines(study, run.study, run.paths):
+                out.print(line, soft_wrap=True)
         if run.transfer_check:
             check = run_transfer(
                 study,
@@ -134,6 +138,15 @@ def run_evidence(run: EvidenceRun) -> int:
     if run.report:
         console.print(f"report: {write_report(study, run.study, run.paths)}")
     return 0
+
+
+def seed_lines(study: optuna.Study, study_def: StudyDef, paths: StudyPaths) -> list[str]:
+    """The report's first lines (the seed's question) for the terminal, from what the study holds now."""
+    records = load_records(study)
+    tele = paths.telemetry if paths.telemetry.exists() else None
+    margins = margin.stored(study)
+    curves = fp16.curves(study_def.name, marked_trials(records), margins, tele)
+    return seed_answer.lines(seed_answer.facts(preset_trials(records, seed_answer.PRESETS), margins, curves))
 
 
 def export_or_train(
