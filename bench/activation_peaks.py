@@ -5,7 +5,8 @@ of every module's output, of every LayerNorm's input (the post-norm residual sum
 of the cross-attention scores q.k^T as the model materialises them (before the 1/sqrt(d) scale). It
 prints the tensors that came nearest to fp16's 65,504 and how fast each grew, so the trainer's
 per-step headroom (trainer/headroom.py) watches the tensors that overflow first, not a guess.
-A measurement tool: it hooks every module, so it is slow; the trainer's own figures cost ~1%.
+A measurement tool: it hooks every module and reads each max back, so it is slow; the trainer keeps
+two figures, read once a step (bench/bench_telemetry_overhead.py measures what they cost).
 
     python bench/activation_peaks.py --lr 2e-2 --steps 300 [--clip 3.5 --mel-weight 0.74 ...] [--json F]
 """

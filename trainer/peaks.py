@@ -20,7 +20,6 @@ numbers, in its one host sync). They record only inside ``watch()``: evals and d
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 
 import torch
@@ -33,8 +32,9 @@ class PeakMeter:
     """Hooks on a model's fp16-held tensors; ``read()`` gives this forward pass's two maxima."""
 
     def __init__(self, model: nn.Module) -> None:
-        self._logits: list[Tensor] = []
-        self._activations: list[Tensor] = []
+        # per kind, each hooked output's (min, max): max |x| = max(max x, -min x), folded in read()
+        self._logits: list[tuple[Tensor, Tensor]] = []
+        self._activations: list[tuple[Tensor, Tensor]] = []
         self._on = False
         self._handles = []
         for module in model.modules():
@@ -43,10 +43,13 @@ class PeakMeter:
             elif isinstance(module, nn.Linear | nn.Conv1d):
                 self._handles.append(module.register_forward_hook(self._keep(self._activations)))
 
-    def _keep(self, into: list[Tensor]):
+    def _keep(self, into: list[tuple[Tensor, Tensor]]):
         def hook(module: nn.Module, inputs: object, output: Tensor) -> None:
             if self._on:
-                into.append(torch.linalg.vector_norm(output.detach(), math.inf).float())  # max |x|, one pass
+                # One pass, one kernel a tensor: on a CPU aminmax is 15x faster than vector_norm(x, inf)
+                # and 2x faster than x.abs().amax() (measured on a (16, 150, 256) tensor: 1.6 ms against
+                # 24 and 3.2 ms, at load 8). NaN and Inf come through as they are.
+                into.append(torch.aminmax(output.detach()))
 
         return hook
 
@@ -62,7 +65,7 @@ class PeakMeter:
 
     def read(self, empty: Tensor) -> tuple[Tensor, Tensor]:
         """(largest |cross-attention score|, largest |activation|) of the last watched pass, as 0-dim
-        tensors on the device; ``empty`` (NaN: not measured) for a kind the model has none of."""
+        float32 tensors on the device; ``empty`` (NaN: not measured) for a kind the model has none of."""
         return _max(self._logits, empty), _max(self._activations, empty)
 
     def close(self) -> None:
@@ -70,5 +73,9 @@ class PeakMeter:
             handle.remove()
 
 
-def _max(values: list[Tensor], empty: Tensor) -> Tensor:
-    return torch.stack(values).amax() if values else empty
+def _max(ranges: list[tuple[Tensor, Tensor]], empty: Tensor) -> Tensor:
+    if not ranges:
+        return empty
+    lows = torch.stack([low for low, _ in ranges])  # mixed fp16 / fp32 promote to fp32
+    highs = torch.stack([high for _, high in ranges])
+    return torch.maximum(highs.amax(), -lows.amin()).float()
