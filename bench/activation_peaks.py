@@ -91,7 +91,7 @@ def main() -> int:
         if weights and self.training:  # the scores the model materialises, before the 1/sqrt(d) scale
             q = self._split(self.q(x))
             k, _ = (self._split(t) for t in self.kv(kv).chunk(2, dim=-1))
-            note(f"{self._peak_name} q.k^T (cross-attention scores)", q @ k.transpose(-2, -1))
+            note("decoder cross-attention q.k^T (scores)", q @ k.transpose(-2, -1))
         return real_forward(self, x, kv, key_mask=key_mask, causal=causal, weights=weights)
 
     def on_step(metrics) -> None:
@@ -101,7 +101,6 @@ def main() -> int:
 
     model_module.TransformerTTS.__init__ = build
     model_module.Attention.forward = attention
-    model_module.Attention._peak_name = "decoder cross-attention"
     try:
         result = train(cfg, data, device=torch.device("cpu"), plan=RunPlan(), hooks=RunHooks(on_step=on_step))
     finally:
