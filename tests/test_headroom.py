@@ -170,3 +170,23 @@ def test_every_step_keeps_both_figures_in_the_telemetry(train_data: TrainData, t
     # the figures are the model's own: the same model's first forward, measured apart, gives the same max
     assert steps[0].activation_max > 1.0 and steps[0].attn_logit_max > 0.0
     assert isinstance(build_model(cfg, train_data), TransformerTTS)
+
+
+def test_a_run_past_fp16s_range_says_so_once(train_data: TrainData) -> None:  # noqa: F811
+    """lr 0.1 without warmup: the activations pass 65,504 within a few steps (fp32 holds them); the run
+    warns once, naming the tensor and the step, and its result keeps the crossing."""
+    warnings: list[str] = []
+    cfg = TrainConfig(model_size="tiny", batch_size=4, max_steps=8, eval_every=4, lr=0.1, warmup_steps=0)
+    hooks = RunHooks(warn=warnings.append)
+    result = train(cfg, train_data, device=torch.device("cpu"), hooks=hooks)
+    crossing = result.fp16_crossing
+    assert crossing is not None and not crossing.projected and 1 <= crossing.step <= 8
+    assert [w for w in warnings if w.startswith("fp16 headroom")] == [crossing.line()]
+    assert f"at step {crossing.step} of 8" in crossing.line()
+    quiet: list[str] = []
+    calm = TrainConfig(model_size="tiny", batch_size=4, max_steps=8, eval_every=4, lr=1e-4, warmup_steps=0)
+    assert (
+        train(calm, train_data, device=torch.device("cpu"), hooks=RunHooks(warn=quiet.append)).fp16_crossing
+        is None
+    )
+    assert not any(w.startswith("fp16 headroom") for w in quiet)

@@ -155,7 +155,7 @@ def test_report_renders_in_headless_chromium(reported: Path, tmp_path: Path) -> 
             pytest.fail("Debian's chromium is not installed")
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
     shot = tmp_path / "report.png"
-    done = browse(reported / "report.html", tmp_path, f"--screenshot={shot}", "--window-size=1400,7000")
+    done = browse(reported / "report.html", tmp_path, f"--screenshot={shot}", "--window-size=1400,10000")
     assert shot.exists(), done.stderr[-2000:]
     from PIL import Image
 
