@@ -133,8 +133,8 @@ def implication(found: list[PresetFacts]) -> str:
         least = min(f.end_headroom for f in found if f.end_headroom is not None)
         fp16_words = (
             f"; both keep at least {least:.1f} doublings of fp16 headroom and no trend reaches 0, so fp16 overflow "
-            "does not explain a NaN within these runs either: the seed's NaN needs what they do not have "
-            "(its larger model, its data, epochs of training)"
+            "does not explain a NaN within these runs either: what they leave out (the seed's larger model, "
+            "its data, epochs of training) is where to look"
         )
     return lr_words[0].upper() + lr_words[1:] + fp16_words + "."
 
