@@ -63,7 +63,8 @@ def ladder(setup: RunSetup, job: MarginJob) -> margin.Margin:
             baseline_mel=run.result.baseline_mel,
             peaks=last_peaks(setup, run_id),
         )
-        how = f"{d.kind} at step {d.step}" if d is not None else f"val mel {out.val_mel}"
+        mel = "-" if out.val_mel is None else f"{out.val_mel:.4f}"
+        how = f"{d.kind} at step {d.step}" if d is not None else f"val mel {mel}"
         console.print(
             f"margin {job.name} x{multiplier:g} (lr {cfg.lr:.3g}): {verdict.outcome}, {how} "
             f"({verdict.steps} of {job.steps} steps, {time.perf_counter() - t0:.0f} s)"
