@@ -206,27 +206,33 @@ def test_margin_runs_real_rungs_and_stores_them(
     cache_env: Path,  # noqa: F811
     capsys: pytest.CaptureFixture,
 ) -> None:
-    """basic on the smoke study, 6-step rungs capped at x2: two real runs, their telemetry (fp16 peaks
-    included) and the typed record in the study; the table on stdout."""
+    """basic and enhanced on the smoke study, 6-step rungs capped at x2, in two worker processes: four
+    real runs, their telemetry (fp16 peaks included) and the typed records in the study; the table and
+    the seed's answer on stdout."""
     paths = short_corpus(tmp_path_factory.getbasetemp())
     empty_study(tmp_path)
     argv = ["--study", STUDY, "--runs-dir", str(tmp_path), *data_flags(paths)]
-    assert run_cli(search.main, [*argv, "--margin", "basic", "--steps", "6", "--margin-max", "2"]) == 0
+    flags = ["--margin", "basic", "enhanced", "--steps", "6", "--margin-max", "2", "--workers", "2"]
+    assert run_cli(search.main, [*argv, *flags]) == 0
     out = capsys.readouterr().out
     assert "margin" in out and "basic: not in the study; stable up to 2x its lr" in out  # the seed's answer
     study = optuna.load_study(study_name=STUDY, storage=default_storage_url(STUDY, tmp_path))
-    m = margin.stored(study)["basic"]
-    assert m.steps == 6 and [r.multiplier for r in m.rungs] == [1, 2] and m.base_lr == BASIC_LR
-    assert [r.lr for r in m.rungs] == [BASIC_LR, 2 * BASIC_LR]
+    found = margin.stored(study)
+    assert list(found) == ["basic", "enhanced"]
     tele = tmp_path / STUDY / "telemetry.db"
-    for r in m.rungs:
-        assert r.stable and r.steps_run == 6 and r.baseline_mel is not None and r.val_mel is not None
-        record = read_run(tele, r.run_id)
-        assert record is not None and record["config"]["lr"] == r.lr and record["config"]["max_steps"] == 6
-        peaks = step_series(tele, r.run_id, "attn_logit_max")
-        assert len(peaks) == 6 and r.peaks["attn_logit_max"] == peaks[-1][1]
-    assert not m.edge_found and "no guard fired up to 2x" in m.summary()
-    assert m.sensitivity is not None and m.sensitivity >= 0.0
+    for m, lr in ((found["basic"], BASIC_LR), (found["enhanced"], 5e-5)):
+        assert m.steps == 6 and [r.multiplier for r in m.rungs] == [1, 2] and m.base_lr == lr
+        assert [r.lr for r in m.rungs] == [lr, 2 * lr]
+        for r in m.rungs:
+            assert r.stable and r.steps_run == 6 and r.baseline_mel is not None and r.val_mel is not None
+            record = read_run(tele, r.run_id)
+            assert (
+                record is not None and record["config"]["lr"] == r.lr and record["config"]["max_steps"] == 6
+            )
+            peaks = step_series(tele, r.run_id, "attn_logit_max")
+            assert len(peaks) == 6 and r.peaks["attn_logit_max"] == peaks[-1][1]
+        assert not m.edge_found and "no guard fired up to 2x" in m.summary()
+        assert m.sensitivity is not None and m.sensitivity >= 0.0
 
 
 def test_the_exported_preset_carries_the_best_trials_margin(tmp_path: Path) -> None:
