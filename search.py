@@ -46,7 +46,7 @@ def build_parser() -> OneLineParser:
         "--workers",
         type=int,
         default=1,
-        help="local worker processes on this study (--transfer-check: long runs at a time)",
+        help="local worker processes on this study (--transfer-check: long runs, --margin: recipes at a time)",
     )
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under runs/STUDY/)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -80,7 +80,24 @@ def build_parser() -> OneLineParser:
         help="re-run K trials spread over the ranking for a long horizon: does the short trial predict it?",
     )
     p.add_argument(
-        "--steps", type=int, default=None, help="--validate / --lr-probe / --transfer-check: steps per run"
+        "--margin",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="each recipe at lr x1, x2, x4 ... until a guard fires: its margin to the edge",
+    )
+    p.add_argument(
+        "--margin-max",
+        type=float,
+        default=None,
+        metavar="M",
+        help="--margin: the largest lr multiplier to try (default 4096)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="--validate / --lr-probe / --transfer-check / --margin: steps per run",
     )
     p.add_argument(
         "--horizon-scale",
@@ -118,24 +135,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--workers must be > 0, got {args.workers}")
     if args.threads is not None and args.threads <= 0:
         raise UserError(f"--threads must be > 0, got {args.threads}")
+    if args.margin_max is not None and not args.margin:
+        raise UserError("--margin-max: goes with --margin NAME... (the recipes to step out)")
     url = resolve_storage(args.storage, study_def.name, args.runs_dir)
-    evidence = args.report or args.lr_probe or args.validate or args.transfer_check is not None
-    # The search trains, and so do the probe, validation and transfer check; report and export do not,
+    evidence = args.report or args.lr_probe or args.validate or args.margin or args.transfer_check is not None
+    # The search trains, and so do the probe, validation, margin and transfer check; report and export do not,
     # and --train-best hands the device to the trainer's own CLI.
-    trains = args.lr_probe or bool(args.validate) or args.transfer_check is not None
+    trains = args.lr_probe or bool(args.validate) or bool(args.margin) or args.transfer_check is not None
     if trains or not (evidence or args.export_preset is not None or args.train_best):
         _check_device(study_def, args.device)
 
     if evidence:
         if args.export_preset is not None or args.train_best:
             raise UserError(
-                "--report, --lr-probe, --validate, --transfer-check: not with --export-preset or --train-best"
+                "--report, --lr-probe, --validate, --margin, --transfer-check: not with --export-preset or "
+                "--train-best"
             )
-        from studies.evidence import transfer
+        from studies.evidence import margin, transfer
         from studies.evidence.validate import check_names
         from studies.execution.commands import EvidenceRun, run_evidence
 
         check_names(args.validate or [], args.seeds, args.steps)
+        margin_max = margin.MAX_MULTIPLIER if args.margin_max is None else args.margin_max
+        margin.check_names(args.margin or [], args.steps, margin_max)
         if args.transfer_check is not None:
             transfer.check(study_def, args.transfer_check, args.steps)
         run = EvidenceRun(
@@ -145,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             report=args.report,
             lr_probe=args.lr_probe,
             validate=tuple(args.validate or ()),
+            margin=tuple(args.margin or ()),
+            margin_max=margin_max,
             transfer_check=args.transfer_check,
             workers=args.workers,
             seeds=args.seeds,

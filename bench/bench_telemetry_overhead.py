@@ -1,7 +1,8 @@
 """What the trainer's bookkeeping costs: trainer.loop.train vs a bare PyTorch loop, side by side.
 
 Both train the same tiny model on the same batches (same seed, same bucketed order) for N steps; the
-trainer adds guards, step metrics, SQLite telemetry and callbacks. They alternate A B A B so machine
+trainer adds guards, step metrics (the fp16 peaks among them: forward hooks on every Linear / Conv1d and
+the cross-attention scores, trainer/peaks.py), SQLite telemetry and callbacks. They alternate A B A B so machine
 drift hits both, and the ratio of median step times is printed. Target: within 5% (ratio <= 1.05).
 
     python bench/bench_telemetry_overhead.py [--steps 60] [--rounds 3] [--threads 1]

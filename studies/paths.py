@@ -1,6 +1,6 @@
 """Where a study's files live and what its runs are called: each name and path defined once.
 
-Every run a study makes (its trials, the lr probe, validation seeds, a transfer check's long runs) has a
+Every run a study makes (its trials, the lr probe, validation seeds, a transfer check's long runs, the margin's rungs) has a
 run id: its key in the telemetry database, and, past the study's name, the stem of its saved eval
 sample. The executor writes under these names and the evidence reads them back by the same functions.
 """
@@ -29,6 +29,11 @@ def _validation_prefix(recipe: str) -> str:
 
 def transfer_run(study: str, number: int) -> str:
     return f"{study}/transfer-trial-{number}"
+
+
+def margin_run(study: str, recipe: str, multiplier: float) -> str:
+    """One rung of a recipe's lr ladder (``--margin``): ``x8``, ``x0.25``."""
+    return f"{study}/margin-{recipe}-x{multiplier:g}"
 
 
 @dataclass(frozen=True, slots=True)

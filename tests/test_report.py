@@ -57,6 +57,8 @@ PLOTS = (
     "validation.png",
     "best_sample.png",
     "transfer.png",
+    "margin.png",
+    "fp16_headroom.png",
 )
 
 
@@ -80,7 +82,8 @@ def data_flags(paths: CorpusPaths) -> list[str]:
 
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory: pytest.TempPathFactory, cache_env: Path) -> Path:  # noqa: F811
-    """A 3-trial smoke study, its lr probe, a 2-seed validation of basic, and the report: the study folder."""
+    """A 3-trial smoke study, its lr probe, a 2-seed validation and the margin of basic, and the report: the
+    study folder."""
     paths = short_corpus(tmp_path_factory.getbasetemp())
     runs = tmp_path_factory.mktemp("report_runs")
     base = ["--study", STUDY, "--runs-dir", str(runs), *data_flags(paths)]
@@ -89,8 +92,13 @@ def reported(tmp_path_factory: pytest.TempPathFactory, cache_env: Path) -> Path:
     # The smoke study's horizon is 20 steps: a long run is at least 10x that.
     # Two worker processes: test_transfer_runs_in_workers_match_this_process checks what they ran.
     assert run_cli(search.main, [*base, "--transfer-check", "3", "--steps", "200", "--workers", "2"]) == 0
+    # basic's margin capped at x2: two 6-step rungs, enough for the table, the plot and the seed's answer.
+    margin = ["--margin", "basic", "--margin-max", "2"]
     assert (
-        run_cli(search.main, [*base, "--validate", "basic", "--seeds", "2", "--steps", "6", "--report"]) == 0
+        run_cli(
+            search.main, [*base, "--validate", "basic", "--seeds", "2", "--steps", "6", *margin, "--report"]
+        )
+        == 0
     )
     return runs / STUDY
 
@@ -111,6 +119,9 @@ def browse(page: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
 def test_report_holds_every_part(reported: Path) -> None:
     html = (reported / "report.html").read_text(encoding="utf-8")
     for anchor in (
+        "seed",
+        "margin",
+        "fp16",
         "presets",
         "rediscovery",
         "map",
@@ -122,12 +133,15 @@ def test_report_holds_every_part(reported: Path) -> None:
         "transfer",
     ):
         assert f'id="{anchor}"' in html
-    for table_id in ("presets-table", "boundary-table", "validation-table", "transfer-table"):
+    for table_id in ("presets-table", "boundary-table", "validation-table", "transfer-table", "margin-table"):
         assert f'id="{table_id}"' in html
     for name in PLOTS:
         assert f'data-file="{name}"' in html, name
         assert (reported / "report" / name).stat().st_size > 1000
     assert 'id="best-wav"' in html and (reported / "report" / "best.wav").exists()
+    # The seed's question comes first: basic's line names its study verdict, its margin and its headroom.
+    assert html.index('id="seed"') < html.index('id="presets"')
+    assert "basic: " in html and "stable up to 2x its lr" in html and "fp16 headroom at the end" in html
     # The comparison table exactly when some trial finished stable; otherwise the sentence saying why not.
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{reported / 'study.db'}")
     any_stable = any(r.outcome == STABLE for r in load_records(study))
@@ -141,7 +155,7 @@ def test_report_renders_in_headless_chromium(reported: Path, tmp_path: Path) -> 
             pytest.fail("Debian's chromium is not installed")
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
     shot = tmp_path / "report.png"
-    done = browse(reported / "report.html", tmp_path, f"--screenshot={shot}", "--window-size=1400,7000")
+    done = browse(reported / "report.html", tmp_path, f"--screenshot={shot}", "--window-size=1400,10000")
     assert shot.exists(), done.stderr[-2000:]
     from PIL import Image
 

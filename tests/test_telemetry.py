@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.telemetry import STEP_METRICS, Telemetry, read_evals, read_run, read_steps
+from trainer.telemetry import STEP_METRICS, Telemetry, read_evals, read_run, read_steps, step_series
 
 SQLITE_UTILS = Path(sys.executable).parent / "sqlite-utils"
 
@@ -145,3 +145,24 @@ def test_wal_mode_and_cli_query(tmp_path: Path) -> None:
         check=True,
     )
     assert json.loads(out.stdout) == [{"n": 5, "last": 4}]
+
+
+def test_a_file_from_before_the_fp16_peaks_gets_their_columns(tmp_path: Path) -> None:
+    """A study's telemetry written by an older trainer (no attn_logit_max / activation_max columns) takes
+    new runs: the columns are added, the old rows read them as not measured (NaN)."""
+    db = tmp_path / "t.db"
+    old = [m for m in STEP_METRICS if m not in ("attn_logit_max", "activation_max")]
+    with sqlite3.connect(db) as conn:
+        cols = ", ".join(f"{m} REAL" for m in old)
+        conn.execute(
+            f"CREATE TABLE steps (run_id TEXT, step INTEGER, logged_at REAL, {cols}, nan_fields TEXT, "
+            "PRIMARY KEY (run_id, step))"
+        )
+        conn.execute("INSERT INTO steps (run_id, step, loss) VALUES ('old', 1, 2.5)")
+    with Telemetry(db) as tel:
+        tel.start_run("new", {}, {})
+        tel.log_step("new", 1, {**_metrics(1), "attn_logit_max": 130.0, "activation_max": 42.0})
+    assert step_series(db, "new", "attn_logit_max") == [(1, 130.0)]
+    assert step_series(db, "new", "activation_max") == [(1, 42.0)]
+    assert math.isnan(step_series(db, "old", "attn_logit_max")[0][1])
+    assert step_series(db, "old", "loss") == [(1, 2.5)]

@@ -28,8 +28,10 @@ from trainer.config import TrainConfig, config_to_dict
 from trainer.data import DECODE_SENTENCES, BatchStream, TrainData
 from trainer.evaluate import EvalMetrics, EvalSample, evaluate
 from trainer.guards import StepHistory, Verdict, check_eval, check_step
+from trainer.headroom import Crossing, run_crossing
 from trainer.hooks import NO_HOOKS, RunHooks, RunWriter, open_writer
 from trainer.judge import judge
+from trainer.peaks import PeakMeter
 from trainer.results import OutOfMemory, Recovery, StepMetrics, TrainResult
 from trainer.run_state import Position, Rollback, Trainables, eval_from_dict, heal, resume_latest
 from trainer.schedules import lr_at
@@ -143,6 +145,7 @@ def _train(
     )
     parts = Trainables(model, optimizer, torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"))
     constants = RunConstants.build(cfg, device)
+    meter = PeakMeter(model)  # fp16 headroom: the forward's largest values, read with the step's numbers
     stream = BatchStream(data.train, batch_size=cfg.batch_size, seed=cfg.seed, reduction_factor=r)
     total_steps = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * len(stream)
     val_batches = data.val_batches(cfg.batch_size, r)
@@ -162,6 +165,7 @@ def _train(
     stopped_by_callback = False
     last_sample: EvalSample | None = None
     step_log: list[StepMetrics] = []
+    fp16_crossing: Crossing | None = None  # where the fp16 headroom reached (or trends to) 0, once warned
     meta = {"mode": plan.mode, "device": str(device), "data": data.fingerprint}
     from_step = None if resumed is None else resumed.step
     writer.start_run(hooks.run_id, config_to_dict(cfg), meta, from_step=from_step)
@@ -191,7 +195,7 @@ def _train(
 
             # --- forward, losses, backward, clip, optimizer step: queued on the device, never waited on
             tensors = train_step(
-                model, batch, optimizer, parts.scaler, cfg, constants, adaptive_mean, step=step
+                model, batch, optimizer, parts.scaler, cfg, constants, adaptive_mean, meter, step=step
             )
             adaptive_mean = tensors.adaptive_mean
 
@@ -238,6 +242,7 @@ def _train(
                 evals.append(ev)
                 pos.evals.append(asdict(ev))
                 writer.log_eval(hooks.run_id, step, ev.as_dict())
+                fp16_crossing = fp16_crossing or _fp16_warning(step_log, total_steps, cfg.warmup_steps, warn)
                 eval_verdict = check_eval(
                     evals, cfg.guards, warmup_steps=cfg.warmup_steps, baseline=pos.baseline_mel
                 )
@@ -263,6 +268,7 @@ def _train(
         optimizer.zero_grad(set_to_none=True)
         warn(f"out of memory at step {oom.step}: {oom.detail}")
 
+    fp16_crossing = fp16_crossing or _fp16_warning(step_log, total_steps, cfg.warmup_steps, warn)
     return TrainResult(
         steps=pos.step,
         verdict=divergence,
@@ -273,7 +279,18 @@ def _train(
         last_sample=last_sample,
         baseline_mel=pos.baseline_mel,
         oom=oom,
+        fp16_crossing=fp16_crossing,
     )
+
+
+def _fp16_warning(
+    steps: list[StepMetrics], horizon: int, warmup: int, warn: Callable[[str], None]
+) -> Crossing | None:
+    """One warning line, the first time the run's fp16 headroom reaches 0 or trends to it by ``horizon``."""
+    found = run_crossing(steps, horizon=horizon, after=warmup)
+    if found is not None:
+        warn(found.line())
+    return found
 
 
 def _evaluate(

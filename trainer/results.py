@@ -5,10 +5,12 @@ Records, not dicts: the search, the CLI and the evidence commands read these fie
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from trainer.evaluate import EvalMetrics, EvalSample
 from trainer.guards import Verdict
+from trainer.headroom import Crossing
 from trainer.summary import RunSummary
 
 
@@ -26,6 +28,10 @@ class StepMetrics:
     skipped: bool  # fp16: the loss was finite, its scaled gradients overflowed, the scaler skipped the update
     step_time: float
     mel_weight: float  # after adaptive weighting
+    # fp16 headroom (trainer/peaks.py, trainer/headroom.py): the forward's largest |value| of the
+    # cross-attention scores q.k^T and of any Linear / Conv1d output; NaN: not measured
+    attn_logit_max: float = math.nan
+    activation_max: float = math.nan
 
     def as_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items() if k != "step"}
@@ -62,6 +68,7 @@ class TrainResult:
     # Guards and checks that were off because the run never reported their signal (a trainer this
     # project did not write: no grad norm, no alignment, no decode...); () for the project's trainer.
     guards_off: tuple[str, ...] = ()
+    fp16_crossing: Crossing | None = None  # its fp16 headroom reached 0, or trends to it by the run's end
 
     @property
     def final_eval(self) -> EvalMetrics | None:

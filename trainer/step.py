@@ -17,6 +17,7 @@ from torch import Tensor
 from trainer import adaptive
 from trainer.config import TrainConfig
 from trainer.loss_terms import compute_losses, training_log_prior
+from trainer.peaks import PeakMeter
 from trainer.results import StepMetrics
 from tts_model.batching import Batch
 from tts_model.losses import masked_mel_loss
@@ -31,6 +32,7 @@ class RunConstants:
     stop_pos_weight: Tensor  # float32
     mel_weight: Tensor  # float64: cfg.mel_weight, reported as is when the weight is not adapted
     one: Tensor  # float32: the loss scale without a GradScaler
+    nan: Tensor  # float32: a peak the model has no tensor for (not measured)
     max_norm: float  # the clip; inf = measure the norm, clip nothing
 
     @classmethod
@@ -39,6 +41,7 @@ class RunConstants:
             stop_pos_weight=torch.tensor(cfg.stop_pos_weight, dtype=torch.float32, device=device),
             mel_weight=torch.tensor(cfg.mel_weight, dtype=torch.float64, device=device),
             one=torch.ones((), dtype=torch.float32, device=device),
+            nan=torch.full((), math.nan, dtype=torch.float32, device=device),
             max_norm=cfg.grad_clip if cfg.grad_clip > 0 else math.inf,
         )
 
@@ -57,6 +60,8 @@ class StepTensors:
     scale_after: Tensor  # the scaler's scale after update(): lower when it skipped the step
     mel_weight: Tensor
     adaptive_mean: Tensor  # NaN: no running mean (adaptive weights off, or no finite loss yet)
+    attn_logit_max: Tensor  # the forward's largest |cross-attention score| (trainer/peaks.py)
+    activation_max: Tensor  # ... and largest |Linear or Conv1d output|
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -74,6 +79,7 @@ def train_step(
     cfg: TrainConfig,
     constants: RunConstants,
     adaptive_mean: Tensor,
+    meter: PeakMeter,
     *,
     step: int,
 ) -> StepTensors:
@@ -86,7 +92,7 @@ def train_step(
     # --- forward under autocast, then losses (in fp32) ---------------------------------------------
     # The "prior" form's attention prior (None for the other forms and once it has faded out).
     log_prior = training_log_prior(batch, cfg, step=step, reduction_factor=model.cfg.reduction_factor)
-    with autocast(batch.mel.device, cfg.precision):
+    with autocast(batch.mel.device, cfg.precision), meter.watch():
         out = model(
             batch.text,
             batch.text_lengths,
@@ -95,6 +101,7 @@ def train_step(
             log_prior=log_prior,
             prior_layers=cfg.prior_layers,
         )
+    attn_logit_max, activation_max = meter.read(constants.nan)
     mel_weight, loss_weight = constants.mel_weight, cfg.mel_weight
     if cfg.adaptive_loss_weights:
         adaptive_mean, factor = adaptive.update(
@@ -133,6 +140,8 @@ def train_step(
         scale_after=scale_of(scaler, constants),
         mel_weight=mel_weight,
         adaptive_mean=adaptive_mean,
+        attn_logit_max=attn_logit_max,
+        activation_max=activation_max,
     )
 
 
@@ -153,9 +162,14 @@ def read_step(
             x.detach().double()
             for x in (t.loss, t.mel, t.mel_l1, t.kl, t.stop, t.grad_norm, t.loss_scale, t.scale_after)
         ]
-        + [t.mel_weight.double(), t.adaptive_mean.double()]
+        + [
+            t.mel_weight.double(),
+            t.adaptive_mean.double(),
+            t.attn_logit_max.double(),
+            t.activation_max.double(),
+        ]
     ).tolist()
-    loss, mel, mel_l1, kl, stop, grad_norm, loss_scale, scale_after, mel_weight, mean = values
+    loss, mel, mel_l1, kl, stop, grad_norm, loss_scale, scale_after, mel_weight, mean, logit, act = values
     # A GradScaler skip is a finite loss whose scaled gradients overflowed; a non-finite loss is the
     # forward's own overflow (a divergence, judged by the guards), whatever the scaler did after it.
     skipped = scaled and scale_after < loss_scale and math.isfinite(loss)
@@ -172,6 +186,8 @@ def read_step(
         skipped=skipped,
         step_time=time.perf_counter() - start,
         mel_weight=mel_weight,
+        attn_logit_max=logit,
+        activation_max=act,
     )
     return metrics, mean
 

@@ -10,7 +10,7 @@ Schema (query it with `sqlite-utils query FILE "select ..."`):
     runs   run_id TEXT PK, started, finished (ISO UTC), status, resumes, config_json, meta_json,
            verdict_kind, verdict_step, verdict_detail
     steps  (run_id, step) PK, logged_at (unix s), loss, mel, mel_l1, kl, stop, grad_norm, lr, loss_scale,
-           skipped, step_time, mel_weight, nan_fields
+           skipped, step_time, mel_weight, attn_logit_max, activation_max, nan_fields
     evals  (run_id, step, metric) PK, value, is_nan
 SQLite cannot hold NaN (it stores NULL), so NaN is written as NULL and named: a step's `nan_fields`
 lists its NaN metrics ("loss,mel"), an eval row has `is_nan = 1`. NULL without that mark means "not
@@ -45,6 +45,8 @@ STEP_METRICS = (
     "skipped",
     "step_time",
     "mel_weight",
+    "attn_logit_max",
+    "activation_max",
 )
 _STEP_SET = frozenset(STEP_METRICS)
 BUSY_TIMEOUT_S = 30.0
@@ -220,6 +222,12 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     step_columns.update(dict.fromkeys(STEP_METRICS, float))
     step_columns.update(skipped=int, nan_fields=str)
     db["steps"].create(step_columns, pk=("run_id", "step"), if_not_exists=True)
+    # A file written before a metric existed gets its column (NULL in the old rows: "not measured"),
+    # so a study's telemetry keeps growing across versions instead of refusing new runs.
+    have = set(db["steps"].columns_dict)
+    for name in STEP_METRICS:
+        if name not in have:
+            db["steps"].add_column(name, float)
     db["evals"].create(
         {"run_id": str, "step": int, "metric": str, "value": float, "is_nan": int},
         pk=("run_id", "step", "metric"),

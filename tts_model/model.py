@@ -47,6 +47,15 @@ def sinusoid(length: int, dim: int, device: torch.device) -> Tensor:
     return pe
 
 
+class Scores(nn.Module):
+    """q.k^T, before the 1/sqrt(d) scale: the tensor an explicit attention holds in fp16 under autocast.
+    A module of its own (no weights) so a forward hook sees it: the trainer's fp16 headroom watches it
+    (``trainer/peaks.py``)."""
+
+    def forward(self, q: Tensor, k: Tensor) -> Tensor:
+        return q @ k.transpose(-2, -1)  # (B, H, T, S)
+
+
 class Attention(nn.Module):
     """Multi-head attention. Self-attention goes through SDPA (fast, no weights); cross-attention computes
     its softmax explicitly because the alignment loss and the metrics need the weights."""
@@ -57,6 +66,7 @@ class Attention(nn.Module):
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(kv_dim or dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
+        self.scores = Scores()
 
     def _split(self, x: Tensor) -> Tensor:
         b, t, d = x.shape
@@ -82,7 +92,7 @@ class Attention(nn.Module):
             mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, S) True = attend
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
         else:
-            scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, S)
+            scores = self.scores(q, k) / math.sqrt(q.shape[-1])  # (B, H, T, S)
             if key_mask is not None:
                 scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
             attn = self._softmax(scores.float(), key_mask)

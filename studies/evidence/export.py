@@ -12,6 +12,7 @@ import optuna
 
 from common.errors import UserError
 from studies.binding import BASE_LEVEL, form_overrides
+from studies.evidence import margin
 from studies.evidence.conclusions import rung_agreement
 from studies.foreign import ForeignStudy
 from studies.record import DATA_FINGERPRINT, best_feasible, load_records
@@ -62,6 +63,9 @@ def export_best(study: optuna.Study, study_def: StudyDef, path: Path) -> Path:
         "alignment_loss_in_study": study_def.alignment_loss,
         "speaks_at_step": best.last_step if best.speaks else None,
     }
+    found = margin.stored(study).get(margin.BEST)
+    if found is not None and found.trial == best.number:  # a margin of an older best says nothing of this one
+        provenance["margin"] = found.provenance()
     atomic_write_text(path, preset_to_json(cfg, provenance))
     return path
 

@@ -19,7 +19,17 @@ from pathlib import Path
 import optuna
 
 from common.errors import UserError
-from studies.evidence import conclusions, lr_probe, plots, tables, transfer
+from studies.evidence import (
+    conclusions,
+    fp16,
+    lr_probe,
+    margin,
+    margin_plots,
+    plots,
+    seed_answer,
+    tables,
+    transfer,
+)
 from studies.evidence import validate as validation
 from studies.evidence.conclusions import Point
 from studies.evidence.importance import importances
@@ -27,7 +37,7 @@ from studies.evidence.lr_probe import ProbeResult
 from studies.evidence.report_html import Page, html_table
 from studies.foreign import AnyStudy
 from studies.paths import StudyPaths, probe_run, trial_run
-from studies.record import COMMAND, TrialRecord, load_records
+from studies.record import COMMAND, TrialRecord, load_records, preset_trials
 from trainer.judge import OOM, is_diverged_outcome
 from trainer.telemetry import step_series
 
@@ -88,7 +98,14 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
         )
     )
 
-    # --- the presets table and the rediscovery check: the answer first --------------------------------
+    # --- the seed's question first: stable, how far from the edge, how much fp16 headroom --------------
+    margins = margin.stored(study)
+    headroom_curves = fp16.curves(study.study_name, marked, margins, tele)
+    page.section("seed", "The seed's question: how far from the edge are basic and enhanced?")
+    found = seed_answer.facts(preset_trials(records, seed_answer.PRESETS), margins, headroom_curves)
+    page.para("<br>".join(html.escape(line) for line in seed_answer.lines(found)))
+
+    # --- the presets table and the rediscovery check ---------------------------------------------------
     page.section("presets", "The presets and the best, side by side")
     if marked:
         side = tables.side_by_side(marked, space.param_names, results or None, metric=metric, project=project)
@@ -185,6 +202,29 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
         path.write_text(page.render(), encoding="utf-8")
         return path
 
+    # --- the margin and the fp16 headroom ---------------------------------------------------------------
+    page.section("margin", "Margin: each recipe at lr x 1, 2, 4 ... until a guard fires")
+    if margins:
+        page.raw(html_table(tables.margin(margins), table_id="margin-table"))
+        page.image(margin_plots.margin_plot(margins, out / "margin.png"), "margin")
+        page.para(html.escape(MARGIN_NOTE))
+    else:
+        page.para(f"Not run yet: python search.py --study {study.study_name} --margin basic enhanced best")
+    page.section("fp16", "fp16 headroom")
+    if headroom_curves:
+        page.image(margin_plots.headroom_plot(headroom_curves, out / "fp16_headroom.png"), "fp16 headroom")
+        warnings = [w for c in headroom_curves.values() if (w := c.warning()) is not None]
+        page.para(
+            "<br>".join(html.escape(w) for w in warnings)
+            or "No run's fp16 headroom reaches 0, nor trends to it, within its horizon."
+        )
+        page.para(html.escape(FP16_NOTE))
+    else:
+        page.para(
+            "No run of the presets or the best recorded its fp16 peaks (trials from before the trainer kept "
+            f"them): python search.py --study {study.study_name} --margin basic enhanced best records them."
+        )
+
     # --- validation --------------------------------------------------------------------------------------
     page.section("validation", "Validation over several seeds")
     if results:
@@ -264,6 +304,18 @@ def _rediscovery(page: Page, pts: list[Point], study_def: AnyStudy) -> None:
     )
 
 
+MARGIN_NOTE = (
+    "Each rung is a short run of the recipe (the trials' horizon, the study's guards) at its lr times the "
+    "multiplier; the ladder stops at the first rung a guard stops. LR sensitivity (Wortsman et al. 2023) is "
+    "the mean over the rungs of min(val mel, untrained val mel) minus the best rung's val mel (a diverged "
+    "rung counts as untrained): 0 when every lr tried trains as well as the best one."
+)
+FP16_NOTE = (
+    "Headroom is log2(65504 / the step's largest |value|) of the cross-attention scores q.k^T and of any "
+    "Linear or Conv1d output: the tensors fp16 holds under autocast (trainer/peaks.py). 3 means the value "
+    "may grow 8x before fp16 turns it into Inf. A run is warned about when its headroom reaches 0, or when "
+    "a straight line through the second half of its curve reaches 0 before its last planned step."
+)
 BOUNDARY_NOTE = (
     "<p>Stable means no divergence guard fired over a run long enough for every guard to judge it; a trial "
     "pruned before that is unjudged and counts as neither. Where the smallest diverged lr lies below the largest stable "

@@ -6,6 +6,7 @@ terminal, ``report_html.table`` for the page. A table written once cannot say tw
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from rich.table import Table
 
 from studies.display import fmt, fmt_value
 from studies.evidence.conclusions import ClipBucket, Rediscovery
+from studies.evidence.margin import Margin, fmt_multiplier
 from studies.evidence.transfer import TransferCheck
 from studies.evidence.validate import Validation
 from studies.record import TrialRecord
@@ -227,3 +229,41 @@ def promoted(records: Sequence[TrialRecord]) -> Rows:
         "step",
     )
     return Rows("trials promoted to the speech rung", head, rows)
+
+
+def margin(margins: Mapping[str, Margin]) -> Rows:
+    """One row per recipe: its lr, the rungs it climbed, where it stayed stable and where it broke."""
+    rows = []
+    for m in margins.values():
+        top, edge = m.largest_stable, m.first_diverged
+        rungs = " ".join(
+            f"{fmt_multiplier(r.multiplier)}{'' if r.stable else ('!' if r.diverged else '?')}"
+            for r in m.rungs
+        )
+        own = next((r for r in m.rungs if r.multiplier == 1.0), None)
+        room = min((h for h in own.headroom.values() if math.isfinite(h)), default=None) if own else None
+        rows.append(
+            (
+                m.label,
+                f"{m.base_lr:.2g}",
+                str(m.steps),
+                rungs,
+                "-" if top is None else f"{fmt_multiplier(top.multiplier)} (lr {top.lr:.2g})",
+                "-"
+                if edge is None
+                else f"{fmt_multiplier(edge.multiplier)}: {edge.divergence_kind} at step {edge.divergence_step}",
+                _dash(m.sensitivity),
+                _dash(room),
+            )
+        )
+    head = (
+        "recipe",
+        "lr",
+        "steps a run",
+        "multipliers tried (! diverged)",
+        "largest stable",
+        "first diverged",
+        "LR sensitivity",
+        "fp16 headroom at x1 (log2)",
+    )
+    return Rows("margin: the recipe at lr x 1, 2, 4 ... until a guard fires", head, tuple(rows))

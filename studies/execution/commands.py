@@ -1,8 +1,8 @@
-"""The evidence commands on an existing study: --lr-probe, --validate, --transfer-check, --report,
+"""The evidence commands on an existing study: --lr-probe, --validate, --margin, --transfer-check, --report,
 --export-preset, --train-best.
 
 ``search.py`` checks the flags; this module opens the study (one line if there is none) and runs
-them in a fixed order: probe, validation, transfer check, then the report.
+them in a fixed order: probe, validation, margin, transfer check, then the report.
 """
 
 from __future__ import annotations
@@ -11,24 +11,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import torch
 
 from common.console import make_console
 from common.device import resolve_device
 from common.errors import UserError
-from studies.evidence import tables
+from studies.evidence import fp16, margin, seed_answer, tables
+from studies.evidence.conclusions import marked_trials
 from studies.evidence.export import export_best, export_foreign
+from studies.evidence.margin import MAX_MULTIPLIER
 from studies.evidence.report import write_report
 from studies.evidence.transfer import MIN_TRIALS, ranking
 from studies.evidence.transfer import lines as transfer_lines
 from studies.evidence.validate import resolve
 from studies.execution.launch import note_other_data, open_existing, threads_per_worker
 from studies.execution.long_runs import run_probe, run_transfer, run_validation
+from studies.execution.margin_runs import run_margin
 from studies.execution.runner import counts
 from studies.execution.runs import RunSetup, SetupSpec, load_data
 from studies.foreign import AnyStudy, ForeignStudy
 from studies.paths import StudyPaths
-from studies.record import COMMAND, load_records
+from studies.record import COMMAND, load_records, preset_trials
 from studies.registry import StudyDef
 from trainer.cli import main as train_main
 
@@ -43,8 +47,12 @@ class EvidenceRun:
     report: bool = False
     lr_probe: bool = False
     validate: tuple[str, ...] = ()
+    margin: tuple[str, ...] = ()  # recipes whose lr margin to the edge is stepped out
+    margin_max: float = MAX_MULTIPLIER  # the largest lr multiplier the margin tries
     transfer_check: int | None = None  # K trials re-run long
-    workers: int = 1  # the transfer check's long runs at a time, each in its own process
+    workers: int = (
+        1  # the transfer check's long runs (the margin's recipes) at a time, each in its own process
+    )
     seeds: int = 3
     steps: int | None = None
     seed: int = 0
@@ -64,8 +72,8 @@ def run_evidence(run: EvidenceRun) -> int:
     study = open_existing(run.study, run.url)
     if run.report and counts(study).finished == 0:
         raise UserError(f"study {run.study.name!r} has no finished trial yet: nothing to report")
-    if run.lr_probe or run.validate or run.transfer_check:
-        for name in run.validate:
+    if run.lr_probe or run.validate or run.margin or run.transfer_check:
+        for name in (*run.validate, *run.margin):
             resolve(study, run.study, name)  # "best" needs a feasible trial: fail before loading data
         if run.transfer_check and len(ranking(load_records(study))) < MIN_TRIALS:
             raise UserError(
@@ -91,15 +99,30 @@ def run_evidence(run: EvidenceRun) -> int:
                 console=console,
             )
             out.print(tables.to_rich(tables.validation(results)))
-        if run.transfer_check:
-            spec = SetupSpec(
-                study=run.study,
-                train_data=run.train_data,
-                val_data=run.val_data,
-                device=device,
-                paths=run.paths,
-                seed=run.seed,
+        spec = SetupSpec(
+            study=run.study,
+            train_data=run.train_data,
+            val_data=run.val_data,
+            device=device,
+            paths=run.paths,
+            seed=run.seed,
+        )
+        if run.margin:
+            margins = run_margin(
+                study,
+                setup,
+                run.margin,
+                steps=run.steps,
+                console=console,
+                max_multiplier=run.margin_max,
+                workers=run.workers,
+                spec=spec,
+                threads_each=threads_per_worker(run.threads, run.workers),
             )
+            out.print(tables.to_rich(tables.margin(margins)))
+            for line in seed_lines(study, run.study, run.paths):
+                out.print(line, soft_wrap=True)
+        if run.transfer_check:
             check = run_transfer(
                 study,
                 setup,
@@ -116,6 +139,15 @@ def run_evidence(run: EvidenceRun) -> int:
     if run.report:
         console.print(f"report: {write_report(study, run.study, run.paths)}")
     return 0
+
+
+def seed_lines(study: optuna.Study, study_def: StudyDef, paths: StudyPaths) -> list[str]:
+    """The report's first lines (the seed's question) for the terminal, from what the study holds now."""
+    records = load_records(study)
+    tele = paths.telemetry if paths.telemetry.exists() else None
+    margins = margin.stored(study)
+    curves = fp16.curves(study_def.name, marked_trials(records), margins, tele)
+    return seed_answer.lines(seed_answer.facts(preset_trials(records, seed_answer.PRESETS), margins, curves))
 
 
 def export_or_train(

@@ -1,0 +1,121 @@
+"""`--margin NAME...`: each recipe's lr ladder, one recipe per worker process, stored in the study.
+
+A recipe's rungs run one after another (each rung decides whether there is a next: ``margin.climb``),
+so the parallel unit is the recipe: with ``--workers 2`` two recipes climb at once (``pool.run_jobs``).
+Every rung trains through ``runs.run_config`` (the study's telemetry, the one judge) under its own run id
+(``paths.margin_run``), so its steps and fp16 peaks stay in the telemetry beside the trials'.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from rich.console import Console
+
+from common.console import make_console
+from studies.binding import recipe_config, trial_steps
+from studies.evidence import margin, validate
+from studies.execution.pool import run_jobs
+from studies.execution.runs import RunSetup, SetupSpec, run_config
+from studies.paths import margin_run
+from trainer.headroom import TENSORS
+from trainer.telemetry import step_series
+
+
+@dataclass(frozen=True, slots=True)
+class MarginJob:
+    """One recipe's ladder, as a worker process receives it."""
+
+    name: str
+    params: dict[str, Any]
+    trial: int | None
+    steps: int
+    max_multiplier: float = margin.MAX_MULTIPLIER
+
+
+def ladder(setup: RunSetup, job: MarginJob) -> margin.Margin:
+    """Climb one recipe's ladder (each rung a real short run) and return its typed margin."""
+    console = make_console(stderr=True)
+    base_lr = float(job.params["lr"])
+
+    def rung(multiplier: float) -> margin.Rung:
+        t0 = time.perf_counter()
+        params = {**job.params, "lr": base_lr * multiplier}
+        run_id = margin_run(setup.study.name, job.name, multiplier)
+        cfg = recipe_config(setup.study, params, seed=setup.seed, steps=job.steps, where=run_id)
+        run = run_config(setup, cfg, run_id)
+        verdict, d = run.verdict, run.verdict.divergence
+        val_mel = verdict.val_mel
+        out = margin.Rung(
+            multiplier=multiplier,
+            lr=cfg.lr,
+            outcome=verdict.outcome,
+            steps_run=verdict.steps,
+            run_id=run_id,
+            divergence_kind=None if d is None else d.kind,
+            divergence_step=None if d is None else d.step,
+            val_mel=val_mel if val_mel is not None and math.isfinite(val_mel) else None,
+            baseline_mel=run.result.baseline_mel,
+            peaks=last_peaks(setup, run_id),
+        )
+        mel = "-" if out.val_mel is None else f"{out.val_mel:.4f}"
+        how = f"{d.kind} at step {d.step}" if d is not None else f"val mel {mel}"
+        console.print(
+            f"margin {job.name} x{multiplier:g} (lr {cfg.lr:.3g}): {verdict.outcome}, {how} "
+            f"({verdict.steps} of {job.steps} steps, {time.perf_counter() - t0:.0f} s)"
+        )
+        return out
+
+    rungs = margin.climb(rung, base_lr=base_lr, max_multiplier=job.max_multiplier)
+    return margin.summarize(job.name, rungs, trial=job.trial, base_lr=base_lr, steps=job.steps)
+
+
+def last_peaks(setup: RunSetup, run_id: str) -> dict[str, float]:
+    """Each watched tensor's max |value| at the run's last step with a finite one (the telemetry's)."""
+    found = {}
+    for metric in TENSORS:
+        values = [v for _, v in step_series(setup.paths.telemetry, run_id, metric) if math.isfinite(v)]
+        if values:
+            found[metric] = values[-1]
+    return found
+
+
+def run_margin(
+    study: optuna.Study,
+    setup: RunSetup,
+    names: Sequence[str],
+    *,
+    steps: int | None,
+    console: Console,
+    max_multiplier: float = margin.MAX_MULTIPLIER,
+    workers: int = 1,
+    spec: SetupSpec | None = None,
+    threads_each: int = 1,
+) -> dict[str, margin.Margin]:
+    """Every named recipe's margin (``workers`` recipes at a time), each stored in the study as it ends."""
+    study_def = setup.study
+    jobs = []
+    for name in dict.fromkeys(names):
+        params, trial = validate.resolve(study, study_def, name)
+        n = steps or trial_steps(study_def, int(params[study_def.space.warmup_param]))
+        jobs.append(MarginJob(name, dict(params), trial, n, max_multiplier))
+    at_once = f", {workers} at a time" if workers > 1 else ""
+    console.print(
+        f"margin: {', '.join(j.name for j in jobs)}: lr x1, x2, x4 ... until a guard fires (at most "
+        f"x{max_multiplier:g}) "
+        f"({', '.join(f'{j.name} {j.steps}' for j in jobs)} steps a run{at_once})"
+    )
+    t0 = time.perf_counter()
+    found: dict[str, margin.Margin] = {}
+    for i, result in run_jobs(
+        ladder, jobs, setup=setup, workers=workers, spec=spec, threads_each=threads_each
+    ):
+        margin.store(study, result)
+        found[jobs[i].name] = result
+        console.print(f"margin {result.label}: {result.summary()} ({time.perf_counter() - t0:.0f} s)")
+    return {j.name: found[j.name] for j in jobs}

@@ -1,0 +1,254 @@
+"""`--margin`: the ladder's stepping on recipes with a known edge, LR sensitivity, the stored record, the
+seed's answer on hand-made facts, bad flags (exit 2, nothing written), and one real ladder end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+
+import search
+from common.cli import run_cli
+from space.stability import preset_params
+from studies.evidence import margin, seed_answer
+from studies.evidence.fp16 import HeadroomCurve
+from studies.evidence.margin import Margin, Rung, climb, lr_sensitivity
+from studies.execution.storage import default_storage_url
+from studies.record import C_DIVERGED, C_NO_STOP, C_UNALIGNED, Divergence, TrialRecord
+from studies.registry import get_study
+from tests.corpus_fixture import cache_env  # noqa: F401  (session fixture)
+from tests.test_export import STUDY as QUICK
+from tests.test_export import record
+from tests.test_report import STUDY, data_flags, short_corpus
+from tests.test_validate import empty_study
+from trainer.headroom import Crossing
+from trainer.presets import PRESETS
+from trainer.telemetry import read_run, step_series
+
+BASIC_LR = 1e-5
+
+
+def edge_at(edge: float, *, kind: str = "explosion") -> tuple[list[float], object]:
+    """A synthetic recipe: every multiplier below ``edge`` trains (val mel rising towards the edge),
+    the rest diverge; returns the multipliers asked for and the run function."""
+    asked: list[float] = []
+
+    def run(m: float) -> Rung:
+        asked.append(m)
+        if m >= edge:
+            return Rung(
+                multiplier=m,
+                lr=BASIC_LR * m,
+                outcome=f"diverged:{kind}",
+                steps_run=40,
+                divergence_kind=kind,
+                divergence_step=40,
+                baseline_mel=4.0,
+            )
+        return Rung(
+            multiplier=m,
+            lr=BASIC_LR * m,
+            outcome="no-stop",
+            steps_run=300,
+            val_mel=2.0 + m / edge,
+            baseline_mel=4.0,
+        )
+
+    return asked, run
+
+
+def test_the_ladder_doubles_until_the_known_edge_and_reports_it() -> None:
+    asked, run = edge_at(100.0)
+    rungs = climb(run, base_lr=BASIC_LR)
+    assert asked == [1, 2, 4, 8, 16, 32, 64, 128]
+    m = Margin(name="basic", trial=None, base_lr=BASIC_LR, steps=300, rungs=rungs)
+    assert m.largest_stable.multiplier == 64 and m.first_diverged.multiplier == 128
+    assert m.first_diverged.divergence_kind == "explosion" and m.edge_found
+    assert m.summary().startswith("stable up to 64x (lr 0.00064); diverged at 128x (explosion, step 40)")
+    assert m.provenance() == "stable up to 64x this lr in 300-step runs"
+
+
+def test_the_ladder_halves_when_x1_already_diverges() -> None:
+    asked, run = edge_at(0.3, kind="nonfinite")
+    rungs = climb(run, base_lr=BASIC_LR)
+    assert asked == [1, 0.5, 0.25]
+    m = Margin(name="enhanced", trial=None, base_lr=BASIC_LR, steps=300, rungs=rungs)
+    assert [r.multiplier for r in m.rungs] == [0.25, 0.5, 1]  # lowest first
+    assert m.largest_stable.multiplier == 0.25 and m.first_diverged.multiplier == 0.5
+    assert "stable up to 1/4x" in m.summary()
+    everything, run_all = edge_at(0.0)
+    m = Margin(name="x", trial=None, base_lr=BASIC_LR, steps=300, rungs=climb(run_all, base_lr=BASIC_LR))
+    assert everything == [1, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625]  # down to 1/64, then it gives up
+    assert m.largest_stable is None and m.provenance().startswith("diverged at this lr")
+
+
+def test_the_ladder_stops_at_its_cap_and_at_lr_1() -> None:
+    asked, run = edge_at(math.inf)
+    m = Margin(
+        name="basic",
+        trial=None,
+        base_lr=BASIC_LR,
+        steps=300,
+        rungs=climb(run, base_lr=BASIC_LR, max_multiplier=8),
+    )
+    assert asked == [1, 2, 4, 8] and not m.edge_found
+    assert "no guard fired up to 8x" in m.summary() and "no higher multiplier diverged" in m.provenance()
+    asked, run = edge_at(math.inf)
+    climb(run, base_lr=0.3)  # 0.3 x 4 = 1.2: past TrainConfig's lr <= 1
+    assert asked == [1, 2]
+
+
+def test_lr_sensitivity_is_wortsmans_mean_gap_to_the_best_rung() -> None:
+    _, run = edge_at(4.0)
+    rungs = climb(run, base_lr=BASIC_LR)  # x1: 2.25, x2: 2.5, x4 diverged (counts as the baseline 4.0)
+    assert [r.val_mel for r in rungs] == [2.25, 2.5, None]
+    assert lr_sensitivity(rungs) == pytest.approx(((2.25 - 2.25) + (2.5 - 2.25) + (4.0 - 2.25)) / 3)
+    worse = [Rung(multiplier=1, lr=1, outcome="stable", steps_run=9, val_mel=5.0, baseline_mel=4.0)]
+    assert lr_sensitivity(worse) == 0.0  # min(L, L0) - best: a rung worse than untrained counts as untrained
+    assert lr_sensitivity([Rung(multiplier=1, lr=1, outcome="stable", steps_run=9, val_mel=2.0)]) is None
+
+
+def test_the_record_round_trips_through_the_study(tmp_path: Path) -> None:
+    _, run = edge_at(3.0)
+    rungs = list(climb(run, base_lr=BASIC_LR))
+    rungs[0] = Rung(**{**rungs[0].to_attr(), "peaks": {"attn_logit_max": 130.0, "activation_max": math.nan}})
+    m = margin.summarize("best", rungs, trial=16, base_lr=BASIC_LR, steps=390)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
+    margin.store(study, m)
+    raw = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}").user_attrs[
+        "margin:best"
+    ]
+    json.dumps(raw, allow_nan=False)  # plain JSON: a NaN peak is stored as null
+    assert raw["largest_stable"] == 2 and raw["first_diverged"] == 4 and raw["trial"] == 16
+    back = margin.stored(optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}"))["best"]
+    assert back.rungs[0].peaks["attn_logit_max"] == 130.0 and math.isnan(
+        back.rungs[0].peaks["activation_max"]
+    )
+    assert back.rungs[0].headroom["attn_logit_max"] == pytest.approx(math.log2(65504 / 130))
+    assert back.summary() == m.summary() and back.sensitivity == pytest.approx(m.sensitivity)
+    assert [r.multiplier for r in back.rungs] == [1, 2, 4]
+
+
+def _curve(name: str, peak: float, crossing: Crossing | None = None) -> HeadroomCurve:
+    peaks = {"attn_logit_max": (peak / 2, peak), "activation_max": (1.0, 2.0)}
+    return HeadroomCurve(
+        name=name, source="trial 0", steps=(1, 2), peaks=peaks, horizon=300, crossing=crossing
+    )
+
+
+def _margin(name: str, edge: float) -> Margin:
+    _, run = edge_at(edge)
+    return Margin(name=name, trial=None, base_lr=BASIC_LR, steps=390, rungs=climb(run, base_lr=BASIC_LR))
+
+
+def test_the_seeds_question_is_answered_from_the_measurements() -> None:
+    trials = {
+        "basic": TrialRecord(number=0, verdict="unaligned", state=optuna.trial.TrialState.COMPLETE),
+        "enhanced": TrialRecord(number=1, verdict="no-stop", state=optuna.trial.TrialState.COMPLETE),
+    }
+    margins = {"basic": _margin("basic", 1000.0), "enhanced": _margin("enhanced", 200.0)}
+    roomy = {"basic": _curve("basic", 256.0), "enhanced": _curve("enhanced", 512.0)}
+    lines = seed_answer.lines(seed_answer.facts(trials, margins, roomy))
+    assert lines[0].startswith("basic: no guard fired in the study (trial 0: unaligned); stable up to 512x")
+    assert "diverged at 1024x (explosion at step 40)" in lines[0] and "fp16 headroom" in lines[0]
+    assert lines[1].startswith("enhanced: ") and "stable up to 128x" in lines[1]
+    assert lines[2].startswith("Enhanced, the recipe that went NaN for the seed, trains here")
+    assert "the lr was not what diverged" in lines[2] and "at least 7.0 doublings" in lines[2]
+    # fp16 short of headroom: the sentence says fp16 is the likelier cause
+    tight = {**roomy, "enhanced": _curve("enhanced", 30000.0, Crossing("attn_logit_max", 250, True, 390))}
+    said = seed_answer.implication(seed_answer.facts(trials, margins, tight))
+    assert "enhanced runs short of fp16 headroom" in said
+    # enhanced near its edge, basic far: the fix moved it away from the edge
+    near = {**margins, "enhanced": _margin("enhanced", 2.0)}
+    assert "lowering the lr moved the recipe away from the edge" in seed_answer.implication(
+        seed_answer.facts(trials, near, roomy)
+    )
+    diverged = {
+        **trials,
+        "enhanced": TrialRecord(
+            number=1, divergence=Divergence("nonfinite", 12), state=optuna.trial.TrialState.PRUNED
+        ),
+    }
+    found = seed_answer.facts(diverged, margins, roomy)
+    assert "diverged in the study (nonfinite at step 12, trial 1)" in found[1].line()
+    assert "--margin basic enhanced" in seed_answer.implication(seed_answer.facts(trials, {}, roomy))
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--margin", "basic", "nope"], ["--margin 'nope'", "basic", "enhanced", "best"]),
+        (["--margin", "basic", "--steps", "0"], ["--steps"]),
+        (["--margin", "basic", "--margin-max", "0.5"], ["--margin-max", ">= 1"]),
+        (["--margin-max", "8"], ["--margin-max", "--margin NAME"]),
+        (["--margin", "best"], ["no feasible trial"]),
+        (["--margin", "basic", "--export-preset", "x.json"], ["--margin", "--export-preset"]),
+    ],
+)
+def test_bad_margin_flags_say_what_and_exit_2(
+    flags: list[str], words: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    study = empty_study(tmp_path)
+    assert run_cli(search.main, ["--study", STUDY, "--runs-dir", str(tmp_path), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    for word in words:
+        assert word in err
+    assert study.user_attrs == {} and not (tmp_path / STUDY / "telemetry.db").exists()
+
+
+def test_margin_runs_real_rungs_and_stores_them(
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    cache_env: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """basic and enhanced on the smoke study, 6-step rungs capped at x2, in two worker processes: four
+    real runs, their telemetry (fp16 peaks included) and the typed records in the study; the table and
+    the seed's answer on stdout."""
+    paths = short_corpus(tmp_path_factory.getbasetemp())
+    empty_study(tmp_path)
+    argv = ["--study", STUDY, "--runs-dir", str(tmp_path), *data_flags(paths)]
+    flags = ["--margin", "basic", "enhanced", "--steps", "6", "--margin-max", "2", "--workers", "2"]
+    assert run_cli(search.main, [*argv, *flags]) == 0
+    out = capsys.readouterr().out
+    assert "margin" in out and "basic: not in the study; stable up to 2x its lr" in out  # the seed's answer
+    study = optuna.load_study(study_name=STUDY, storage=default_storage_url(STUDY, tmp_path))
+    found = margin.stored(study)
+    assert list(found) == ["basic", "enhanced"]
+    tele = tmp_path / STUDY / "telemetry.db"
+    for m, lr in ((found["basic"], BASIC_LR), (found["enhanced"], 5e-5)):
+        assert m.steps == 6 and [r.multiplier for r in m.rungs] == [1, 2] and m.base_lr == lr
+        assert [r.lr for r in m.rungs] == [lr, 2 * lr]
+        for r in m.rungs:
+            assert r.stable and r.steps_run == 6 and r.baseline_mel is not None and r.val_mel is not None
+            record = read_run(tele, r.run_id)
+            assert (
+                record is not None and record["config"]["lr"] == r.lr and record["config"]["max_steps"] == 6
+            )
+            peaks = step_series(tele, r.run_id, "attn_logit_max")
+            assert len(peaks) == 6 and r.peaks["attn_logit_max"] == peaks[-1][1]
+        assert not m.edge_found and "no guard fired up to 2x" in m.summary()
+        assert m.sensitivity is not None and m.sensitivity >= 0.0
+
+
+def test_the_exported_preset_carries_the_best_trials_margin(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    (runs / QUICK).mkdir(parents=True)
+    study = optuna.create_study(study_name=QUICK, storage=f"sqlite:///{runs / QUICK / 'study.db'}")
+    good = {**preset_params(dict(PRESETS["basic"]), get_study(QUICK).space), "lr": 2e-3, "warmup_steps": 100}
+    record(study, good, 1.5, {C_DIVERGED: -1.0, C_UNALIGNED: -0.1, C_NO_STOP: 0.0})
+    out = tmp_path / "best.json"
+    export = ["--study", QUICK, "--runs-dir", str(runs), "--export-preset", str(out)]
+    assert run_cli(search.main, export) == 0
+    assert "margin" not in json.loads(out.read_text())["provenance"]  # not measured: not claimed
+    _, run = edge_at(16.0)
+    margin.store(study, margin.summarize("best", climb(run, base_lr=2e-3), trial=7, base_lr=2e-3, steps=400))
+    assert run_cli(search.main, export) == 0
+    assert "margin" not in json.loads(out.read_text())["provenance"]  # another trial's margin: not this one's
+    margin.store(study, margin.summarize("best", climb(run, base_lr=2e-3), trial=0, base_lr=2e-3, steps=400))
+    assert run_cli(search.main, export) == 0
+    assert json.loads(out.read_text())["provenance"]["margin"] == "stable up to 8x this lr in 400-step runs"
