@@ -21,9 +21,10 @@ from trainer.judge import NO_STOP, STABLE
 PROMOTABLE = (STABLE, NO_STOP)  # a screen's verdicts that may go on: aligned, not diverged
 
 
-def screen_rank(screen: RungFacts) -> tuple[bool, bool, float]:
-    """Best first: feasible, then speaking, then the lowest val mel."""
-    return (not screen.feasible, not screen.speaks, screen.val_mel)
+def screen_rank(screen: RungFacts) -> tuple[bool, bool, bool, float]:
+    """Best first: feasible, then aligned (an unaligned screen's low val mel is the average frame's, not
+    a recipe nearer speech), then speaking, then the lowest val mel."""
+    return (not screen.feasible, screen.verdict not in PROMOTABLE, not screen.speaks, screen.val_mel)
 
 
 def promote(screen: RungFacts, peers: Sequence[RungFacts], rung: SpeechRung, *, promoted_so_far: int) -> bool:
