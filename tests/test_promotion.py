@@ -33,12 +33,28 @@ def screen(val: float, verdict: str = STABLE, speaks: bool = False) -> RungFacts
     return RungFacts(step=300, val_mel=val, verdict=verdict, decode_ratio=0.9, speaks=speaks)
 
 
-def test_the_top_third_of_feasible_screens_go_on_once_there_are_peers() -> None:
+def test_the_top_third_of_aligned_screens_go_on_once_there_are_peers() -> None:
     peers = [screen(2.0), screen(2.5), screen(3.0)]
     assert not promote(screen(1.0), peers[:2], RUNG, promoted_so_far=0)  # too few peers yet
     assert promote(screen(1.0), peers, RUNG, promoted_so_far=0)  # best of 4: floor(4/3) = 1 goes on
     assert not promote(screen(2.2), peers, RUNG, promoted_so_far=0)  # second of 4
-    assert not promote(screen(0.5, verdict="no-stop"), peers, RUNG, promoted_so_far=0)  # infeasible
+    assert not promote(screen(0.5, verdict="unaligned"), peers, RUNG, promoted_so_far=0)
+    # A decode that does not stop yet may stop at the long rung; a feasible screen still ranks above it.
+    silent = [
+        screen(2.0, verdict="no-stop"),
+        screen(2.5, verdict="unaligned"),
+        screen(3.0, verdict="no-stop"),
+    ]
+    assert promote(screen(1.5, verdict="no-stop"), silent, RUNG, promoted_so_far=0)
+    assert not promote(screen(1.5, verdict="no-stop"), [screen(2.9), *silent[1:]], RUNG, promoted_so_far=0)
+    # Unaligned screens rank below aligned ones whatever their val mel (measured: forward-sum weights
+    # 0.05-0.07 left trials unaligned at val mel 1.46-1.57, below the aligned ones' 1.69).
+    unaligned = [
+        screen(1.0, verdict="unaligned"),
+        screen(1.1, verdict="unaligned"),
+        screen(1.2, verdict="unaligned"),
+    ]
+    assert promote(screen(1.7, verdict="no-stop"), unaligned, RUNG, promoted_so_far=0)
     more = [*peers, screen(2.6), screen(2.7)]
     assert promote(screen(2.2), more, RUNG, promoted_so_far=0)  # second of 6: floor(6/3) = 2 go on
     capped = dataclasses.replace(RUNG, max_promoted=1)
