@@ -34,7 +34,10 @@ def test_known_studies() -> None:
     assert {"stability", "stability-quick"} <= set(study_names())
     gpu, quick = get_study("stability"), get_study("stability-quick")
     assert (gpu.model_size, gpu.precision, gpu.n_trials, gpu.space.warmup_max) == ("normal", "fp16", 50, 4000)
-    assert (quick.model_size, quick.precision, quick.n_trials) == ("tiny", "fp32", 20)
+    assert (quick.model_size, quick.precision, quick.n_trials) == ("tiny", "fp32", 16)
+    # the speech rung: long enough for speech (README, The speech rung), past the screen, capped
+    assert quick.speech_rung is not None and quick.speech_rung.horizon > 5 * quick.horizon
+    assert gpu.speech_rung is None and gpu.alignment_loss == quick.alignment_loss == "prior"
     assert quick.presets == gpu.presets == ("basic", "enhanced")
     assert quick.scoring.decode_sentences > 0
 
