@@ -33,7 +33,7 @@ setup-coqui: $(COQUI_STAMP)
 run: setup
 	$(PY) search.py --study stability-quick --trials 16 --workers 2
 	$(PY) search.py --study stability-quick --report
-	@# Exits 2 with the reason when no trial was feasible (none aligned and stopped its decode).
+	@# Exits 2 with the reason when no trial speaks at the speech rung (or none was feasible at all).
 	-$(PY) search.py --study stability-quick --export-preset runs/stability-quick/best_preset.json
 
 # The suite with the `coqui` extra installed, so tests/test_coqui.py runs its Coqui study.
