@@ -187,8 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             study_def, url, args.runs_dir, args.export_preset, rest if args.train_best else None
         )
 
-    from studies.execution.launch import SearchRun, run_search
-    from studies.execution.resilience import EXIT_DB_UNAVAILABLE, DatabaseUnavailable
+    from studies.execution.launch import SearchRun
 
     run = SearchRun(
         study=study_def,
@@ -204,8 +203,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         shared_storage=args.storage is not None,
         worker_index=args.worker_index,
     )
-    try:  # a database gone past the retry bound is one line and its own exit code, never a traceback
-        return run_search(run, _worker_argv(args, trials, args.study or "stability"))
+    return _search(run, _worker_argv(args, trials, args.study or "stability"))
+
+
+def _search(run, worker_argv: list[str]) -> int:
+    """Run the search; a database gone past the retry bound is one line and its own exit code, never a
+    traceback."""
+    from studies.execution.launch import run_search
+    from studies.execution.resilience import EXIT_DB_UNAVAILABLE, DatabaseUnavailable
+
+    try:
+        return run_search(run, worker_argv)
     except DatabaseUnavailable as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_DB_UNAVAILABLE
@@ -226,6 +234,7 @@ def _foreign(parser: OneLineParser, args: argparse.Namespace, rest: list[str]) -
         "--lr-probe": args.lr_probe,
         "--validate": bool(args.validate),
         "--transfer-check": args.transfer_check is not None,
+        "--margin": bool(args.margin),
         "--train-best": args.train_best,
     }
     given = [flag for flag, on in project_only.items() if on]
@@ -254,8 +263,7 @@ def _foreign(parser: OneLineParser, args: argparse.Namespace, rest: list[str]) -
             return export_foreign_best(study_def, url, args.runs_dir, args.export_preset)
         return run_evidence(EvidenceRun(study=study_def, url=url, runs_dir=args.runs_dir, report=True))
 
-    from studies.execution.launch import SearchRun, run_search
-    from studies.execution.resilience import EXIT_DB_UNAVAILABLE, DatabaseUnavailable
+    from studies.execution.launch import SearchRun
 
     run = SearchRun(
         study=study_def,
@@ -268,11 +276,7 @@ def _foreign(parser: OneLineParser, args: argparse.Namespace, rest: list[str]) -
         shared_storage=args.storage is not None,
         worker_index=args.worker_index,
     )
-    try:
-        return run_search(run, _worker_argv(args, trials, study_def.name))
-    except DatabaseUnavailable as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_DB_UNAVAILABLE
+    return _search(run, _worker_argv(args, trials, study_def.name))
 
 
 def _check_device(study_def, device: str) -> None:

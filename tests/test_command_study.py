@@ -275,6 +275,10 @@ BAD_FLAGS = {
         ["--space", str(SPACE), "--command", TRAINER, "--lr-probe"],
         "--lr-probe is for the project's trainer",
     ),
+    "the margin of the project's trainer": (
+        ["--space", str(SPACE), "--command", TRAINER, "--margin", "basic"],
+        "--margin is for the project's trainer",
+    ),
     "zero trials": (["--space", str(SPACE), "--command", TRAINER, "--trials", "0"], "--trials must be > 0"),
 }
 
