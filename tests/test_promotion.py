@@ -128,6 +128,24 @@ def test_rank_agreement_between_the_rungs() -> None:
     assert (a.screened, a.promoted, a.reached, a.speak) == (4, 3, 3, 1)
     assert a.rho_val_mel == pytest.approx(0.5) and a.rho_decode_ratio == pytest.approx(1.0)
     assert "3 of 4 screened trials promoted" in a.line()
+    assert "val mel +0.50, decode ratio +1.00" in a.line()
+
+
+def test_rank_agreement_says_why_it_ranks_nothing() -> None:
+    def promoted(n: int, screen_ratio: float, long_ratio: float) -> TrialRecord:
+        decode = DecodeFacts(stop_rate=1.0, length_ratio=1.0, dtw=1.0, ratio=long_ratio, speaks=False)
+        facts = RungFacts(step=300, val_mel=2.0 + n, verdict=STABLE, decode_ratio=screen_ratio)
+        return TrialRecord(
+            number=n, state=TrialState.COMPLETE, value=1.0 + n, constraints={"x": -1.0},
+            screen=facts, promoted=True, rung=1, decode=decode,
+        )  # fmt: skip
+
+    # every screen's decode ran to the length cap: 3 pairs, but the screen side is all ties
+    capped = rung_agreement([promoted(0, 1.0, 0.4), promoted(1, 1.0, 0.6), promoted(2, 1.0, 0.9)])
+    assert capped.rho_val_mel == pytest.approx(1.0) and capped.rho_decode_ratio is None
+    assert "decode ratio not computable (3 pairs, one side all ties)" in capped.line()
+    two = rung_agreement([promoted(0, 0.9, 0.4), promoted(1, 1.0, 0.6)])
+    assert "val mel not computable (fewer than 3 pairs)" in two.line()
 
 
 def test_a_small_study_promotes_its_best_screens_in_the_same_trial(
