@@ -11,7 +11,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from studies.evidence.conclusions import rung_agreement
+from studies.evidence.rung_agreement import rung_agreement
 from studies.execution.launch import SearchRun, run_search
 from studies.execution.storage import default_storage_url
 from studies.promotion import promote

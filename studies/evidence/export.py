@@ -13,7 +13,7 @@ import optuna
 from common.errors import UserError
 from studies.binding import BASE_LEVEL, form_overrides
 from studies.evidence import margin
-from studies.evidence.conclusions import rung_agreement
+from studies.evidence.rung_agreement import rung_agreement
 from studies.foreign import ForeignStudy
 from studies.record import DATA_FINGERPRINT, best_feasible, load_records
 from studies.registry import StudyDef

@@ -35,6 +35,7 @@ from studies.evidence.conclusions import Point
 from studies.evidence.importance import importances
 from studies.evidence.lr_probe import ProbeResult
 from studies.evidence.report_html import Page, html_table
+from studies.evidence.rung_agreement import rung_agreement
 from studies.foreign import AnyStudy
 from studies.paths import StudyPaths, probe_run, trial_run
 from studies.record import COMMAND, TrialRecord, load_records, preset_trials
@@ -238,7 +239,7 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
     # --- short vs long ------------------------------------------------------------------------------
     if study_def.speech_rung is not None:
         page.section("rung", "The speech rung: the best screens trained on until speech can show")
-        agreement = conclusions.rung_agreement(records)
+        agreement = rung_agreement(records)
         page.para(html.escape(agreement.line()))
         if agreement.promoted:
             page.raw(html_table(tables.promoted(records), table_id="rung-table"))

@@ -9,8 +9,8 @@ import optuna
 from rich.console import Console
 
 from studies.evidence import tables
-from studies.evidence.conclusions import rung_agreement
 from studies.evidence.importance import importances
+from studies.evidence.rung_agreement import rung_agreement
 from studies.foreign import AnyStudy
 from studies.record import best_feasible, load_records, preset_trials
 from trainer.judge import OOM
