@@ -13,12 +13,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.cli import OneLineParser, run_cli
 from common.errors import UserError
 from studies.execution.storage import resolve_storage
 from studies.registry import get_study, scaled, study_names
 from tts_model.config import MODEL_SIZES
+
+if TYPE_CHECKING:  # for the annotation only: the functions below import the launch where a search runs
+    from studies.execution.launch import SearchRun
 
 
 def build_parser() -> OneLineParser:
@@ -206,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _search(run, _worker_argv(args, trials, args.study or "stability"))
 
 
-def _search(run, worker_argv: list[str]) -> int:
+def _search(run: SearchRun, worker_argv: list[str]) -> int:
     """Run the search; a database gone past the retry bound is one line and its own exit code, never a
     traceback."""
     from studies.execution.launch import run_search
