@@ -323,6 +323,7 @@ def _worker_argv(args: argparse.Namespace, trials: int, study: str) -> list[str]
         ("--val-data", args.val_data),
         ("--space", args.space and args.space.resolve()),
         ("--command", args.command),
+        ("--threads", args.threads),  # given: the worker keeps it (else it may take idle cores at the end)
     ):
         if value is not None:
             argv += [flag, str(value)]

@@ -25,10 +25,10 @@ from studies.evidence.report import write_report
 from studies.evidence.transfer import MIN_TRIALS, ranking
 from studies.evidence.transfer import lines as transfer_lines
 from studies.evidence.validate import resolve
+from studies.execution.cores import counts
 from studies.execution.launch import note_other_data, open_existing, threads_per_worker
 from studies.execution.long_runs import run_probe, run_transfer, run_validation
 from studies.execution.margin_runs import run_margin
-from studies.execution.runner import counts
 from studies.execution.runs import RunSetup, SetupSpec, load_data
 from studies.foreign import AnyStudy, ForeignStudy
 from studies.paths import StudyPaths

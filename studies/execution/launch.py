@@ -25,11 +25,12 @@ from studies.binding import trial_steps
 from studies.evidence.summary import print_summary
 from studies.execution.command_trial import make_command_objective
 from studies.execution.completion import exit_status
+from studies.execution.cores import CoreShare, counts
 from studies.execution.foreign_trial import OnStep
 from studies.execution.function_trial import TrainFn, make_function_objective
 from studies.execution.live import LiveView
 from studies.execution.objective import Objective, make_objective
-from studies.execution.runner import counts, requeue_interrupted, run_worker
+from studies.execution.runner import requeue_interrupted, run_worker
 from studies.execution.runs import RunSetup, load_data
 from studies.execution.storage import open_storage, sqlite_path
 from studies.execution.supervisor import Supervisor
@@ -106,7 +107,11 @@ def project_trials(run: SearchRun, console: Console) -> TrialSource:
     data = load_data(run.train_data, run.val_data, None if run.is_worker else console)
     setup = RunSetup(run.study, data, device, run.paths, run.seed)
     mean = trial_steps(run.study, run.study.space.warmup_max // 2)
-    return TrialSource(where, lambda on_step: make_objective(setup, on_step=on_step), mean, data.fingerprint)
+    # A worker whose threads were shared out takes the idle cores when its trial is the last one running.
+    share = CoreShare.for_worker(run.trials) if run.is_worker and run.threads is None else None
+    return TrialSource(
+        where, lambda on_step: make_objective(setup, on_step=on_step, share=share), mean, data.fingerprint
+    )
 
 
 def foreign_trials(run: SearchRun, say: Callable[[str], None]) -> TrialSource:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import optuna
 
 from studies.binding import trial_config, trial_steps
+from studies.execution.cores import CoreShare, Takeover
 from studies.execution.runs import RunSetup, run_config
 from studies.paths import trial_run
 from studies.promotion import promote
@@ -41,8 +42,13 @@ Objective = Callable[[optuna.Trial], TrialRecord]
 
 
 def make_objective(
-    setup: RunSetup, on_step: Callable[[int, int, StepMetrics], None] | None = None
+    setup: RunSetup,
+    on_step: Callable[[int, int, StepMetrics], None] | None = None,
+    *,
+    share: CoreShare | None = None,
 ) -> Objective:
+    """``share``: a local worker's cores, taken when its trial is the last one running
+    (``studies.execution.cores``)."""
     study = setup.study
     rung = study.speech_rung
 
@@ -54,8 +60,11 @@ def make_objective(
         cfg = trial_config(study, overrides, seed=setup.seed, where=f"trial {trial.number}", steps=steps)
         record_start(trial, screen_end)
         screen: list[RungFacts] = []  # set at the screen's end when the study has a speech rung
+        takeover = Takeover(share, trial.study, trial.number) if share is not None else None
 
         def on_eval(ev: EvalMetrics, _sample) -> bool:
+            if takeover is not None:
+                takeover.check(ev.step)
             trial.report(ev.val_mel, ev.step)
             record_eval(trial, ev.step, ev.stop_end_margin)  # read by the pruner
             # Past the screen, a promoted trial is judged at its rung's end, not pruned on mel on the way.
@@ -84,15 +93,19 @@ def make_objective(
             decode_sentences=study.scoring.decode_sentences, rungs=(screen_end,) if rung is not None else ()
         )
         step_cb = (lambda m: on_step(trial.number, cfg.max_steps, m)) if on_step is not None else None
-        run = run_config(
-            setup,
-            cfg,
-            trial_run(study.name, trial.number),
-            plan=plan,
-            on_step=step_cb,
-            on_eval=on_eval,
-            on_rung=on_rung if rung is not None else None,
-        )
+        try:
+            run = run_config(
+                setup,
+                cfg,
+                trial_run(study.name, trial.number),
+                plan=plan,
+                on_step=step_cb,
+                on_eval=on_eval,
+                on_rung=on_rung if rung is not None else None,
+            )
+        finally:
+            if takeover is not None:
+                takeover.restore()
         record = record_of(run.verdict, run.result.summary)
         if screen:
             promoted = run.result.steps > screen[0].step

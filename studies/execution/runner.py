@@ -33,12 +33,12 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from studies.execution.cores import counts
 from studies.execution.objective import Objective
 from studies.execution.resilience import DatabaseUnavailable, ResilientRDBStorage, heartbeat
 from studies.execution.trainer_process import reap
@@ -62,22 +62,6 @@ MAX_ATTEMPTS = 4  # params that failed this often are not re-queued again (a tri
 # at them is FAIL "trainer failed"; studies/execution/foreign_trial.py).
 NOT_RETRIED = (DUPLICATE, OUT_OF_MEMORY, TRAINER_FAILED)
 FIXED = "fixed_params"  # Optuna's system attr holding an enqueued trial's params
-
-
-@dataclass(frozen=True, slots=True)
-class Counts:
-    finished: int
-    running: int
-    waiting: int
-
-
-def counts(study: optuna.Study) -> Counts:
-    trials = study.get_trials(deepcopy=False)
-    return Counts(
-        finished=sum(t.state in FINISHED for t in trials),
-        running=sum(t.state == TrialState.RUNNING for t in trials),
-        waiting=sum(t.state == TrialState.WAITING for t in trials),
-    )
 
 
 def heartbeat_of(study: optuna.Study) -> tuple[float, float] | None:

@@ -21,8 +21,9 @@ from pathlib import Path
 import optuna
 
 from studies.execution.completion import EXIT_INCOMPLETE
+from studies.execution.cores import counts
 from studies.execution.resilience import EXIT_DB_UNAVAILABLE, DatabaseUnavailable
-from studies.execution.runner import counts, heartbeat_of, requeue_interrupted
+from studies.execution.runner import heartbeat_of, requeue_interrupted
 from studies.execution.workers import last_log_line, spawn_worker
 
 MAX_RESTARTS = 3  # per worker: a trial that kills its worker every time is also capped (MAX_ATTEMPTS)
