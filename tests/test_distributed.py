@@ -60,8 +60,16 @@ def load(url: str) -> optuna.Study:
 
 
 def trials_of(url: str) -> list[FrozenTrial]:
+    """The study's trials as a poller sees them: it never creates the schema, so it cannot race the search
+    creating it (a poller that did once held a new SQLite file while the search switched it to WAL)."""
     try:
-        return load(url).get_trials()
+        storage = optuna.storages.RDBStorage(
+            resolve_storage(url, STUDY, Path("runs")), skip_table_creation=True
+        )
+        try:
+            return optuna.load_study(study_name=STUDY, storage=storage).get_trials()
+        finally:
+            storage.engine.dispose()
     except Exception:  # not created yet, or a table mid-creation
         return []
 

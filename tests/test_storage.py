@@ -3,6 +3,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sqlite3
+import threading
 import warnings
 from pathlib import Path
 
@@ -191,3 +192,20 @@ def test_losing_the_race_to_create_a_schema_is_told_apart_from_other_errors() ->
     )
     assert not _lost_schema_race(err("UNIQUE constraint failed: trials.number"))
     assert not _lost_schema_race(sqlalchemy.exc.OperationalError("x", {}, Exception("disk I/O error")))
+
+
+def test_sqlite_switches_to_wal_once_a_writer_on_the_new_file_lets_go(tmp_path: Path) -> None:
+    """Another process mid-write on a new study file (a reader creating the tables first) makes SQLite
+    refuse the switch to WAL at once, without waiting out the busy timeout: the open retries until it
+    can, instead of failing the search."""
+    path = tmp_path / "study.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # a write transaction: the lock a schema creation holds
+    releaser = threading.Timer(0.5, lambda: holder.execute("ROLLBACK"))
+    releaser.start()
+    try:
+        open_storage(f"sqlite:///{path}", heartbeat=False)
+    finally:
+        releaser.join()
+        holder.close()
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)

@@ -266,10 +266,27 @@ def _writable(path: Path) -> bool:
 
 
 def _enable_wal(url: str, path: Path) -> None:
-    """WAL lets local workers read while one writes; the mode is stored in the file, so set it once."""
-    try:
-        with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-        conn.close()
-    except sqlite3.DatabaseError as e:
-        raise StorageError(f"cannot use storage {redact(url)}: {e}") from None
+    """WAL lets local workers read while one writes; the mode is stored in the file, so set it once.
+
+    Switching needs the file to itself. While another process holds a write transaction on it (a reader
+    that opened the new study first and is creating its tables: a dashboard, a poller) SQLite answers
+    "database is locked" at once, without waiting out the busy timeout (measured: 0.0 s; it failed a
+    search in the suite once). So a file already in WAL is left alone, and the switch is retried until
+    the busy timeout.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+            finally:
+                conn.close()
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise StorageError(f"cannot use storage {redact(url)}: {e}") from None
+            time.sleep(0.2)
+        except sqlite3.DatabaseError as e:
+            raise StorageError(f"cannot use storage {redact(url)}: {e}") from None
