@@ -35,9 +35,10 @@ class RungAgreement:
             )
             return f"not computable ({why})"
 
+        speak = "speaks" if self.speak == 1 else "speak"
         return (
             f"speech rung: {self.promoted} of {self.screened} screened trials promoted, {self.reached} finished "
-            f"the long rung, {self.speak} {'speaks' if self.speak == 1 else 'speak'} there; rank agreement screen -> long rung over those "
+            f"the long rung, {self.speak} {speak} there; rank agreement screen -> long rung over those "
             f"{self.reached}: val mel {rho(self.rho_val_mel, self.val_mel_pairs)}, "
             f"decode ratio {rho(self.rho_decode_ratio, self.decode_ratio_pairs)}"
         )

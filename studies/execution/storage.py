@@ -284,9 +284,7 @@ def _enable_wal(url: str, path: Path) -> None:
             finally:
                 conn.close()
             return
-        except sqlite3.OperationalError as e:
+        except sqlite3.DatabaseError as e:
             if "locked" not in str(e) or time.monotonic() >= deadline:
                 raise StorageError(f"cannot use storage {redact(url)}: {e}") from None
             time.sleep(0.2)
-        except sqlite3.DatabaseError as e:
-            raise StorageError(f"cannot use storage {redact(url)}: {e}") from None
