@@ -20,6 +20,16 @@ class OneLineParser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+class OneLineHelp(argparse.HelpFormatter):
+    """``--help`` with each flag's help on its flag's line: a list flag reads ``NAME...`` (not ``NAME
+    [NAME ...]``), which keeps every flag short enough that argparse never moves its help below it."""
+
+    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
+        if action.nargs == argparse.ONE_OR_MORE:
+            return f"{self._metavar_formatter(action, default_metavar)(1)[0]}..."
+        return super()._format_args(action, default_metavar)
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run `main`, turning a `UserError` into one line on stderr and exit code 2."""
     try:
