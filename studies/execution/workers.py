@@ -17,24 +17,27 @@ import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
+from studies.execution.seeds import stream_seed
+
 RESTART_ENV = "TTS_SEARCH_WORKER_RESTART"  # set by the supervisor: how many times worker i was restarted
 THREADS_ENV = "TTS_SEARCH_THREADS"  # torch CPU threads a worker process runs with
 
 
 def sampler_seed(seed: int, worker_index: int | None, *, shared: bool) -> int:
-    """The sampler seed of one process: ``--seed`` for a lone search, ``--seed + i`` for local worker i.
+    """The sampler seed of this process: ``--seed`` itself for a lone search on its own storage, else a
+    stream of its own derived from ``--seed`` (``studies.execution.seeds.stream_seed``).
 
-    Processes joined on a shared ``--storage`` (other machines, other shells) would otherwise draw the
-    same start-up points from the same seed; their host and pid make each stream its own.
+    A local worker's stream is set by its index and how often it was restarted: a restarted worker must
+    not propose its dead predecessor's points again. On a shared ``--storage`` (other machines, other
+    shells) the host and pid join in, since every machine numbers its local workers from 0 and two
+    processes on one seed would draw the same start-up points. The lone search keeps ``--seed`` so
+    ``--workers 1`` proposes what it always did.
     """
-    if worker_index is not None:
-        # A restarted worker must not propose its dead predecessor's points again.
-        restart = int(os.environ.get(RESTART_ENV, "0") or 0)
-        return seed + worker_index + 1000 * restart
-    if not shared:
+    if worker_index is None and not shared:
         return seed
-    mix = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
-    return (seed + mix) % 2**32
+    restart = int(os.environ.get(RESTART_ENV, "0") or 0) if worker_index is not None else 0
+    host = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) if shared else None
+    return stream_seed(seed, worker_index or 0, restart, host=host)
 
 
 def visible_gpus() -> list[str]:
