@@ -17,9 +17,9 @@ stability search end PRUNED. Here:
 - a trial that is learning to *speak* is not pruned on mel: while its recorded teacher-forced stop
   margin at the latest eval is at least ``protect_stop_margin``.
   Val mel and feasibility pull apart early on: a low mel weight, which lets the stop head learn where
-  speech ends, also makes mel fall more slowly (measured on the quick study: lr 2.4e-3, mel weight
-  0.74, stop margin 0.23 at step 200, pruned there on mel while every trial that outran it on mel never
-  stopped a decode). Pruning it would remove the only kind of trial that can become feasible.
+  speech ends, also makes mel fall more slowly: a trial learning to stop can trail on mel at a rung
+  while every trial that outruns it there never stops a decode (figures: docs/measurements.md).
+  Pruning it would remove the only kind of trial that can become feasible.
 """
 
 from __future__ import annotations

@@ -117,12 +117,11 @@ class StudyDef:
     scoring: ScoringSpec = field(default_factory=ScoringSpec)
     presets: tuple[str, ...] = ("basic", "enhanced")
     # One alignment form for every run of the study: trials, validation, the transfer check, the lr probe
-    # and the exported preset's full training. Measured on tiny (bench/speech_curve.py, the quick study's
-    # exported recipe, bench/aligned_measure.py): the seed's KL prior never spoke (decode ratio 0.75 at
-    # 6,300 steps; its attention sits on the prior, 0.44 raw, -0.05..+0.02 over it); guided attention spoke
-    # from 2,750-4,900 steps but had not aligned in 300 (a 20-trial guided quick study: 0 feasible); the
-    # "prior" form aligns by step 250 (+0.48 over the KL prior) so a 300-step trial can be judged on
-    # alignment, and spoke at 2,750 with the full training's long warmup. Not a knob of the space: a KL
+    # and the exported preset's full training. On the tiny model the seed's KL prior never speaks (its
+    # attention sits on the prior); guided attention speaks in a full training but has not aligned by a
+    # trial's horizon, so a guided quick study finds nothing feasible; the "prior" form aligns within
+    # the first few hundred steps, so a short trial can be judged on alignment, and speaks in a full
+    # training with its long warmup (figures: docs/measurements.md). Not a knob of the space: a KL
     # trial can never pass "aligned" (over the prior), so a categorical would spend a third of the trials
     # on a form the judge rules out. The space's alignment weight (the seed's "KL" knob) weights this
     # form's loss (studies.binding.form_overrides).
@@ -199,11 +198,10 @@ def _registry() -> dict[str, StudyDef]:
     quick = StudyDef(
         name="stability-quick",
         description="the same space and scoring sized for a 2-core CPU: model 'tiny', fp32, a short horizon",
-        # Measured on the tiny model (batch 16, fp32): the free-running decode first stops 150-200 steps
-        # into training at lr 1e-3..3e-3 with mel weight 1, at ~250 with lr 5e-4, at 300-400 with mel
-        # weight 2.5 and KL 0.3; a higher mel weight relative to the KL weight delays it past 600 steps
-        # (mel 5.6 / KL 1.6, mel 8.2 / KL 0.46). A horizon of 250 left a 20-trial study with no trial that
-        # stopped; 300 widens what can succeed. Mean trial ~ 50 (mean warmup) + 300 = 350 steps; pruning
+        # The horizon: on the tiny model (batch 16, fp32) the free-running decode first stops a few hundred
+        # steps into training, later at a lower lr or a higher mel weight relative to the KL weight; a
+        # shorter horizon left a study with no trial that stopped, and 300 widens what can succeed
+        # (figures: docs/measurements.md). Mean trial ~ 50 (mean warmup) + 300 = 350 steps; pruning
         # and divergence cut that further. The seed's warmups map to 90 (basic) and 60 (enhanced).
         space=SpaceSpec(warmup_max=100, warmup_step=10, warmup_scale=0.03),
         model_size="tiny",
@@ -213,19 +211,17 @@ def _registry() -> dict[str, StudyDef]:
         horizon=300,
         eval_every=50,
         pruner=PrunerSettings(keep_fraction=0.5, min_step=100, n_startup_trials=4, n_min_peers=3),
-        # Speech is judged at a long rung. Measured with the trainer (the previous quick study's best
-        # recipe in the "prior" form, warmup 50, noam as a trial trains): aligned from step 250 (raw
-        # diagonality 0.84) but the decode ratio went 1.07, 1.05, 1.02, 0.91, 0.84, 0.75 at steps 250 to
-        # 1,500 (speaks <= 0.5), and the same recipe with the full training's long warmup first spoke at
-        # 2,750. So the rung sits at 2,400 steps past the warmup (make run's trial 12 spoke there at 2,470,
-        # ratio 0.48). The best 1 in 3 screens, at most 3 a study: 3 is the fewest trials at both rungs that
-        # the rung agreement can rank (with 2, make run printed "not computable"). Each promotion is
-        # ~2,100 steps more, so with 3 the rung is two thirds of make run's steps; the screens went from 16
-        # to 10 to pay for the third (README, The speech rung).
+        # Speech is judged at a long rung: a good recipe aligns early in a trial, but its decodes only
+        # creep towards speech over the first 1,500 steps and first speak some 2,500 steps in, so the rung
+        # sits at 2,400 steps past the warmup (figures: docs/measurements.md). The best 1 in 3 screens, at
+        # most 3 a study: 3 is the fewest trials at both rungs that the rung agreement can rank (with 2 it
+        # is not computable). Each promotion is ~2,100 steps more, so with 3 the rung is about two thirds of
+        # a quick study's steps; 10 screens, not more, pay for the third (README, The speech rung).
         speech_rung=SpeechRung(horizon=2400, eta=3, min_peers=3, max_promoted=3),
-        # Measured offline on a finished 20-trial quick study (proposals replayed from its history, 60
-        # seeds): gamma 0.25 put 45-68% of TPE's proposals in lr 4e-4..4e-3, Optuna's 0.1 put 13-33%.
-        # 6 random start-up trials (the 2 presets among them), so 4 of the 10 are TPE's.
+        # gamma 0.25, not Optuna's 0.1: replayed on a finished quick study's history, it put about twice
+        # the share of TPE's proposals in the lr decade where that study's good trials were
+        # (figures: docs/measurements.md). 6 random start-up trials (the 2 presets among them), so 4 of
+        # the 10 are TPE's.
         sampler=SamplerSpec(n_startup_trials=6, gamma_fraction=0.25),
         # Guards' minimum steps scaled to a ~350-step trial. Collapse (uniform attention on a flat val
         # mel, measured at lr >= 3e-2) shows by step 150 on the tiny model, so it is judged from there.

@@ -77,10 +77,9 @@ class GuardConfig:
     collapse_window: int = 3
     collapse_tolerance: float = 0.01
     # ... and the attention is not aligning either: its diagonality rose less than this over the same
-    # window. Measured: a collapse at lr >= 3e-2 holds 0.19 flat (trial 8 of the quick study: 0.190,
-    # 0.190, 0.190); basic's lr 1e-5, re-run for 3,000 steps, was still aligning at step 850 (0.220 ->
-    # 0.247 over 3 evals) with its val mel improving 1.0% per 150 steps, and a 1%-only rule called it
-    # collapsed.
+    # window. A collapsed run's diagonality holds flat, while a run at a very low lr can still be aligning
+    # with its val mel improving only about 1% an eval: a 1%-only rule would call it collapsed
+    # (figures: docs/measurements.md).
     collapse_diagonality_rise: float = 0.01
     # ... while the attention's diagonality stays below 0.3. Measured on the corpus's val set
     # (tts_model.losses.attention_diagonality, band 0.1): uniform attention scores 0.19, the seed's
@@ -89,11 +88,10 @@ class GuardConfig:
     # collapsed one stays at 0.19: 0.3 separates the two (the collapse guard's bar only).
     collapse_diagonality: float = 0.3
     # "Aligned" for feasibility and the judge: the eval's diagonality over the KL prior's own
-    # (EvalMetrics.over_prior) at least this. Measured (bench/aligned_measure.py, tiny, the corpus's val
-    # set): the KL prior itself 0 by construction, KL-trained runs -0.05..+0.02 at every eval to 3,000
-    # steps (they never spoke), guided attention +0.41 at step 1,000, the "prior" form +0.73..0.82 from
-    # step 250, evals whose decodes spoke +0.81..0.84, a collapsed run -0.45: 0.25 passes every aligning
-    # form early and no KL run, where the raw 0.3 bar passed every KL run by the prior alone.
+    # (EvalMetrics.over_prior) at least this. The KL prior itself scores 0 by construction and KL-trained
+    # runs stay within a few hundredths of it however long they train (they never speak), every aligning
+    # form clears +0.4 and a collapsed run goes negative: 0.25 passes every aligning form early and no KL
+    # run, where the raw 0.3 bar passed every KL run by the prior alone (figures: docs/measurements.md).
     aligned_over_prior: float = 0.25
     # Greedy decoding of the same speaker should land within 2x the reference length; a model that
     # never stops or stops after a few frames is outside it.
@@ -108,11 +106,11 @@ class GuardConfig:
     # eSpeak itself at 120 and 250 words a minute (1.46x and 0.70x the corpus's length) still says the
     # words (decode ratio <= 0.11): a tempo inside 1.5x is speech, a decode twice as long is not.
     speak_length_ratio: float = 1.5
-    # Decode ratio (0 = eSpeak at 150 wpm, 1 = the mean frame): other English voices saying the words
-    # score 0.14-0.35 (median of en-gb, en-gb-x-rp, en-029), pitch/rate changes <= 0.12, the reference
-    # blurred over 104 ms 0.35; blurred over 197 ms (syllables gone) 0.66, a German voice reading it 0.67,
-    # the reference time-reversed 1.07. The 3,000-step run that says nothing scored ~0.8 and the
-    # overfit model at step 100 (right length, a smear) 0.71; the same model at step 250 0.17.
+    # Decode ratio (0 = eSpeak at 150 wpm, 1 = the mean frame): other English voices saying the words,
+    # pitch/rate changes and a lightly blurred reference all score at most about 0.35; a reference blurred
+    # until the syllables are gone, another language's voice, the reference time-reversed, and models
+    # that say nothing (a smear of the right length included) all score about 0.66 or more: 0.5 lies
+    # between the two (figures: docs/measurements.md).
     speak_max_decode_ratio: float = 0.5
     # Attention walk (share of symbols the argmax visits in order): untrained 0.04-0.11, collapsed
     # (uniform attention, lr 3e-2) 0.04-0.18 per sentence; KL-trained models that speak 0.50-0.86 per
@@ -176,11 +174,10 @@ class TrainConfig:
     # NeMo fades it between steps 5,000 and 8,000 of far longer runs; here the forward-sum loss has the
     # prior-free attention aligned by step 250-500, so the prior is gone well before speech (~2,750).
     prior_anneal_end: int = 1000
-    # Weight of the forward-sum loss on the prior-free attention (mean over the prior's layers). Measured
-    # on the quick study's best recipe (bench/speech_curve.py, tiny, 3,000 steps): at 1.0 the attention
-    # aligned by step 250 but the mel trained slower than with guided attention (val mel 2.85 vs 2.42 at
-    # step 250, decode ratio 0.95 vs 0.91 at 1,500); at 0.1 it aligned as early (walk 0.84 at 250, 1.00
-    # from 500) with the mel of guided attention (2.37), and ratio 0.73 at 1,500.
+    # Weight of the forward-sum loss on the prior-free attention (mean over the prior's layers). On the
+    # tiny model, at 1.0 the attention aligned early but the mel trained slower than with guided
+    # attention; at 0.1 it aligned as early with guided attention's mel, and decoded closer to speech
+    # (figures: docs/measurements.md).
     forward_sum_weight: float = 0.1
     # Which decoder layers get the prior and the forward-sum loss: "all" (NeMo's default, every layer
     # that attends to the text) or "alignment", the one layer the KL and guided losses act on.

@@ -85,7 +85,7 @@ class EvalMetrics:
 
     def as_dict(self) -> dict[str, float]:
         """Scalar metrics by name, as the telemetry logs them per eval; with a decode also `decode_ratio`
-        (the median) and `speaks` (0 or 1), the names the issue and the study read."""
+        (the median) and `speaks` (0 or 1), the names the study and its report read."""
         row = {k: v for k, v in asdict(self).items() if k != "decode"}
         d = self.decode
         if d is not None:

@@ -53,8 +53,8 @@ def judged_after(cfg: GuardConfig, warmup_steps: int, *, off: Collection[str] = 
     and collapse guards also wait out the warmup).
 
     A run stopped earlier (pruned on mel at an early rung) is ``unjudged``: no guard fired, but the
-    collapse guard, say, never looked, so it must not count as stable anywhere (the lr boundary once
-    called lr 0.037 stable on a trial pruned at step 100, where lr >= 3e-2 was measured to collapse).
+    collapse guard, say, never looked, so it must not count as stable anywhere (else the lr boundary
+    can call an lr stable that collapses, on a trial pruned before the collapse guard looked).
     A guard that is ``off`` (its signal was missing: a trainer that reports no grad norm has no
     explosion guard) has nothing to wait for.
     """

@@ -67,9 +67,8 @@ def trend_crossing(
     MIN_POINTS values to fit).
 
     ``after`` is the run's warmup: while the lr still rises the values grow faster than they will at
-    peak lr, and a line through them warns of crossings that never come (measured with
-    bench/fp16_check.py: basic's knobs at lr 0.1, warmup 100, a line through steps 10-65 said 39-145;
-    the run's headroom levelled off at 1.7-2.5 and never reached 0 in 150 steps)."""
+    peak lr, and a line through them warns of crossings that never come (a run whose headroom levelled
+    off well above 0: docs/measurements.md)."""
     pairs = [(s, headroom(p)) for s, p in zip(steps, peaks, strict=True)]
     pairs = [(s, h) for s, h in pairs if math.isfinite(h)]
     for s, h in pairs:

@@ -4,13 +4,12 @@ Under fp16 autocast the tensors held in fp16 are the outputs of the model's Line
 and the explicit cross-attention scores q.k^T (``tts_model.model.Scores``); everything else either stays
 fp32 (LayerNorm, softmax, the losses; a post-norm residual sum adds an fp16 sublayer output to an fp32
 LayerNorm output, so it is fp32) or, like SDPA's self-attention scores, is held in fp32 inside the
-kernel (measured: SDPA under CPU fp16 autocast returned finite outputs with logits of 243,000, where a
-plain fp16 q.k^T is Inf past 65,504). So two figures say when an fp16 run would overflow:
-``attn_logit`` (the cross-attention scores) and ``activation`` (every Linear and Conv1d output).
-Measured on the tiny model (``bench/activation_peaks.py``, lr 2e-2, 300 steps): the largest of all were
-the first decoder layer's self-attention q and k/v projections (1,688 and 1,135 at step 298: its input,
-the decoder prenet's projection, is the one activation no LayerNorm bounds), then that projection
-(642) and the cross-attention scores (493); the largest residual sum (713) is fp32.
+kernel (SDPA under CPU fp16 autocast returns finite outputs from logits far past 65,504, where a plain
+fp16 q.k^T is Inf). So two figures say when an fp16 run would overflow: ``attn_logit`` (the
+cross-attention scores) and ``activation`` (every Linear and Conv1d output). On the tiny model the
+largest of all are the first decoder layer's self-attention q and k/v projections (their input, the
+decoder prenet's projection, is the one activation no LayerNorm bounds), then that projection and the
+cross-attention scores; the largest residual sum is fp32 (figures: docs/measurements.md).
 
 Forward hooks, registered once per run, take a max over each tensor on the device and keep it as a
 0-dim tensor; nothing is read back here (``trainer/step.py`` reads the two maxima with the step's other
@@ -46,9 +45,8 @@ class PeakMeter:
     def _keep(self, into: list[tuple[Tensor, Tensor]]):
         def hook(module: nn.Module, inputs: object, output: Tensor) -> None:
             if self._on:
-                # One pass, one kernel a tensor: on a CPU aminmax is 15x faster than vector_norm(x, inf)
-                # and 2x faster than x.abs().amax() (measured on a (16, 150, 256) tensor: 1.6 ms against
-                # 24 and 3.2 ms, at load 8). NaN and Inf come through as they are.
+                # One pass, one kernel a tensor: on a CPU aminmax is faster than vector_norm(x, inf) and
+                # x.abs().amax() (figures: docs/measurements.md). NaN and Inf come through as they are.
                 into.append(torch.aminmax(output.detach()))
 
         return hook

@@ -177,7 +177,7 @@ def _one_intra_op_thread() -> Iterator[None]:
     """Run feature extraction on one torch thread, then restore the caller's setting.
 
     Per-clip STFTs are too small to gain from intra-op threads, and on a busy machine the threads'
-    spin-waits cost far more than the work: 200 clips took 12 s on 2 threads versus 0.6 s on one.
+    spin-waits cost far more than the work (figures: docs/measurements.md).
     """
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -2,8 +2,8 @@
 decode ratio that puts the DTW on a scale with two anchors measured on the data itself.
 
 Teacher-forced mel can look excellent for a model that cannot speak, and a raw DTW distance has no scale:
-measured on the embedded corpus, a decode whose DTW L1 to the reference was 3.34 was *further* from the
-speech than the reference's own mean frame repeated (2.42-2.95). So each sentence's DTW is placed between
+on the embedded corpus a decode can be *further* from the speech than the reference's own mean frame
+repeated (figures: docs/measurements.md). So each sentence's DTW is placed between
 two distances of the same reference: the same words spoken again by eSpeak at another rate (0: as close
 as another rendering of these words) and a constant frame (1: no closer than saying nothing).
 
@@ -129,12 +129,12 @@ def attention_walk(attention: Tensor) -> float:
 def capped_ratio(ratio: float) -> float:
     """The decode ratio of a decode that ran to the length cap: no closer than a constant frame (>= 1).
 
-    DTW's path mean lets surplus frames dwell on the reference frames nearest them, so a decode 2.2x too
-    long gets a DTW it did not earn: measured, capped decodes that said nothing scored 0.66-0.93 while a
-    decode that stopped at the right length scored 1.24. What a capped decode shows is that the model does
-    not know where the sentence ends, so it is scored as saying nothing. A length penalty on every decode
-    was not chosen: a decode that stops 1.4x long is a slower tempo (eSpeak at 120 words a minute is
-    1.46x and scores <= 0.11), not a worse rendering. NaN (no anchors) stays NaN.
+    DTW's path mean lets surplus frames dwell on the reference frames nearest them, so a decode twice too
+    long gets a DTW it did not earn: capped decodes that said nothing scored better than a decode that
+    stopped at the right length (figures: docs/measurements.md). What a capped decode shows is that the
+    model does not know where the sentence ends, so it is scored as saying nothing. A length penalty on
+    every decode was not chosen: a decode that stops 1.4x long is a slower tempo (eSpeak at 120 words a
+    minute is 1.46x and scores <= 0.11), not a worse rendering. NaN (no anchors) stays NaN.
     """
     return max(ratio, 1.0) if math.isfinite(ratio) else ratio
 

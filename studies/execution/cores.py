@@ -1,7 +1,7 @@
 """The last trial left running takes the cores its finished peers left idle.
 
 `--workers N` shares a machine's cores out (cores // N torch threads each): N one-thread trainings do
-more steps per second in total than one N-thread one (1.47x for 2, measured). But a study with a
+more steps per second in total than one N-thread one (figures: docs/measurements.md). But a study with a
 speech rung ends on one long promoted trial: the other workers have no trial left to start, leave,
 and that trial would go on at one thread beside an idle core. So at each eval a worker's trial asks
 the study whether it is alone (``is_alone``); if so its process raises torch's threads to all the

@@ -75,7 +75,7 @@ class SearchRun:
 
 def threads_per_worker(threads: int | None, workers: int) -> int:
     """Torch CPU threads for each of `workers` processes: the flag, else the cores shared out. More busy
-    threads than free cores makes torch's CPU kernels spin: ~10x slower, measured here."""
+    threads than free cores makes torch's CPU kernels spin, many times slower (docs/measurements.md)."""
     return threads or max(1, (os.cpu_count() or 1) // workers)
 
 

@@ -1,9 +1,9 @@
 """Long runs side by side: ``--workers N`` runs an evidence command's runs in N worker processes.
 
 A transfer check is K runs of thousands of steps each, one after the other an hour and more on a CPU.
-Two one-thread processes train more steps per second in total than one two-thread process (6.9 against
-4.7 on a 2-core machine, tiny model, batch 16), so the runs are spread over worker processes, each with
-``cores / N`` torch threads. The workers are started by the same ``spawn_worker`` as a search's trial
+Two one-thread processes train more steps per second in total than one two-thread process (figures:
+docs/measurements.md), so the runs are spread over worker processes, each with ``cores / N`` torch
+threads. The workers are started by the same ``spawn_worker`` as a search's trial
 workers (threads, card, log file, Ctrl-C), one process per run: ``python -m studies.execution.pool
 JOB_FILE``. A job file holds the function, its job and the ``SetupSpec`` (pickled); the worker builds
 its own ``RunSetup`` (the data from the feature cache: seconds), runs the job and writes the result

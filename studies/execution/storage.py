@@ -270,9 +270,8 @@ def _enable_wal(url: str, path: Path) -> None:
 
     Switching needs the file to itself. While another process holds a write transaction on it (a reader
     that opened the new study first and is creating its tables: a dashboard, a poller) SQLite answers
-    "database is locked" at once, without waiting out the busy timeout (measured: 0.0 s; it failed a
-    search in the suite once). So a file already in WAL is left alone, and the switch is retried until
-    the busy timeout.
+    "database is locked" at once, without waiting out the busy timeout. So a file already in WAL is
+    left alone, and the switch is retried until the busy timeout.
     """
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
     while True:
