@@ -1,8 +1,8 @@
-"""README, "Bring your own trainer": both forms run as written.
+"""docs/your-trainer.md, "Bring your own trainer": both forms run as written.
 
-The in-process example (the ``space.toml`` and ``train.py`` blocks) is cut out of README, written to a
+The in-process example (the ``space.toml`` and ``train.py`` blocks) is cut out of that page, written to a
 folder and run as a user would (``python train.py``); the space block must be ``tests/byot_space.toml``
-itself, which the command-line form's three README commands use from the repository root.
+itself, which the command-line form's three commands there use from the repository root.
 """
 
 from __future__ import annotations
@@ -23,16 +23,13 @@ from common.cli import run_cli
 from studies.record import C_DIVERGED, load_records
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTION = "## Bring your own trainer"
+PAGE = ROOT / "docs" / "your-trainer.md"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def section() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = text.index(SECTION)
-    end = text.index("\n## ", start + len(SECTION))
-    return text[start:end]
+    return PAGE.read_text(encoding="utf-8")
 
 
 def block(first_line: str) -> str:
@@ -40,7 +37,7 @@ def block(first_line: str) -> str:
     for body in re.findall(r"```[a-z]*\n(.*?)```", section(), flags=re.S):
         if body.startswith(first_line):
             return body
-    raise AssertionError(f"README has no block starting {first_line!r}")
+    raise AssertionError(f"{PAGE.name} has no block starting {first_line!r}")
 
 
 def test_the_space_block_is_the_space_file_the_tests_use() -> None:
