@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from studies.record import TrialRecord
 
 
 def fmt(x: object) -> str:
@@ -26,3 +30,17 @@ def duration(seconds: float) -> str:
     if seconds >= 120:
         return f"{seconds / 60:.0f} min"
     return f"{seconds:.0f} s"
+
+
+def speech_words(r: TrialRecord) -> str:
+    """The end-of-trial speech measure in a few words, shown next to the verdict everywhere."""
+    d = r.decode
+    if d is None or d.ratio is None:
+        return "-"
+    return f"{'speaks' if d.speaks else 'silent'} {d.ratio:.2f}"
+
+
+def shown_step(r: TrialRecord) -> str:
+    """The step a view shows for a trial not running in this process."""
+    step = r.last_step if r.last_step is not None else r.steps_run
+    return "" if step is None else str(step)

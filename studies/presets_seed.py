@@ -17,7 +17,8 @@ import optuna
 
 from common.errors import UserError
 from space import SearchSpace
-from studies.record import PRESET, TRAINER_FAILED, load_records
+from studies.record import load_records
+from studies.record_keys import PRESET, TRAINER_FAILED
 
 
 def seeded_presets(study: optuna.Study) -> set[str]:

@@ -216,7 +216,7 @@ def _registry() -> dict[str, StudyDef]:
         # sits at 2,400 steps past the warmup (figures: docs/measurements.md). The best 1 in 3 screens, at
         # most 3 a study: 3 is the fewest trials at both rungs that the rung agreement can rank (with 2 it
         # is not computable). Each promotion is ~2,100 steps more, so with 3 the rung is about two thirds of
-        # a quick study's steps; 10 screens, not more, pay for the third (README, The speech rung).
+        # a quick study's steps; 10 screens, not more, pay for the third (docs/speech.md).
         speech_rung=SpeechRung(horizon=2400, eta=3, min_peers=3, max_promoted=3),
         # gamma 0.25, not Optuna's 0.1: replayed on a finished quick study's history, it put about twice
         # the share of TPE's proposals in the lr decade where that study's good trials were

@@ -13,16 +13,8 @@ import math
 
 from optuna.trial import TrialState
 
-from studies.record import (
-    C_DIVERGED,
-    C_NO_STOP,
-    C_UNALIGNED,
-    OUT_OF_MEMORY,
-    PRUNED,
-    DecodeFacts,
-    Divergence,
-    TrialRecord,
-)
+from studies.record import DecodeFacts, Divergence, TrialRecord
+from studies.record_keys import C_DIVERGED, C_NO_STOP, C_UNALIGNED, OUT_OF_MEMORY
 from trainer.config import GuardConfig
 from trainer.evaluate import DecodeMetrics
 from trainer.guards import ALIGNED_CHECK, DECODE_CHECK
@@ -60,6 +52,7 @@ def record_of(verdict: Judgement, summary: RunSummary) -> TrialRecord:
     if verdict.oom is not None:  # an outcome of the machine, not of the recipe: FAIL, never retried
         return TrialRecord(
             state=TrialState.FAIL,
+            verdict=verdict.outcome,
             failed_by=OUT_OF_MEMORY,
             oom_step=verdict.oom.step,
             oom_detail=verdict.oom.detail,
@@ -69,6 +62,7 @@ def record_of(verdict: Judgement, summary: RunSummary) -> TrialRecord:
         v = verdict.divergence
         return TrialRecord(
             state=TrialState.PRUNED,
+            verdict=verdict.outcome,
             divergence=Divergence(kind=v.kind, step=v.step, detail=v.detail),
             constraints=_measured(
                 {C_DIVERGED: DIVERGED_VIOLATION, C_UNALIGNED: 0.0, C_NO_STOP: 0.0}, verdict.guards_off
@@ -90,8 +84,7 @@ def record_of(verdict: Judgement, summary: RunSummary) -> TrialRecord:
         # was not: its no-stop violation is shaped by its last eval's stop margin.
         return TrialRecord(
             state=TrialState.PRUNED,
-            verdict=PRUNED,
-            judged=verdict.judged,
+            verdict=verdict.outcome,  # pruned, or unjudged when a guard had not had its steps yet
             constraints=constraints,
             **evidence,
         )

@@ -20,7 +20,8 @@ from optuna.trial import TrialState
 
 import search
 from common.cli import run_cli
-from studies.record import C_DIVERGED, load_records
+from studies.record import load_records
+from studies.record_keys import C_DIVERGED
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "your-trainer.md"

@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 
 from studies.execution.resilience import DB_RETRY_ENV, EXIT_DB_UNAVAILABLE
 from studies.execution.runner import FAILED_BY_ATTR, FIXED, NO_HEARTBEAT, PID_ATTR
-from studies.record import PRESET as PRESET_ATTR
+from studies.record_keys import PRESET as PRESET_ATTR
 from tests.corpus_fixture import cache_env, corpus_paths  # noqa: F401  (session fixtures)
 from tests.pg_harness import PgServer, postgres, start_postgres, stop_postgres, wait_for  # noqa: F401
 from tests.test_distributed import (

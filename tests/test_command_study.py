@@ -24,7 +24,8 @@ from optuna.trial import TrialState
 
 import search
 from common.cli import run_cli
-from studies.record import C_DIVERGED, TRAINER_FAILED, TrialRecord, load_records
+from studies.record import TrialRecord, load_records
+from studies.record_keys import C_DIVERGED, TRAINER_FAILED
 from studies.scoring import DIVERGED_VIOLATION
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,7 +28,8 @@ from optuna.trial import TrialState
 import search
 from common.cli import run_cli
 from studies.foreign import load_foreign_study
-from studies.record import C_DIVERGED, load_records
+from studies.record import load_records
+from studies.record_keys import C_DIVERGED
 from studies.scoring import DIVERGED_VIOLATION
 from tests.corpus_fixture import cache_env, corpus_paths  # noqa: F401  (session fixtures)
 from tts_model.corpus import CorpusPaths

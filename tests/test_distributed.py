@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from studies.execution.runner import FAILED_BY_ATTR, PID_ATTR, RETRY_ATTR
 from studies.execution.storage import HEARTBEAT_ENV, resolve_storage
-from studies.record import PRESET as PRESET_ATTR
+from studies.record_keys import PRESET as PRESET_ATTR
 from tests.corpus_fixture import cache_env, corpus_paths  # noqa: F401  (session fixtures)
 from tests.pg_harness import PgServer, postgres, wait_for  # noqa: F401
 

@@ -15,7 +15,7 @@ import optuna
 import search
 from common.cli import run_cli
 from space.stability import distributions, preset_params
-from studies.record import (
+from studies.record_keys import (
     C_DIVERGED,
     C_NO_STOP,
     C_UNALIGNED,

@@ -17,19 +17,7 @@ from tests.test_record import GUARDS, NEVER_STOPS, SPEAKS, SUMMARY, ev, result
 from trainer.config import GuardConfig
 from trainer.guards import GUARDS as GUARD_SPECS
 from trainer.guards import MIN_STEPS_FIELDS, Verdict, judged_after
-from trainer.judge import (
-    NO_STOP,
-    OOM,
-    PRUNED,
-    STABLE,
-    STATUS_DIVERGED,
-    STATUS_FINISHED,
-    STATUS_OOM,
-    STATUS_PRUNED,
-    UNALIGNED,
-    UNJUDGED,
-    judge,
-)
+from trainer.judge import STATUS_DIVERGED, STATUS_FINISHED, STATUS_OOM, STATUS_PRUNED, Outcome, judge
 from trainer.results import OutOfMemory, TrainResult
 
 EXPLOSION = Verdict(kind="explosion", step=46, detail="gradient norm 1660 is 329x the median")
@@ -49,17 +37,17 @@ def oom_run() -> TrainResult:
 
 
 HISTORIES = {
-    "stable": (result((ev(50), ev(2500, decode=SPEAKS))), STABLE, STATUS_FINISHED),
-    "no-stop": (result((ev(2500, decode=NEVER_STOPS),)), NO_STOP, STATUS_FINISHED),
+    "stable": (result((ev(50), ev(2500, decode=SPEAKS))), Outcome.STABLE, STATUS_FINISHED),
+    "no-stop": (result((ev(2500, decode=NEVER_STOPS),)), Outcome.NO_STOP, STATUS_FINISHED),
     "unaligned": (
         result((ev(2500, diagonality=0.19, over_prior=-0.45, decode=SPEAKS),)),
-        UNALIGNED,
+        Outcome.UNALIGNED,
         STATUS_FINISHED,
     ),
-    "pruned": (result((ev(2500),), pruned=True), PRUNED, STATUS_PRUNED),
-    "unjudged": (result((ev(50),), pruned=True), UNJUDGED, STATUS_PRUNED),
+    "pruned": (result((ev(2500),), pruned=True), Outcome.PRUNED, STATUS_PRUNED),
+    "unjudged": (result((ev(50),), pruned=True), Outcome.UNJUDGED, STATUS_PRUNED),
     "diverged": (result((ev(0),), verdict=EXPLOSION), "diverged:explosion", STATUS_DIVERGED),
-    "oom": (oom_run(), OOM, STATUS_OOM),
+    "oom": (oom_run(), Outcome.OOM, STATUS_OOM),
 }
 
 
@@ -73,7 +61,7 @@ def test_every_path_words_a_history_the_same(name: str) -> None:
     assert trial.outcome == word
     expected_state = {STATUS_FINISHED: TrialState.COMPLETE, STATUS_OOM: TrialState.FAIL}
     assert trial.state == expected_state.get(status, TrialState.PRUNED)
-    assert trial.feasible == (word == STABLE)
+    assert trial.feasible == (word == Outcome.STABLE)
 
     seed = ValidationRun.of(0, "v", verdict)
     assert seed.verdict == word and seed.diverged == verdict.diverged
@@ -89,14 +77,16 @@ def test_every_path_words_a_history_the_same(name: str) -> None:
 def test_aligned_is_judged_over_the_kl_prior_not_on_the_raw_diagonality() -> None:
     # A KL-trained model sitting on its prior: raw 0.44 passes the old 0.3 bar, 0.0 over the prior does not.
     on_prior = judge(result((ev(300, diagonality=0.44, over_prior=0.0, decode=SPEAKS),)), GUARDS)
-    assert on_prior.outcome == UNALIGNED and on_prior.unaligned == pytest.approx(GUARDS.aligned_over_prior)
+    assert on_prior.outcome == Outcome.UNALIGNED and on_prior.unaligned == pytest.approx(
+        GUARDS.aligned_over_prior
+    )
     aligned = judge(result((ev(300, diagonality=0.71, over_prior=0.48, decode=SPEAKS),)), GUARDS)
-    assert aligned.outcome == STABLE and aligned.unaligned < 0
+    assert aligned.outcome == Outcome.STABLE and aligned.unaligned < 0
     # A foreign trainer's alignment has no over-prior figure: judged raw against collapse_diagonality.
     foreign = judge(result((ev(300, diagonality=0.44, over_prior=float("nan"), decode=SPEAKS),)), GUARDS)
-    assert foreign.outcome == STABLE
+    assert foreign.outcome == Outcome.STABLE
     stricter = GuardConfig(aligned_over_prior=0.6)
-    assert judge(result((ev(300, over_prior=0.48, decode=SPEAKS),)), stricter).outcome == UNALIGNED
+    assert judge(result((ev(300, over_prior=0.48, decode=SPEAKS),)), stricter).outcome == Outcome.UNALIGNED
 
 
 def test_a_full_trainings_last_line_follows_the_judge() -> None:

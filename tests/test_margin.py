@@ -3,6 +3,7 @@ seed's answer on hand-made facts, bad flags (exit 2, nothing written), and one r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -17,7 +18,8 @@ from studies.evidence import margin, seed_answer
 from studies.evidence.fp16 import HeadroomCurve
 from studies.evidence.margin import Margin, Rung, climb, lr_sensitivity
 from studies.execution.storage import default_storage_url
-from studies.record import C_DIVERGED, C_NO_STOP, C_UNALIGNED, Divergence, TrialRecord
+from studies.record import Divergence, TrialRecord
+from studies.record_keys import C_DIVERGED, C_NO_STOP, C_UNALIGNED
 from studies.registry import get_study
 from tests.corpus_fixture import cache_env  # noqa: F401  (session fixture)
 from tests.test_export import STUDY as QUICK
@@ -25,6 +27,7 @@ from tests.test_export import record
 from tests.test_report import STUDY, data_flags, short_corpus
 from tests.test_validate import empty_study
 from trainer.headroom import Crossing
+from trainer.judge import Outcome
 from trainer.presets import PRESETS
 from trainer.telemetry import read_run, step_series
 
@@ -42,7 +45,7 @@ def edge_at(edge: float, *, kind: str = "explosion") -> tuple[list[float], objec
             return Rung(
                 multiplier=m,
                 lr=BASIC_LR * m,
-                outcome=f"diverged:{kind}",
+                outcome=Outcome.diverged_by(kind),
                 steps_run=40,
                 divergence_kind=kind,
                 divergence_step=40,
@@ -51,7 +54,7 @@ def edge_at(edge: float, *, kind: str = "explosion") -> tuple[list[float], objec
         return Rung(
             multiplier=m,
             lr=BASIC_LR * m,
-            outcome="no-stop",
+            outcome=Outcome("no-stop"),
             steps_run=300,
             val_mel=2.0 + m / edge,
             baseline_mel=4.0,
@@ -65,10 +68,10 @@ def test_the_ladder_doubles_until_the_known_edge_and_reports_it() -> None:
     rungs = climb(run, base_lr=BASIC_LR)
     assert asked == [1, 2, 4, 8, 16, 32, 64, 128]
     m = Margin(name="basic", trial=None, base_lr=BASIC_LR, steps=300, rungs=rungs)
-    assert m.largest_stable.multiplier == 64 and m.first_diverged.multiplier == 128
+    assert m.largest_survived.multiplier == 64 and m.first_diverged.multiplier == 128
     assert m.first_diverged.divergence_kind == "explosion" and m.edge_found
-    assert m.summary().startswith("stable up to 64x (lr 0.00064); diverged at 128x (explosion, step 40)")
-    assert m.provenance() == "stable up to 64x this lr in 300-step runs"
+    assert m.summary().startswith("survived up to 64x (lr 0.00064); diverged at 128x (explosion, step 40)")
+    assert m.provenance() == "survived up to 64x this lr in 300-step runs"
 
 
 def test_the_ladder_halves_when_x1_already_diverges() -> None:
@@ -77,12 +80,12 @@ def test_the_ladder_halves_when_x1_already_diverges() -> None:
     assert asked == [1, 0.5, 0.25]
     m = Margin(name="enhanced", trial=None, base_lr=BASIC_LR, steps=300, rungs=rungs)
     assert [r.multiplier for r in m.rungs] == [0.25, 0.5, 1]  # lowest first
-    assert m.largest_stable.multiplier == 0.25 and m.first_diverged.multiplier == 0.5
-    assert "stable up to 1/4x" in m.summary()
+    assert m.largest_survived.multiplier == 0.25 and m.first_diverged.multiplier == 0.5
+    assert "survived up to 1/4x" in m.summary()
     everything, run_all = edge_at(0.0)
     m = Margin(name="x", trial=None, base_lr=BASIC_LR, steps=300, rungs=climb(run_all, base_lr=BASIC_LR))
     assert everything == [1, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625]  # down to 1/64, then it gives up
-    assert m.largest_stable is None and m.provenance().startswith("diverged at this lr")
+    assert m.largest_survived is None and m.provenance().startswith("diverged at this lr")
 
 
 def test_the_ladder_stops_at_its_cap_and_at_lr_1() -> None:
@@ -106,15 +109,18 @@ def test_lr_sensitivity_is_wortsmans_mean_gap_to_the_best_rung() -> None:
     rungs = climb(run, base_lr=BASIC_LR)  # x1: 2.25, x2: 2.5, x4 diverged (counts as the baseline 4.0)
     assert [r.val_mel for r in rungs] == [2.25, 2.5, None]
     assert lr_sensitivity(rungs) == pytest.approx(((2.25 - 2.25) + (2.5 - 2.25) + (4.0 - 2.25)) / 3)
-    worse = [Rung(multiplier=1, lr=1, outcome="stable", steps_run=9, val_mel=5.0, baseline_mel=4.0)]
+    worse = [Rung(multiplier=1, lr=1, outcome=Outcome("stable"), steps_run=9, val_mel=5.0, baseline_mel=4.0)]
     assert lr_sensitivity(worse) == 0.0  # min(L, L0) - best: a rung worse than untrained counts as untrained
-    assert lr_sensitivity([Rung(multiplier=1, lr=1, outcome="stable", steps_run=9, val_mel=2.0)]) is None
+    assert (
+        lr_sensitivity([Rung(multiplier=1, lr=1, outcome=Outcome("stable"), steps_run=9, val_mel=2.0)])
+        is None
+    )
 
 
 def test_the_record_round_trips_through_the_study(tmp_path: Path) -> None:
     _, run = edge_at(3.0)
     rungs = list(climb(run, base_lr=BASIC_LR))
-    rungs[0] = Rung(**{**rungs[0].to_attr(), "peaks": {"attn_logit_max": 130.0, "activation_max": math.nan}})
+    rungs[0] = dataclasses.replace(rungs[0], peaks={"attn_logit_max": 130.0, "activation_max": math.nan})
     m = margin.summarize("best", rungs, trial=16, base_lr=BASIC_LR, steps=390)
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
     margin.store(study, m)
@@ -122,7 +128,7 @@ def test_the_record_round_trips_through_the_study(tmp_path: Path) -> None:
         "margin:best"
     ]
     json.dumps(raw, allow_nan=False)  # plain JSON: a NaN peak is stored as null
-    assert raw["largest_stable"] == 2 and raw["first_diverged"] == 4 and raw["trial"] == 16
+    assert raw["largest_survived"] == 2 and raw["first_diverged"] == 4 and raw["trial"] == 16
     back = margin.stored(optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}"))["best"]
     assert back.rungs[0].peaks["attn_logit_max"] == 130.0 and math.isnan(
         back.rungs[0].peaks["activation_max"]
@@ -146,15 +152,15 @@ def _margin(name: str, edge: float) -> Margin:
 
 def test_the_seeds_question_is_answered_from_the_measurements() -> None:
     trials = {
-        "basic": TrialRecord(number=0, verdict="unaligned", state=optuna.trial.TrialState.COMPLETE),
-        "enhanced": TrialRecord(number=1, verdict="no-stop", state=optuna.trial.TrialState.COMPLETE),
+        "basic": TrialRecord(number=0, verdict=Outcome("unaligned"), state=optuna.trial.TrialState.COMPLETE),
+        "enhanced": TrialRecord(number=1, verdict=Outcome("no-stop"), state=optuna.trial.TrialState.COMPLETE),
     }
     margins = {"basic": _margin("basic", 1000.0), "enhanced": _margin("enhanced", 200.0)}
     roomy = {"basic": _curve("basic", 256.0), "enhanced": _curve("enhanced", 512.0)}
     lines = seed_answer.lines(seed_answer.facts(trials, margins, roomy))
-    assert lines[0].startswith("basic: no guard fired in the study (trial 0: unaligned); stable up to 512x")
+    assert lines[0].startswith("basic: no guard fired in the study (trial 0: unaligned); survived up to 512x")
     assert "diverged at 1024x (explosion at step 40)" in lines[0] and "fp16 headroom" in lines[0]
-    assert lines[1].startswith("enhanced: ") and "stable up to 128x" in lines[1]
+    assert lines[1].startswith("enhanced: ") and "survived up to 128x" in lines[1]
     assert lines[2].startswith("Enhanced, the recipe that went NaN for the seed, trains here")
     assert "the lr was not what diverged" in lines[2] and "at least 7.0 doublings" in lines[2]
     # fp16 short of headroom: the sentence says fp16 is the likelier cause
@@ -215,7 +221,7 @@ def test_margin_runs_real_rungs_and_stores_them(
     flags = ["--margin", "basic", "enhanced", "--steps", "6", "--margin-max", "2", "--workers", "2"]
     assert run_cli(search.main, [*argv, *flags]) == 0
     out = capsys.readouterr().out
-    assert "margin" in out and "basic: not in the study; stable up to 2x its lr" in out  # the seed's answer
+    assert "margin" in out and "basic: not in the study; survived up to 2x its lr" in out  # the seed's answer
     study = optuna.load_study(study_name=STUDY, storage=default_storage_url(STUDY, tmp_path))
     found = margin.stored(study)
     assert list(found) == ["basic", "enhanced"]
@@ -224,7 +230,12 @@ def test_margin_runs_real_rungs_and_stores_them(
         assert m.steps == 6 and [r.multiplier for r in m.rungs] == [1, 2] and m.base_lr == lr
         assert [r.lr for r in m.rungs] == [lr, 2 * lr]
         for r in m.rungs:
-            assert r.stable and r.steps_run == 6 and r.baseline_mel is not None and r.val_mel is not None
+            assert (
+                r.outcome.survived
+                and r.steps_run == 6
+                and r.baseline_mel is not None
+                and r.val_mel is not None
+            )
             record = read_run(tele, r.run_id)
             assert (
                 record is not None and record["config"]["lr"] == r.lr and record["config"]["max_steps"] == 6
@@ -251,4 +262,4 @@ def test_the_exported_preset_carries_the_best_trials_margin(tmp_path: Path) -> N
     assert "margin" not in json.loads(out.read_text())["provenance"]  # another trial's margin: not this one's
     margin.store(study, margin.summarize("best", climb(run, base_lr=2e-3), trial=0, base_lr=2e-3, steps=400))
     assert run_cli(search.main, export) == 0
-    assert json.loads(out.read_text())["provenance"]["margin"] == "stable up to 8x this lr in 400-step runs"
+    assert json.loads(out.read_text())["provenance"]["margin"] == "survived up to 8x this lr in 400-step runs"

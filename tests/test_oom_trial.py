@@ -15,9 +15,11 @@ import torch
 
 import search
 from common.cli import run_cli
-from studies.record import OOM, OUT_OF_MEMORY, load_records
+from studies.record import load_records
+from studies.record_keys import OUT_OF_MEMORY
 from tests.corpus_fixture import cache_env  # noqa: F401  (session fixture)
 from tests.test_report import STUDY, data_flags, short_corpus
+from trainer.judge import Outcome
 from tts_model.model import TransformerTTS
 
 MESSAGE = "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.11 GiB total capacity)"
@@ -47,7 +49,7 @@ def test_an_out_of_memory_trial_is_recorded_and_the_study_goes_on(
     err = capsys.readouterr().err
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{runs / STUDY / 'study.db'}")
     records = load_records(study)
-    (oom,) = [r for r in records if r.outcome == OOM]
+    (oom,) = [r for r in records if r.outcome == Outcome.OOM]
     assert oom.number == 0 and oom.failed_by == OUT_OF_MEMORY
     assert (oom.oom_step, oom.oom_detail) == (3, MESSAGE)
     assert sum(r.finished for r in records) == 3 and all(r.retry_of != 0 for r in records)

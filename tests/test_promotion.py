@@ -15,21 +15,23 @@ from studies.evidence.rung_agreement import rung_agreement
 from studies.execution.launch import SearchRun, run_search
 from studies.execution.storage import default_storage_url
 from studies.promotion import promote
-from studies.record import DecodeFacts, RungFacts, TrialRecord, load_records, write_record
+from studies.record import DecodeFacts, TrialRecord, load_records
 from studies.registry import ScoringSpec, SpeechRung, get_study
+from studies.rung_facts import RungFacts
+from studies.trial_writes import write_record
 from tests.corpus_fixture import cache_env, corpus_paths, subset, train_data  # noqa: F401  (fixtures)
 from tests.test_report import short_corpus
 from trainer.config import with_overrides
 from trainer.data import TrainData
 from trainer.hooks import RunHooks
-from trainer.judge import STABLE, judge
+from trainer.judge import Outcome, judge
 from trainer.loop import RunPlan, train
 from trainer.presets import preset
 
 RUNG = SpeechRung(horizon=1000, eta=3, min_peers=3)
 
 
-def screen(val: float, verdict: str = STABLE, speaks: bool = False) -> RungFacts:
+def screen(val: float, verdict: str = Outcome.STABLE, speaks: bool = False) -> RungFacts:
     return RungFacts(step=300, val_mel=val, verdict=verdict, decode_ratio=0.9, speaks=speaks)
 
 
@@ -38,23 +40,25 @@ def test_the_top_third_of_aligned_screens_go_on_once_there_are_peers() -> None:
     assert not promote(screen(1.0), peers[:2], RUNG, promoted_so_far=0)  # too few peers yet
     assert promote(screen(1.0), peers, RUNG, promoted_so_far=0)  # best of 4: floor(4/3) = 1 goes on
     assert not promote(screen(2.2), peers, RUNG, promoted_so_far=0)  # second of 4
-    assert not promote(screen(0.5, verdict="unaligned"), peers, RUNG, promoted_so_far=0)
+    assert not promote(screen(0.5, verdict=Outcome.UNALIGNED), peers, RUNG, promoted_so_far=0)
     # A decode that does not stop yet may stop at the long rung; a feasible screen still ranks above it.
     silent = [
-        screen(2.0, verdict="no-stop"),
-        screen(2.5, verdict="unaligned"),
-        screen(3.0, verdict="no-stop"),
+        screen(2.0, verdict=Outcome.NO_STOP),
+        screen(2.5, verdict=Outcome.UNALIGNED),
+        screen(3.0, verdict=Outcome.NO_STOP),
     ]
-    assert promote(screen(1.5, verdict="no-stop"), silent, RUNG, promoted_so_far=0)
-    assert not promote(screen(1.5, verdict="no-stop"), [screen(2.9), *silent[1:]], RUNG, promoted_so_far=0)
+    assert promote(screen(1.5, verdict=Outcome.NO_STOP), silent, RUNG, promoted_so_far=0)
+    assert not promote(
+        screen(1.5, verdict=Outcome.NO_STOP), [screen(2.9), *silent[1:]], RUNG, promoted_so_far=0
+    )
     # Unaligned screens rank below aligned ones whatever their val mel (measured: forward-sum weights
     # 0.05-0.07 left trials unaligned at val mel 1.46-1.57, below the aligned ones' 1.69).
     unaligned = [
-        screen(1.0, verdict="unaligned"),
-        screen(1.1, verdict="unaligned"),
-        screen(1.2, verdict="unaligned"),
+        screen(1.0, verdict=Outcome.UNALIGNED),
+        screen(1.1, verdict=Outcome.UNALIGNED),
+        screen(1.2, verdict=Outcome.UNALIGNED),
     ]
-    assert promote(screen(1.7, verdict="no-stop"), unaligned, RUNG, promoted_so_far=0)
+    assert promote(screen(1.7, verdict=Outcome.NO_STOP), unaligned, RUNG, promoted_so_far=0)
     more = [*peers, screen(2.6), screen(2.7)]
     assert promote(screen(2.2), more, RUNG, promoted_so_far=0)  # second of 6: floor(6/3) = 2 go on
     capped = dataclasses.replace(RUNG, max_promoted=1)
@@ -81,7 +85,7 @@ def test_a_run_not_promoted_ends_finished_at_its_rung(train_data: TrainData) -> 
     )
     assert seen == [6] and result.steps == 6 and not result.stopped_by_callback
     assert [e.step for e in result.evals] == [4, 6] and result.evals[-1].decode is not None
-    assert judge(result, cfg.guards).finished  # judged at its rung, not pruned
+    assert judge(result, cfg.guards).outcome.finished  # judged at its rung, not pruned
     going_on = train(
         cfg,
         data,
@@ -96,7 +100,7 @@ def test_a_promoted_record_keeps_its_screen_through_storage() -> None:
     record = TrialRecord(
         state=TrialState.COMPLETE,
         value=1.2,
-        verdict=STABLE,
+        verdict=Outcome.STABLE,
         constraints={"x": -1.0},
         screen=screen(2.0),
         promoted=True,
@@ -114,7 +118,7 @@ def test_a_promoted_record_keeps_its_screen_through_storage() -> None:
 def test_rank_agreement_between_the_rungs() -> None:
     def promoted(n: int, screen_mel: float, long_mel: float, ratio: float) -> TrialRecord:
         decode = DecodeFacts(stop_rate=1.0, length_ratio=1.0, dtw=1.0, ratio=ratio, speaks=ratio < 0.5)
-        facts = RungFacts(step=300, val_mel=screen_mel, verdict=STABLE, decode_ratio=ratio + 0.4)
+        facts = RungFacts(step=300, val_mel=screen_mel, verdict=Outcome.STABLE, decode_ratio=ratio + 0.4)
         return TrialRecord(
             number=n, state=TrialState.COMPLETE, value=long_mel, constraints={"x": -1.0},
             screen=facts, promoted=True, rung=1, decode=decode,
@@ -134,7 +138,7 @@ def test_rank_agreement_between_the_rungs() -> None:
 def test_rank_agreement_says_why_it_ranks_nothing() -> None:
     def promoted(n: int, screen_ratio: float, long_ratio: float) -> TrialRecord:
         decode = DecodeFacts(stop_rate=1.0, length_ratio=1.0, dtw=1.0, ratio=long_ratio, speaks=False)
-        facts = RungFacts(step=300, val_mel=2.0 + n, verdict=STABLE, decode_ratio=screen_ratio)
+        facts = RungFacts(step=300, val_mel=2.0 + n, verdict=Outcome.STABLE, decode_ratio=screen_ratio)
         return TrialRecord(
             number=n, state=TrialState.COMPLETE, value=1.0 + n, constraints={"x": -1.0},
             screen=facts, promoted=True, rung=1, decode=decode,

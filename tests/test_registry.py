@@ -15,7 +15,7 @@ from studies.binding import base_config, train_overrides, trial_config, trial_st
 from studies.evidence.ranks import MIN_PAIRS
 from studies.presets_seed import enqueue_presets, seeded_presets
 from studies.pruner import PrunerSettings, StabilityPruner
-from studies.record import PRESET as PRESET_ATTR
+from studies.record_keys import PRESET as PRESET_ATTR
 from studies.registry import (
     SamplerSpec,
     ScoringSpec,

@@ -31,7 +31,7 @@ from studies.paths import StudyPaths
 from studies.record import load_records
 from studies.registry import get_study
 from tests.corpus_fixture import cache_env  # noqa: F401  (session fixture)
-from trainer.judge import STABLE
+from trainer.judge import Outcome
 from tts_model.corpus import CorpusPaths, CorpusSpec, ensure_corpus
 
 STUDY = "stability-smoke"
@@ -141,10 +141,10 @@ def test_report_holds_every_part(reported: Path) -> None:
     assert 'id="best-wav"' in html and (reported / "report" / "best.wav").exists()
     # The seed's question comes first: basic's line names its study verdict, its margin and its headroom.
     assert html.index('id="seed"') < html.index('id="presets"')
-    assert "basic: " in html and "stable up to 2x its lr" in html and "fp16 headroom at the end" in html
+    assert "basic: " in html and "survived up to 2x its lr" in html and "fp16 headroom at the end" in html
     # The comparison table exactly when some trial finished stable; otherwise the sentence saying why not.
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{reported / 'study.db'}")
-    any_stable = any(r.outcome == STABLE for r in load_records(study))
+    any_stable = any(r.outcome == Outcome.STABLE for r in load_records(study))
     assert ('id="rediscovery-table"' in html) is any_stable
     assert ("Cannot say yet" in html) is not any_stable
 
@@ -248,10 +248,10 @@ def test_lr_boundary_per_clip_bucket() -> None:
     buckets = conclusions.lr_boundary(pts, get_study(STUDY).space.range_of("grad_clip"))
     assert len(buckets) == 4 and math.isclose(buckets[0].clip_low, 0.1)
     mid = next(b for b in buckets if b.clip_low <= 0.5 < b.clip_high)
-    assert mid.max_stable_lr == 1e-3 and mid.min_diverged_lr == 1e-2 and mid.trials == 4
-    assert (mid.stable, mid.diverged, mid.unjudged) == (2, 1, 1)
+    assert mid.max_survived_lr == 1e-3 and mid.min_diverged_lr == 1e-2 and mid.trials == 4
+    assert (mid.survived, mid.diverged, mid.unjudged) == (2, 1, 1)
     top = buckets[-1]
-    assert top.max_stable_lr is None and top.min_diverged_lr == 3e-3
+    assert top.max_survived_lr is None and top.min_diverged_lr == 3e-3
 
 
 def test_rediscovery_states_each_knob_either_way() -> None:

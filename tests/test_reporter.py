@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from optuna.trial import TrialState
 
-from studies.record import C_DIVERGED, C_NO_STOP, C_UNALIGNED
+from studies.record_keys import C_DIVERGED, C_NO_STOP, C_UNALIGNED
 from studies.scoring import DIVERGED_VIOLATION, record_of
 from trainer.config import GuardConfig
-from trainer.judge import NO_STOP, STABLE, UNALIGNED, UNJUDGED, judge
+from trainer.judge import Outcome, judge
 from trainer.reporter import Diverged, Pruned, Reporter, ReportError, diagonality_of
 
 GUARDS = GuardConfig(explosion_min_steps=10, spike_min_steps=10, ceiling_min_steps=10, collapse_min_steps=40)
@@ -39,7 +39,9 @@ def test_a_finished_foreign_run_without_decode_or_alignment_is_stable_and_feasib
     r = Reporter(GUARDS, note=notes.append)
     run(r, 50, grad_norm=1.0)
     verdict = judge(r.result(), GUARDS)
-    assert verdict.outcome == STABLE and verdict.outcome != NO_STOP  # the project's trainer would be no-stop
+    assert (
+        verdict.outcome == Outcome.STABLE and verdict.outcome != Outcome.NO_STOP
+    )  # the project's trainer would be no-stop
     assert verdict.guards_off == ("ceiling", "collapse", "aligned", "decode")
     assert math.isnan(verdict.unaligned) and math.isnan(verdict.no_stop)
     record = record_of(verdict, r.result().summary)
@@ -78,7 +80,7 @@ def test_without_grad_norm_there_is_no_explosion_guard_and_the_run_is_judged_ear
     with_norm = Reporter(late, note=lambda _: None, on_eval=lambda ev: ev.step >= 20)
     with pytest.raises(Pruned):
         run(with_norm, 30, grad_norm=1.0)
-    assert judge(with_norm.result(), late).outcome == UNJUDGED
+    assert judge(with_norm.result(), late).outcome == Outcome.UNJUDGED
 
 
 def test_mel_feeds_spike_and_ceiling_and_without_it_the_spike_guard_watches_the_loss() -> None:
@@ -118,7 +120,7 @@ def test_alignment_turns_on_collapse_and_the_aligned_check() -> None:
     r = Reporter(GUARDS, note=lambda _: None)
     run(r, 30, grad_norm=1.0, alignment=0.1)
     verdict = judge(r.result(), GUARDS)
-    assert verdict.outcome == UNALIGNED and verdict.unaligned == pytest.approx(0.2)
+    assert verdict.outcome == Outcome.UNALIGNED and verdict.unaligned == pytest.approx(0.2)
     assert "aligned" not in verdict.guards_off
     assert record_of(verdict, r.result().summary).constraints[C_UNALIGNED] == pytest.approx(0.2)
     assert C_NO_STOP not in record_of(verdict, r.result().summary).constraints

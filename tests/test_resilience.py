@@ -43,7 +43,7 @@ from studies.execution.runner import (
     requeue_interrupted,
 )
 from studies.execution.storage import HEARTBEAT_ENV, StorageError, open_storage, retry_bound_s
-from studies.record import PRESET as PRESET_ATTR
+from studies.record_keys import PRESET as PRESET_ATTR
 from tests.pg_harness import PgServer, postgres  # noqa: F401
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -13,26 +13,28 @@ from optuna.trial import TrialState
 
 import search
 from common.cli import run_cli
+from studies import ranking
 from studies.evidence.transfer import (
     LongOutcome,
     TransferCheck,
     TransferRun,
     lines,
     pick,
-    ranking,
     rho_all,
     rho_finished,
     rho_val_mel,
     spearman,
     summarize,
 )
-from studies.record import C_DIVERGED, C_NO_STOP, C_UNALIGNED, Divergence, TrialRecord
+from studies.record import Divergence, TrialRecord
+from studies.record_keys import C_DIVERGED, C_NO_STOP, C_UNALIGNED
+from trainer.judge import Outcome
 
 FEASIBLE = {C_DIVERGED: -1.0, C_UNALIGNED: -0.1, C_NO_STOP: -0.2}
 
 
 def rec(
-    n: int, *, value: float | None, constraints: dict, preset: str | None = None, diverged: bool = False
+    n: int, *, value: float | None, constraints: dict, preset: str | None = None, verdict: Outcome
 ) -> TrialRecord:
     return TrialRecord(
         number=n,
@@ -40,32 +42,46 @@ def rec(
         value=value,
         constraints=constraints,
         preset=preset,
-        divergence=Divergence(kind="explosion", step=40) if diverged else None,
+        verdict=verdict,
+        divergence=Divergence(kind=verdict.kind, step=40) if verdict.diverged else None,
     )
+
+
+DIVERGED = {C_DIVERGED: 10.0, C_UNALIGNED: 0.0, C_NO_STOP: 0.0}
 
 
 def study_records() -> list[TrialRecord]:
     return [
-        rec(0, value=3.3, constraints={**FEASIBLE, C_UNALIGNED: 0.05}, preset="basic"),
-        rec(1, value=2.9, constraints={**FEASIBLE, C_NO_STOP: 0.8}, preset="enhanced"),
-        rec(2, value=None, constraints={C_DIVERGED: 10.0, C_UNALIGNED: 0.0, C_NO_STOP: 0.0}, diverged=True),
-        rec(3, value=1.7, constraints=FEASIBLE),
-        rec(4, value=2.0, constraints=FEASIBLE),
-        rec(5, value=2.5, constraints={**FEASIBLE, C_NO_STOP: 0.3}),
-        rec(6, value=None, constraints={C_DIVERGED: 10.0, C_UNALIGNED: 0.0, C_NO_STOP: 0.0}, diverged=True),
-        rec(7, value=2.2, constraints={**FEASIBLE, C_NO_STOP: 1.1}),
+        rec(
+            0,
+            value=3.3,
+            constraints={**FEASIBLE, C_UNALIGNED: 0.05},
+            preset="basic",
+            verdict=Outcome.UNALIGNED,
+        ),
+        rec(
+            1, value=2.9, constraints={**FEASIBLE, C_NO_STOP: 0.8}, preset="enhanced", verdict=Outcome.NO_STOP
+        ),
+        rec(2, value=None, constraints=DIVERGED, verdict=Outcome.EXPLOSION),
+        rec(3, value=1.7, constraints=FEASIBLE, verdict=Outcome.STABLE),
+        rec(4, value=2.0, constraints=FEASIBLE, verdict=Outcome.STABLE),
+        rec(5, value=2.5, constraints={**FEASIBLE, C_NO_STOP: 0.3}, verdict=Outcome.NO_STOP),
+        rec(6, value=None, constraints=DIVERGED, verdict=Outcome.SPIKE),
+        rec(7, value=2.2, constraints={**FEASIBLE, C_NO_STOP: 1.1}, verdict=Outcome.NO_STOP),
     ]
 
 
-def test_ranking_puts_feasible_by_mel_then_violation_then_diverged() -> None:
-    order = [r.number for r in ranking(study_records())]
+def test_the_transfer_check_ranks_by_the_studys_one_ranking() -> None:
+    order = [r.number for r in ranking.ranked(study_records())]
     assert order[:2] == [3, 4]  # feasible, by val mel
-    assert order[2:5] == [0, 5, 1]  # infeasible by summed violation: 0.05, 0.3, 0.8 ...
+    assert order[2:5] == [7, 5, 1]  # aligned (no-stop), by val mel
+    assert order[5] == 0  # unaligned
     assert set(order[-2:]) == {2, 6}  # diverged last
+    assert ranking.best(study_records()).number == order[0]
 
 
 def test_pick_keeps_presets_best_and_a_diverged_one_and_spreads_the_rest() -> None:
-    ranked = ranking(study_records())
+    ranked = ranking.ranked(study_records())
     chosen = [r.number for r in pick(ranked, 5)]
     assert {0, 1, 3} <= set(chosen) and len(chosen) == 5
     assert any(n in (2, 6) for n in chosen)
@@ -79,12 +95,13 @@ def test_spearman() -> None:
     assert spearman([1, 2], [1, 2]) is None and spearman([1, 2, 3], [1, 1, 1]) is None
 
 
-def long(verdict: str, ratio: float | None, *, speaks: bool = False, step: int | None = None) -> LongOutcome:
+def long(word: str, ratio: float | None, *, speaks: bool = False, step: int | None = None) -> LongOutcome:
+    verdict = Outcome(word)
     return LongOutcome(
         verdict=verdict,
-        diverged=verdict.startswith("diverged"),
+        diverged=verdict.diverged,
         divergence_step=step,
-        val_mel=None if verdict.startswith("diverged") else 2.0,
+        val_mel=None if verdict.diverged else 2.0,
         decode_ratio=ratio,
         speaks=speaks,
         steps_run=300,
@@ -96,9 +113,9 @@ def trun(number: int, rank: int, short: str, lo: LongOutcome) -> TransferRun:
     return TransferRun(
         number=number,
         preset=None,
-        short_outcome=short,
+        short_outcome=Outcome(short),
         short_rank=rank,
-        short_diverged=short.startswith("diverged"),
+        short_diverged=Outcome(short).diverged,
         long=lo,
     )
 

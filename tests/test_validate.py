@@ -17,6 +17,7 @@ from studies.evidence.validate import ValidationRun, known_names, summarize
 from studies.execution.storage import default_storage_url
 from tests.corpus_fixture import cache_env  # noqa: F401  (session fixture)
 from tests.test_report import STUDY, data_flags, short_corpus
+from trainer.judge import Outcome
 from trainer.telemetry import read_run
 
 
@@ -82,9 +83,11 @@ def test_validate_on_a_missing_study_names_it(tmp_path: Path, capsys: pytest.Cap
 
 def test_summary_counts_divergence_and_mel() -> None:
     runs = [
-        ValidationRun(seed=0, run_id="a", verdict="stable", steps_run=100, val_mel=2.0),
-        ValidationRun(seed=1, run_id="b", verdict="diverged:nonfinite", steps_run=37, divergence_step=37),
-        ValidationRun(seed=2, run_id="c", verdict="no-stop", steps_run=100, val_mel=3.0),
+        ValidationRun(seed=0, run_id="a", verdict=Outcome("stable"), steps_run=100, val_mel=2.0),
+        ValidationRun(
+            seed=1, run_id="b", verdict=Outcome("diverged:nonfinite"), steps_run=37, divergence_step=37
+        ),
+        ValidationRun(seed=2, run_id="c", verdict=Outcome("no-stop"), steps_run=100, val_mel=3.0),
     ]
     s = summarize("basic", runs, steps=100, trial=None, params={})
     assert s.diverged == 1 and s.divergence_steps == [37] and s.stable == 1

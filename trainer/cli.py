@@ -213,7 +213,7 @@ def _report(result: TrainResult, verdict: Judgement, console: Console, out: Path
         d = verdict.divergence
         words = f"diverged: {d.kind} at step {d.step}: {d.detail}"
     else:
-        words = verdict.outcome
+        words = verdict.outcome.value
     table.add_row("verdict", words)
     console.print(table)
     console.print(f"checkpoints, telemetry.db and eval PNG/WAV in {out}")

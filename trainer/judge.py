@@ -5,13 +5,15 @@ end here, so the same history gets the same word wherever it ran. The history is
 `TrainResult` (steps run, the guard verdict that stopped it, its evals with the last decode, an
 out-of-memory stop, whether its caller stopped it early); the rules are the run's `GuardConfig`.
 
-The words (DESIGN.md, "What the verdict words mean"):
+The words are ``Outcome``'s values (DESIGN.md, "What the verdict words mean"), stored as they read:
 - ``oom``: the device ran out of memory, an outcome of the recipe's size, not of its stability;
 - ``diverged:<kind>``: a divergence guard stopped it (nonfinite, explosion, spike, ceiling, collapse);
 - ``pruned`` / ``unjudged``: stopped early by its caller (the search's pruner) after, or before, every
   guard had the steps it needs to judge it; an unjudged run never counts as stable;
 - ``stable`` / ``unaligned`` / ``no-stop``: it ran to its end; stable only if its attention aligned
   and its free-running decode stopped at a sane length.
+A second word counts something else and says so: a run *survived* when every guard judged it and none
+fired (stable, unaligned, no-stop, pruned): the lr boundary and the margin count that, not stability.
 
 A trainer this project did not write reports fewer signals (trainer/reporter.py): a guard or check
 whose signal is missing is off (``TrainResult.guards_off``), here as in the guards. A run without an
@@ -23,28 +25,114 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 
 from trainer.config import GuardConfig
 from trainer.evaluate import DecodeMetrics, EvalMetrics
 from trainer.guards import ALIGNED_CHECK, DECODE_CHECK, Verdict, judged_after
 from trainer.results import OutOfMemory, TrainResult
+from trainer.telemetry import STATUS_DIVERGED, STATUS_FINISHED, STATUS_OOM, STATUS_PRUNED
 
-STABLE, UNALIGNED, NO_STOP = "stable", "unaligned", "no-stop"
-PRUNED, UNJUDGED = "pruned", "unjudged"
-OOM = "oom"
 DIVERGED_PREFIX = "diverged:"
-FINISHED_VERDICTS = (STABLE, UNALIGNED, NO_STOP)
-
-# The telemetry's run status: how the run ended, in the words `Telemetry.finish_run` stores.
-STATUS_FINISHED, STATUS_PRUNED, STATUS_DIVERGED, STATUS_OOM = "finished", "pruned", "diverged", "oom"
 
 
-def diverged_outcome(kind: str) -> str:
-    return f"{DIVERGED_PREFIX}{kind}"
+class Outcome(StrEnum):
+    """How a run ended, in the one word a person reads everywhere (a table, a plot, the stored trial).
+
+    Every reader asks the predicates below instead of comparing words: where two tables count different
+    things they read two predicates, each defined here once (``survived`` is not ``stable``).
+    """
+
+    STABLE = "stable"  # ran to its end, attention aligned, free-running decode stops at a sane length
+    UNALIGNED = "unaligned"  # ran to its end, attention never aligned to the text
+    NO_STOP = "no-stop"  # ran to its end aligned, but its free-running decode does not stop sanely
+    PRUNED = "pruned"  # stopped by the search's pruner after every guard had the steps to judge it
+    UNJUDGED = "unjudged"  # stopped by the pruner before every guard could judge it
+    OOM = "oom"  # the device ran out of memory: the recipe's size, not its stability
+    NONFINITE = DIVERGED_PREFIX + "nonfinite"
+    EXPLOSION = DIVERGED_PREFIX + "explosion"
+    SPIKE = DIVERGED_PREFIX + "spike"
+    CEILING = DIVERGED_PREFIX + "ceiling"
+    COLLAPSE = DIVERGED_PREFIX + "collapse"
+    # a trial that has not ended (yet), or ended by a failure that is not the recipe's
+    RUNNING = "running"
+    WAITING = "waiting"
+    FAILED = "failed"
+    UNRECORDED = "unrecorded"  # ended with no verdict recorded: a trial this tool did not write
+
+    @classmethod
+    def read(cls, word: object) -> Outcome:
+        """A stored word back as its outcome; one this version does not know (or none) is unrecorded."""
+        try:
+            return cls(str(word))
+        except ValueError:
+            return cls.UNRECORDED
+
+    @classmethod
+    def diverged_by(cls, kind: str) -> Outcome:
+        """The word of a run the guard ``kind`` stopped (``explosion`` -> ``diverged:explosion``)."""
+        return cls(DIVERGED_PREFIX + kind)
+
+    @property
+    def diverged(self) -> bool:
+        """A divergence guard stopped it."""
+        return self.value.startswith(DIVERGED_PREFIX)
+
+    @property
+    def kind(self) -> str | None:
+        """The guard that stopped a diverged run (``explosion``), None otherwise."""
+        return self.value[len(DIVERGED_PREFIX) :] if self.diverged else None
+
+    @property
+    def finished(self) -> bool:
+        """It ran to its last step: stable, unaligned or no-stop."""
+        return self in (Outcome.STABLE, Outcome.UNALIGNED, Outcome.NO_STOP)
+
+    @property
+    def stopped_early(self) -> bool:
+        """The search's pruner stopped it: pruned or unjudged."""
+        return self in (Outcome.PRUNED, Outcome.UNJUDGED)
+
+    @property
+    def judged(self) -> bool:
+        """Every divergence guard had the steps it needs to judge it (or one fired)."""
+        return self.finished or self.diverged or self is Outcome.PRUNED
+
+    @property
+    def survived(self) -> bool:
+        """Judged, and no divergence guard fired: what the lr boundary and the margin count. A run can
+        survive without being stable (unaligned, no-stop, pruned); unjudged and oom runs neither
+        survived nor diverged."""
+        return self.judged and not self.diverged
+
+    @property
+    def aligned(self) -> bool:
+        """It ran to its end with its attention aligned (stable or no-stop): the runs that may go on to
+        the speech rung, and that rank above every other infeasible run."""
+        return self in (Outcome.STABLE, Outcome.NO_STOP)
+
+    @property
+    def feasible(self) -> bool:
+        """The only outcome the export, the "best" and the sampler's constraints accept."""
+        return self is Outcome.STABLE
+
+    @property
+    def ended(self) -> bool:
+        """The run is over (not running nor waiting to start)."""
+        return self not in (Outcome.RUNNING, Outcome.WAITING)
+
+    def meaning(self, metric: str = "val mel") -> str:
+        """The word in a few more words, for a plot's legend (``metric``: the study's own)."""
+        return _MEANINGS.get(self, self.value).format(metric=metric)
 
 
-def is_diverged_outcome(outcome: str) -> bool:
-    return outcome.startswith(DIVERGED_PREFIX)
+_MEANINGS = {
+    Outcome.STABLE: "stable",
+    Outcome.UNALIGNED: "finished, attention unaligned",
+    Outcome.NO_STOP: "finished, decode does not stop",
+    Outcome.PRUNED: "pruned for {metric}",
+    Outcome.UNJUDGED: "pruned before the guards could judge it",
+}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -56,7 +144,7 @@ class Judgement:
     not get as far as measuring them (diverged, out of memory) or has no such signal (guards_off).
     """
 
-    outcome: str
+    outcome: Outcome
     steps: int
     divergence: Verdict | None = None
     oom: OutOfMemory | None = None
@@ -71,18 +159,9 @@ class Judgement:
         return self.divergence is not None
 
     @property
-    def finished(self) -> bool:
-        """It ran to its last step (stable, unaligned or no-stop)."""
-        return self.outcome in FINISHED_VERDICTS
-
-    @property
     def stopped_early(self) -> bool:
         """Its caller stopped it (pruned or unjudged)."""
-        return self.outcome in (PRUNED, UNJUDGED)
-
-    @property
-    def stable(self) -> bool:
-        return self.outcome == STABLE
+        return self.outcome.stopped_early
 
     @property
     def val_mel(self) -> float | None:
@@ -123,18 +202,18 @@ def judge(result: TrainResult, guards: GuardConfig, *, warmup_steps: int = 0) ->
     """The verdict of one run, from what it recorded and the thresholds it ran under."""
     final, off = result.final_eval, result.guards_off
     if result.oom is not None:
-        return Judgement(outcome=OOM, steps=result.steps, oom=result.oom, final=final, guards_off=off)
+        return Judgement(outcome=Outcome.OOM, steps=result.steps, oom=result.oom, final=final, guards_off=off)
     if result.verdict is not None:
         v = result.verdict
         return Judgement(
-            outcome=diverged_outcome(v.kind), steps=result.steps, divergence=v, final=final, guards_off=off
+            outcome=Outcome.diverged_by(v.kind), steps=result.steps, divergence=v, final=final, guards_off=off
         )
     if result.stopped_by_callback or final is None:
         # Stopped before its end: it never showed it can speak (no final decode), so its decode counts
         # as one that never stopped; its alignment is its last eval's.
         judged = result.steps >= judged_after(guards, warmup_steps, off=off)
         return Judgement(
-            outcome=PRUNED if judged else UNJUDGED,
+            outcome=Outcome.PRUNED if judged else Outcome.UNJUDGED,
             steps=result.steps,
             judged=judged,
             final=final,
@@ -173,12 +252,12 @@ def unaligned_violation(final: EvalMetrics | None, guards: GuardConfig) -> float
     return guards.aligned_over_prior - final.over_prior
 
 
-def finished_verdict(unaligned: float, no_stop: float) -> str:
+def finished_verdict(unaligned: float, no_stop: float) -> Outcome:
     """The word for a run that ran to its end: aligned first, then a decode that stops. A NaN
     violation (the check was off: no such signal) is no violation."""
     if unaligned > 0:
-        return UNALIGNED
-    return NO_STOP if no_stop > 0 else STABLE
+        return Outcome.UNALIGNED
+    return Outcome.NO_STOP if no_stop > 0 else Outcome.STABLE
 
 
 def decode_violation(decode: DecodeMetrics | None, guards: GuardConfig) -> float:

@@ -33,6 +33,11 @@ from typing import Any
 
 import sqlite_utils
 
+# A run's status in the `runs` table, telemetry's own words (not the judge's verdict, which a run's
+# record carries): how it ended (``trainer.judge.Judgement.status``), or that it has not yet.
+STATUS_RUNNING, STATUS_FAILED = "running", "failed"
+STATUS_FINISHED, STATUS_PRUNED, STATUS_DIVERGED, STATUS_OOM = "finished", "pruned", "diverged", "oom"
+
 STEP_METRICS = (
     "loss",
     "mel",
@@ -78,7 +83,7 @@ class Telemetry:
         row = {
             "run_id": run_id,
             "started": _now(),
-            "status": "running",
+            "status": STATUS_RUNNING,
             "config_json": json.dumps(config, sort_keys=True, default=str),
             "meta_json": json.dumps(meta, sort_keys=True, default=str),
         }

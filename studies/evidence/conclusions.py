@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from space import SearchSpace
+from studies import ranking
 from studies.paths import trial_run
-from studies.record import TrialRecord, best_feasible, preset_trials
-from trainer.judge import NO_STOP, PRUNED, STABLE, UNALIGNED, UNJUDGED, is_diverged_outcome
+from studies.ranking import Rank
+from studies.record import TrialRecord, preset_trials
+from trainer.judge import Outcome
 from trainer.telemetry import eval_series, step_series
 
 
@@ -27,10 +29,25 @@ class Point:
 
     number: int
     params: Mapping[str, Any]
-    outcome: str
+    outcome: Outcome
     val_mel: float | None  # final value, or the last reported one for a pruned / diverged trial
     divergence_step: int | None = None
     marks: tuple[str, ...] = ()  # "basic", "enhanced", "best"
+    rank: Rank | None = None  # its place in the study's one ranking (studies.ranking); None: by outcome
+
+    def order(self) -> Rank:
+        """Its rank key: the record's, or (a point made by hand) its outcome's and val mel's."""
+        if self.rank is not None:
+            return self.rank
+        o = self.outcome
+        return ranking.rank(
+            feasible=o.feasible,
+            aligned=o.aligned,
+            diverged=o.diverged,
+            speaks=False,
+            rung=0,
+            value=self.val_mel,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +55,16 @@ class Curve:
     label: str
     steps: list[int]
     values: list[float]
-    outcome: str = "stable"
+    outcome: Outcome = Outcome.STABLE
     end_marker: tuple[int, float] | None = None  # (divergence step, value) for a diverged run
     highlight: str | None = None  # a MARK_COLOURS key: drawn thick and labelled
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ClipBucket:
-    """One log-spaced grad-clip range of the lr boundary: how its trials ended, and where lr broke.
+    """One log-spaced grad-clip range of the lr boundary: how many of its trials survived (every guard
+    judged them and none fired: ``Outcome.survived``, not ``stable``), diverged or were unjudged, and where
+    lr broke.
 
     In a space of the user's, ``x`` is the param the boundary is drawn along (``lr`` when there is one)
     and ``by`` the one it is bucketed by (None: no second numeric param, one bucket of every trial;
@@ -56,10 +75,10 @@ class ClipBucket:
     clip_low: float
     clip_high: float
     trials: int
-    stable: int
+    survived: int  # Outcome.survived: judged, and no guard fired
     diverged: int
     unjudged: int
-    max_stable_lr: float | None
+    max_survived_lr: float | None
     min_diverged_lr: float | None
 
 
@@ -98,19 +117,12 @@ CLIP_BUCKETS = 4
 PRESET_NAMES = ("basic", "enhanced")  # the built-in study's: the fix, and the recipe it replaced
 TOP_K = 5  # the stable optimum is read as the median of the best few feasible trials, not one lucky trial
 MARKED_PRESETS = ("basic", "enhanced")
-# No divergence guard fired over a run every guard could judge (a trial pruned earlier is `unjudged`).
-STABLE_OVER_A_JUDGED_RUN = (
-    STABLE,
-    UNALIGNED,
-    NO_STOP,
-    PRUNED,
-)  # ringed on the plots, columns of the presets table
 
 
 def points(records: Sequence[TrialRecord], presets: Sequence[str] = MARKED_PRESETS) -> list[Point]:
     """Every finished trial as a Point; the newest trial of each preset and the best feasible are marked."""
     finished = [r for r in records if r.finished]
-    best = best_feasible(finished)
+    best = ranking.best(finished)
     newest = {name: r.number for name, r in preset_trials(finished, presets).items()}
     out = []
     for r in finished:
@@ -125,6 +137,7 @@ def points(records: Sequence[TrialRecord], presets: Sequence[str] = MARKED_PRESE
                 val_mel=_finite(r.last_value),
                 divergence_step=r.divergence.step if r.divergence is not None else None,
                 marks=tuple(marks),
+                rank=ranking.trial_rank(r),
             )
         )
     return out
@@ -136,7 +149,7 @@ def marked_trials(
     """basic, enhanced (the study's presets: the newest finished trial of each tag) and best, in that
     order, where they exist."""
     ordered = preset_trials(records, presets)
-    best = best_feasible(records)
+    best = ranking.best(records)
     if best is not None:
         ordered["best"] = best
     return ordered
@@ -151,12 +164,11 @@ def lr_boundary(
     by: str | None = "grad_clip",
     log_by: bool = True,
 ) -> list[ClipBucket]:
-    """Per log-spaced grad-clip bucket: the largest lr no guard stopped and the smallest lr one did.
+    """Per log-spaced grad-clip bucket: the largest lr that survived and the smallest lr that diverged.
 
-    "Stable" here means no divergence guard fired over a run long enough for every guard to judge it
-    (finished-but-unaligned trials and trials pruned for mel after that count as stable; a trial pruned
-    earlier is unjudged and counts as neither): the boundary is about training blowing up, not about
-    training well. ``x`` / ``by``: the params in those roles (a user's space may have no grad clip:
+    It counts ``Outcome.survived`` (every guard judged the run and none fired: unaligned and pruned runs
+    survive too; an unjudged one counts as neither), not ``stable``: the boundary is about training
+    blowing up, not about training well. ``x`` / ``by``: the params in those roles (a user's space may have no grad clip:
     ``by`` None, ``clip_range`` None, one bucket of every trial); ``log_by``: log-spaced buckets (a
     linear param, a warmup from 0, gets even ones).
     """
@@ -182,18 +194,18 @@ def lr_boundary(
 
 
 def _bucket(inside: Sequence[Point], x: str, by: str | None, lo: float, hi: float) -> ClipBucket:
-    stable = [float(p.params[x]) for p in inside if p.outcome in STABLE_OVER_A_JUDGED_RUN]
-    diverged = [float(p.params[x]) for p in inside if is_diverged_outcome(p.outcome)]
+    survived = [float(p.params[x]) for p in inside if p.outcome.survived]
+    diverged = [float(p.params[x]) for p in inside if p.outcome.diverged]
     return ClipBucket(
         x=x,
         by=by,
         clip_low=lo,
         clip_high=hi,
         trials=len(inside),
-        stable=len(stable),
+        survived=len(survived),
         diverged=len(diverged),
-        unjudged=sum(p.outcome == UNJUDGED for p in inside),
-        max_stable_lr=max(stable) if stable else None,
+        unjudged=sum(p.outcome is Outcome.UNJUDGED for p in inside),
+        max_survived_lr=max(survived) if survived else None,
         min_diverged_lr=min(diverged) if diverged else None,
     )
 
@@ -240,7 +252,7 @@ def rediscovery(
     knob "agrees" when that median lies on basic's side of enhanced (or, for a switch, is basic's).
     """
     stable = sorted(
-        (p for p in pts if p.outcome == STABLE and p.val_mel is not None), key=lambda p: p.val_mel
+        (p for p in pts if p.outcome.feasible and p.val_mel is not None), key=lambda p: (p.order(), p.number)
     )
     if not stable:
         return Rediscovery()

@@ -11,11 +11,13 @@ from pathlib import Path
 import optuna
 
 from common.errors import UserError
+from studies import ranking
 from studies.binding import BASE_LEVEL, form_overrides
 from studies.evidence import margin
 from studies.evidence.rung_agreement import rung_agreement
 from studies.foreign import ForeignStudy
-from studies.record import DATA_FINGERPRINT, best_feasible, load_records
+from studies.record import load_records
+from studies.record_keys import DATA_FINGERPRINT
 from studies.registry import StudyDef
 from trainer.config import apply_overrides
 from trainer.presets import preset, preset_to_json
@@ -23,7 +25,7 @@ from tts_model.cache import atomic_write_text
 
 
 def export_best(study: optuna.Study, study_def: StudyDef, path: Path) -> Path:
-    best = best_feasible(load_records(study))
+    best = ranking.best(load_records(study))
     if best is None:
         raise UserError(
             f"study {study.study_name!r} has no feasible finished trial yet (none aligned and stopped its "
@@ -76,7 +78,7 @@ def export_foreign(
     """The best feasible trial in the user's own format: their config file with the params at their keys
     (when params have keys), else the filled command line as a script (a command-line study), else the
     params as JSON (an in-process study). Returns the file and the command line that runs it (if any)."""
-    best = best_feasible(load_records(study))
+    best = ranking.best(load_records(study))
     if best is None:
         raise UserError(
             f"study {study.study_name!r} has no feasible finished trial yet (every finished trial diverged, "

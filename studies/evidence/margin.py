@@ -4,7 +4,8 @@ A study says whether a recipe trained stably; it does not say how close it stood
 named recipe (``basic``, ``enhanced``, ``best``...) runs again at lr x 1, 2, 4, 8, ... until a divergence
 guard fires (or, if x1 already diverges, at x 1/2, 1/4, ... until one does not), every rung a short run
 with the study's guards and the trials' horizon (``studies.execution.margin_runs``). The answer per
-recipe: the largest multiplier that stayed stable, the first that diverged and how (guard, step), and
+recipe: the largest multiplier that survived (``Outcome.survived``: every guard judged the run and
+none fired; an unaligned rung survives too, the margin is about blowing up), the first that diverged and how (guard, step), and
 the LR sensitivity of Wortsman et al. 2023 ("Small-scale proxies for large-scale Transformer training
 instabilities") over the rungs tried:
 
@@ -30,13 +31,14 @@ import optuna
 from common.errors import UserError
 from studies.evidence.validate import known_names
 from trainer.headroom import TENSORS, headroom
-from trainer.judge import OOM, is_diverged_outcome
+from trainer.judge import Outcome
 
 ATTR_PREFIX = "margin:"
 BEST = "best"
 ORDER = ("basic", "enhanced", BEST)
 FACTOR = 2.0  # each rung doubles (or halves) the lr
-# 12 doublings: the quick study's trials explode from lr ~1e-2 on, ~1,000x basic's 1e-5; 4,096x leaves room.
+# 12 doublings: basic's lr 1e-5 x 4,096 reaches past lr 1e-2, where short trials of the tiny model explode
+# (docs/measurements.md), so the edge of every seed preset lies inside the ladder.
 MAX_MULTIPLIER = 4096.0
 MIN_MULTIPLIER = 1 / 64  # 6 halvings down, when x1 already diverges
 MAX_LR = 1.0  # TrainConfig's own upper bound on lr
@@ -59,7 +61,7 @@ class Rung:
 
     multiplier: float
     lr: float
-    outcome: str  # the judge's word
+    outcome: Outcome  # the judge's word
     steps_run: int
     run_id: str = ""
     divergence_kind: str | None = None
@@ -72,12 +74,7 @@ class Rung:
 
     @property
     def diverged(self) -> bool:
-        return is_diverged_outcome(self.outcome)
-
-    @property
-    def stable(self) -> bool:
-        """No guard fired and the device had the memory: what the margin steps on."""
-        return not self.diverged and self.outcome != OOM
+        return self.outcome.diverged
 
     @property
     def headroom(self) -> dict[str, float]:
@@ -88,7 +85,7 @@ class Rung:
         return {
             "multiplier": self.multiplier,
             "lr": self.lr,
-            "outcome": self.outcome,
+            "outcome": self.outcome.value,
             "steps_run": self.steps_run,
             "run_id": self.run_id,
             "divergence_kind": self.divergence_kind,
@@ -103,7 +100,7 @@ class Rung:
         return cls(
             multiplier=float(d["multiplier"]),
             lr=float(d["lr"]),
-            outcome=str(d["outcome"]),
+            outcome=Outcome.read(d["outcome"]),
             steps_run=int(d["steps_run"]),
             run_id=str(d.get("run_id", "")),
             divergence_kind=d.get("divergence_kind"),
@@ -139,10 +136,12 @@ class Margin:
         return next((r for r in self.rungs if r.diverged), None)
 
     @property
-    def largest_stable(self) -> Rung | None:
-        """The largest multiplier below the first divergence that trained without a guard firing."""
+    def largest_survived(self) -> Rung | None:
+        """The largest multiplier below the first divergence that survived (Outcome.survived)."""
         edge = self.first_diverged
-        below = [r for r in self.rungs if r.stable and (edge is None or r.multiplier < edge.multiplier)]
+        below = [
+            r for r in self.rungs if r.outcome.survived and (edge is None or r.multiplier < edge.multiplier)
+        ]
         return below[-1] if below else None
 
     @property
@@ -155,10 +154,10 @@ class Margin:
         return lr_sensitivity(self.rungs)
 
     def summary(self) -> str:
-        """One line: "stable up to 512x (lr 5.1e-3); diverged at 1024x (explosion, step 97)"."""
-        top, edge = self.largest_stable, self.first_diverged
+        """One line: "survived up to 512x (lr 5.1e-3); diverged at 1024x (explosion, step 97)"."""
+        top, edge = self.largest_survived, self.first_diverged
         parts = [
-            f"stable up to {fmt_multiplier(top.multiplier)} (lr {top.lr:.2g})"
+            f"survived up to {fmt_multiplier(top.multiplier)} (lr {top.lr:.2g})"
             if top is not None
             else f"diverged at every multiplier tried, down to {fmt_multiplier(self.rungs[0].multiplier)}"
         ]
@@ -176,22 +175,22 @@ class Margin:
 
     def provenance(self) -> str:
         """The exported preset's line about its margin."""
-        top = self.largest_stable
+        top = self.largest_survived
         if top is None:
             return f"diverged at this lr in {self.steps}-step runs (margin check {self.date})"
         beyond = "" if self.edge_found else " (no higher multiplier diverged)"
-        return f"stable up to {fmt_multiplier(top.multiplier)} this lr in {self.steps}-step runs{beyond}"
+        return f"survived up to {fmt_multiplier(top.multiplier)} this lr in {self.steps}-step runs{beyond}"
 
     def to_attr(self) -> dict[str, Any]:
         """The study's user attribute (plain JSON; the conclusions are stored too, for raw readers)."""
-        top, edge = self.largest_stable, self.first_diverged
+        top, edge = self.largest_survived, self.first_diverged
         return {
             "name": self.name,
             "trial": self.trial,
             "base_lr": self.base_lr,
             "steps": self.steps,
             "rungs": [r.to_attr() for r in self.rungs],
-            "largest_stable": None if top is None else top.multiplier,
+            "largest_survived": None if top is None else top.multiplier,
             "first_diverged": None if edge is None else edge.multiplier,
             "sensitivity": self.sensitivity,
             "date": self.date,
@@ -218,20 +217,20 @@ def climb(
     min_multiplier: float = MIN_MULTIPLIER,
 ) -> tuple[Rung, ...]:
     """The rungs of one recipe, lowest multiplier first: ``run(multiplier)`` trains (or, in a test,
-    pretends to) one rung. From x1, up by ``factor`` while each rung is stable, up to ``max_multiplier``
+    pretends to) one rung. From x1, up by ``factor`` while each rung survives, up to ``max_multiplier``
     (and never past lr MAX_LR); if x1 diverged, down by ``factor`` until a rung does not, down to
     ``min_multiplier``. An out-of-memory rung ends the ladder: it says nothing about stability."""
     if factor <= 1.0:
         raise ValueError(f"factor must be > 1, got {factor}")
     rungs = [run(1.0)]
     multiplier = 1.0
-    if rungs[0].stable:
+    if rungs[0].outcome.survived:
         while multiplier * factor <= max_multiplier * (1 + 1e-9):
             multiplier *= factor
             if base_lr * multiplier > MAX_LR * (1 + 1e-9):
                 break
             rungs.append(run(multiplier))
-            if not rungs[-1].stable:
+            if not rungs[-1].outcome.survived:
                 break
     elif rungs[0].diverged:
         while multiplier / factor >= min_multiplier * (1 - 1e-9):
@@ -248,7 +247,7 @@ def lr_sensitivity(rungs: Sequence[Rung]) -> float | None:
     base = next((r.baseline_mel for r in rungs if r.baseline_mel is not None), None)
     if base is None or not math.isfinite(base):
         return None
-    losses = [min(_final(r), base) for r in rungs if r.outcome != OOM]
+    losses = [min(_final(r), base) for r in rungs if r.outcome is not Outcome.OOM]
     if not losses:
         return None
     best = min(losses)

@@ -23,7 +23,7 @@ def margin_plot(margins: Mapping[str, Margin], path: Path) -> Path:
     top = (max(finite) * 1.08) if finite else 1.0
     for name, m in margins.items():
         colour = MARK_COLOURS.get(name, "tab:purple")
-        ok = [(r.lr, r.val_mel) for r in m.rungs if r.stable and r.val_mel is not None]
+        ok = [(r.lr, r.val_mel) for r in m.rungs if r.outcome.survived and r.val_mel is not None]
         ax.plot([x for x, _ in ok], [y for _, y in ok], "o-", color=colour, label=f"{m.label}: {_edge(m)}")
         own = next((r for r in m.rungs if r.multiplier == 1.0 and r.val_mel is not None), None)
         if own is not None:
@@ -51,10 +51,10 @@ def margin_plot(margins: Mapping[str, Margin], path: Path) -> Path:
 
 
 def _edge(m: Margin) -> str:
-    top = m.largest_stable
+    top = m.largest_survived
     if top is None:
         return "diverged at every multiplier"
-    return f"stable to {fmt_multiplier(top.multiplier)}" + ("" if m.edge_found else " (edge beyond)")
+    return f"survived to {fmt_multiplier(top.multiplier)}" + ("" if m.edge_found else " (edge beyond)")
 
 
 def headroom_plot(curves: Mapping[str, HeadroomCurve], path: Path) -> Path:

@@ -24,27 +24,28 @@ from studies.evidence.conclusions import ClipBucket, Curve, Point  # noqa: E402
 from studies.evidence.lr_probe import ProbeResult  # noqa: E402
 from studies.evidence.transfer import TransferRun  # noqa: E402
 from studies.evidence.validate import Validation  # noqa: E402
+from trainer.judge import Outcome  # noqa: E402
 
 DPI = 80
-# Outcome -> marker. Diverged trials say their reason by shape; colour is always val mel.
+# Outcome -> marker. Diverged trials say their reason by shape; colour is always the study's metric.
 MARKERS = {
-    "stable": "o",
-    "pruned": "s",
-    "unjudged": "d",
-    "unaligned": "h",
-    "no-stop": "p",
-    "diverged:nonfinite": "X",
-    "diverged:explosion": "^",
-    "diverged:spike": "v",
-    "diverged:ceiling": "D",
-    "diverged:collapse": "P",
-    "diverged:decode": "*",
+    Outcome.STABLE: "o",
+    Outcome.PRUNED: "s",
+    Outcome.UNJUDGED: "d",
+    Outcome.UNALIGNED: "h",
+    Outcome.NO_STOP: "p",
+    Outcome.NONFINITE: "X",
+    Outcome.EXPLOSION: "^",
+    Outcome.SPIKE: "v",
+    Outcome.CEILING: "D",
+    Outcome.COLLAPSE: "P",
 }
-LABELS = {
-    "unaligned": "finished, attention unaligned",
-    "no-stop": "finished, decode does not stop",
-    "pruned": "pruned for mel",
-    "unjudged": "pruned before the guards could judge it",
+# A curve's colour by outcome (an outcome not here, a diverged one, is red).
+CURVE_COLOURS = {
+    Outcome.STABLE: "tab:green",
+    Outcome.PRUNED: "tab:gray",
+    Outcome.UNALIGNED: "tab:olive",
+    Outcome.NO_STOP: "tab:olive",
 }
 MARK_COLOURS = {"basic": "tab:blue", "enhanced": "tab:red", "best": "tab:green"}
 OTHER_MARKS = ("tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:cyan")
@@ -58,7 +59,7 @@ def mark_colour(name: str) -> str:
     return OTHER_MARKS[sum(map(ord, name)) % len(OTHER_MARKS)]
 
 
-def _marker(outcome: str) -> str:
+def _marker(outcome: Outcome) -> str:
     return MARKERS.get(outcome, "o")
 
 
@@ -76,7 +77,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _scatter_outcomes(ax, points: Sequence[Point], x: str, y: str, norm: Normalize):
+def _scatter_outcomes(ax, points: Sequence[Point], x: str, y: str, norm: Normalize, metric: str):
     """Points grouped by outcome (one legend entry each); returns the mappable for a colour bar."""
     mappable = None
     for outcome in sorted({p.outcome for p in points}):
@@ -86,7 +87,7 @@ def _scatter_outcomes(ax, points: Sequence[Point], x: str, y: str, norm: Normali
         colours = [
             p.val_mel if p.val_mel is not None and math.isfinite(p.val_mel) else math.nan for p in group
         ]
-        diverged = outcome.startswith("diverged")
+        diverged = outcome.diverged
         sc = ax.scatter(
             [float(p.params[x]) for p in group],
             [float(p.params[y]) for p in group],
@@ -98,7 +99,7 @@ def _scatter_outcomes(ax, points: Sequence[Point], x: str, y: str, norm: Normali
             edgecolors="red" if diverged else "black",
             linewidths=1.2 if diverged else 0.5,
             plotnonfinite=True,
-            label=LABELS.get(outcome, outcome),
+            label=outcome.meaning(metric),
         )
         mappable = sc
     return mappable
@@ -137,15 +138,15 @@ def stability_map(
     for ax, (y, log_y) in zip(axes, shown, strict=True):
         pts = points if y else [_with_metric(p) for p in points]
         y_key = y or METRIC_KEY
-        mappable = _scatter_outcomes(ax, pts, x, y_key, norm) or mappable
+        mappable = _scatter_outcomes(ax, pts, x, y_key, norm, metric) or mappable
         _mark(ax, pts, x, y_key)
         if probe_lr is not None:
             ax.axvline(probe_lr, color="orange", linestyle="--", label=f"lr probe diverged ({probe_lr:.2g})")
         if y and y == by:
             for b in boundary:
                 lo, hi = b.clip_low, b.clip_high
-                if b.max_stable_lr is not None:
-                    ax.plot([b.max_stable_lr] * 2, [lo, hi], color="green", linewidth=3, alpha=0.6)
+                if b.max_survived_lr is not None:
+                    ax.plot([b.max_survived_lr] * 2, [lo, hi], color="green", linewidth=3, alpha=0.6)
                 if b.min_diverged_lr is not None:
                     ax.plot([b.min_diverged_lr] * 2, [lo, hi], color="red", linewidth=3, alpha=0.6)
         if log_x:
@@ -177,20 +178,21 @@ def _with_metric(p: Point) -> Point:
 
 
 def boundary_plot(buckets: Sequence[ClipBucket], path: Path, *, probe_lr: float | None = None) -> Path:
-    """Per grad-clip bucket: the largest lr that stayed stable and the smallest that diverged."""
+    """Per grad-clip bucket: the largest lr that survived and the smallest that diverged."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     labels = [f"{b.clip_low:.2g}-{b.clip_high:.2g}" if b.by else "all trials" for b in buckets]
     x, by = (buckets[0].x, buckets[0].by) if buckets else ("lr", "grad_clip")
     x_words = "peak learning rate" if x == "lr" else x.replace("_", " ")
     xs = list(range(len(buckets)))
-    stable = [b.max_stable_lr or math.nan for b in buckets]
+    survived = [b.max_survived_lr or math.nan for b in buckets]
     diverged = [b.min_diverged_lr or math.nan for b in buckets]
-    ax.plot(xs, stable, "^-", color="green", markersize=10, label=f"largest stable {x}")
-    ax.plot(xs, diverged, "v-", color="red", markersize=10, label=f"smallest diverged {x}")
+    ax.plot(xs, survived, "^-", color="green", markersize=10, label=f"largest {x} that survived")
+    ax.plot(xs, diverged, "v-", color="red", markersize=10, label=f"smallest {x} that diverged")
     if probe_lr is not None:
         ax.axhline(probe_lr, color="orange", linestyle="--", label=f"lr probe diverged ({probe_lr:.2g})")
     ax.set_xticks(xs, labels)
-    ax.set_yscale("log")
+    if any(math.isfinite(v) and v > 0 for v in survived + diverged):  # else no trial was judged: no scale
+        ax.set_yscale("log")
     ax.set_xlabel("gradient clip bucket (global norm)" if by == "grad_clip" else f"{by or 'no'} bucket")
     ax.set_ylabel(x_words)
     ax.grid(True, alpha=0.3)
@@ -202,9 +204,8 @@ def boundary_plot(buckets: Sequence[ClipBucket], path: Path, *, probe_lr: float 
 def curves_plot(curves: Sequence[Curve], path: Path, *, ylabel: str, title: str, log_y: bool = False) -> Path:
     """Lines per run; highlighted runs thick and labelled; a diverged run ends in an x at its step."""
     fig, ax = plt.subplots(figsize=(9, 4.8))
-    colours = {"stable": "tab:green", "pruned": "tab:gray", "unaligned": "tab:olive", "no-stop": "tab:olive"}
     for c in sorted(curves, key=lambda c: c.highlight is not None):
-        colour = mark_colour(c.highlight) if c.highlight else colours.get(c.outcome, "tab:red")
+        colour = mark_colour(c.highlight) if c.highlight else CURVE_COLOURS.get(c.outcome, "tab:red")
         width, alpha = (2.4, 1.0) if c.highlight else (1.0, 0.5)
         ax.plot(
             c.steps,
@@ -264,9 +265,9 @@ def slice_plot(
                 [at(p.params[knob]) for p in group],
                 [p.val_mel for p in group],
                 marker=_marker(outcome),
-                edgecolors="red" if outcome.startswith("diverged") else "black",
+                edgecolors="red" if outcome.diverged else "black",
                 s=35,
-                label=LABELS.get(outcome, outcome),
+                label=outcome.meaning(metric),
             )
         lost = [at(p.params[knob]) for p in points if knob in p.params and p.val_mel is None]
         if lost:

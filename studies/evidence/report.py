@@ -9,7 +9,6 @@ PNGs beside it under ``report/``. A section with no data says why in a sentence 
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
 import time
@@ -26,21 +25,20 @@ from studies.evidence import (
     margin,
     margin_plots,
     plots,
+    report_parts,
     seed_answer,
     tables,
     transfer,
 )
 from studies.evidence import validate as validation
-from studies.evidence.conclusions import Point
 from studies.evidence.importance import importances
-from studies.evidence.lr_probe import ProbeResult
 from studies.evidence.report_html import Page, html_table
 from studies.evidence.rung_agreement import rung_agreement
 from studies.foreign import AnyStudy
-from studies.paths import StudyPaths, probe_run, trial_run
-from studies.record import COMMAND, TrialRecord, load_records, preset_trials
-from trainer.judge import OOM, is_diverged_outcome
-from trainer.telemetry import step_series
+from studies.paths import StudyPaths
+from studies.record import load_records, preset_trials
+from studies.record_keys import COMMAND
+from trainer.judge import Outcome
 
 
 def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) -> Path:
@@ -75,18 +73,12 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
         boundary = conclusions.lr_boundary(pts, clip_range, x=x, by=by, log_by=by in space.log_params)
 
     page = Page(f"Stability report: {study.study_name}")
-    tally = Counter(p.outcome for p in pts)
-    oom = [r for r in records if r.outcome == OOM]
+    tally = Counter(p.outcome.value for p in pts)
+    oom = [r for r in records if r.outcome is Outcome.OOM]
     oom_words = (
         f" {len(oom)} ran out of device memory (not retried: trials {', '.join(str(r.number) for r in oom)})."
         if oom
         else ""
-    )
-    not_here = (
-        ""
-        if project
-        else " The lr probe, the multi-seed validation, the transfer check and the decoded sample train the "
-        "project's own model, so a report on your trainer has none of them."
     )
     how = study_def.trial_words
     if not project and study.user_attrs.get(COMMAND) and "`" not in how:  # a report without --command
@@ -95,16 +87,33 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
         html.escape(
             f"{study_def.description}. {len(pts)} finished trials "
             f"({', '.join(f'{k} {v}' for k, v in sorted(tally.items()))}); {how}.{oom_words}"
-            f"{not_here} Written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC."
+            f" Written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC."
         )
     )
 
     # --- the seed's question first: stable, how far from the edge, how much fp16 headroom --------------
-    margins = margin.stored(study)
-    headroom_curves = fp16.curves(study.study_name, marked, margins, tele)
-    page.section("seed", "The seed's question: how far from the edge are basic and enhanced?")
-    found = seed_answer.facts(preset_trials(records, seed_answer.PRESETS), margins, headroom_curves)
-    page.para("<br>".join(html.escape(line) for line in seed_answer.lines(found)))
+    margins = margin.stored(study) if project else {}
+    headroom_curves = fp16.curves(study.study_name, marked, margins, tele) if project else {}
+    if project:
+        page.section("seed", "The seed's question: how far from the edge are basic and enhanced?")
+        found = seed_answer.facts(preset_trials(records, seed_answer.PRESETS), margins, headroom_curves)
+        page.para("<br>".join(html.escape(line) for line in seed_answer.lines(found)))
+    else:
+        page.section("yours", "Your presets: did they diverge?")
+        lines = [seed_answer.study_words(name, r) for name, r in preset_trials(records, presets).items()]
+        page.para("<br>".join(html.escape(line) for line in lines) or "No preset of yours has finished yet.")
+
+    # --- the answer: the best trials, in the study's one ranking (its first row is the export) --------
+    page.section("best", "The best trials, best first")
+    top = tables.top_feasible(
+        records, space.param_names, metric=metric, speech=study_def.speech_rung is not None
+    )
+    if top.rows:
+        page.raw(html_table(top, table_id="top-table"))
+    else:
+        page.para(
+            "No trial is feasible yet: none ran to its end without a guard firing and passed its checks."
+        )
 
     # --- the presets table and the rediscovery check ---------------------------------------------------
     page.section("presets", "The presets and the best, side by side")
@@ -115,7 +124,7 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
         page.para("No preset or feasible trial has finished yet.")
     trusted = presets[0] if presets else "basic"
     page.section("rediscovery", f"Did the search rediscover {trusted}?")
-    _rediscovery(page, pts, study_def)
+    report_parts.rediscovery(page, pts, study_def)
 
     # --- the stability map and the boundary ----------------------------------------------------------
     page.section("map", "Stability map")
@@ -145,12 +154,10 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
         )
         page.section("boundary", f"The {html.escape(x)} boundary")
         page.image(plots.boundary_plot(boundary, out / "lr_boundary.png", probe_lr=probe_lr), "boundary")
-        note = (
-            BOUNDARY_NOTE if project else BOUNDARY_NOTE.replace("lr and clip alone", "these two params alone")
-        )
+        note = report_parts.boundary_note(x, by, project)
         page.raw(html_table(tables.boundary(boundary), table_id="boundary-table") + note)
     if project:
-        _probe(page, probe, tele, study_def, out)
+        report_parts.probe(page, probe, tele, study_def, out)
 
     # --- curves ----------------------------------------------------------------------------------------
     page.section("curves", "Learning curves")
@@ -208,7 +215,7 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
     if margins:
         page.raw(html_table(tables.margin(margins), table_id="margin-table"))
         page.image(margin_plots.margin_plot(margins, out / "margin.png"), "margin")
-        page.para(html.escape(MARGIN_NOTE))
+        page.para(html.escape(report_parts.MARGIN_NOTE))
     else:
         page.para(f"Not run yet: python search.py --study {study.study_name} --margin basic enhanced best")
     page.section("fp16", "fp16 headroom")
@@ -219,7 +226,7 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
             "<br>".join(html.escape(w) for w in warnings)
             or "No run's fp16 headroom reaches 0, nor trends to it, within its horizon."
         )
-        page.para(html.escape(FP16_NOTE))
+        page.para(html.escape(report_parts.FP16_NOTE))
     else:
         page.para(
             "No run of the presets or the best recorded its fp16 peaks (trials from before the trainer kept "
@@ -255,143 +262,9 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
 
     # --- what the best trial sounds like -----------------------------------------------------------
     page.section("sample", "The best trial's last eval: mel, attention, voice")
-    _sample(page, pts, marked, paths, out)
+    report_parts.sample(page, pts, marked, paths, out)
 
     page.para(f"Rendered in {time.perf_counter() - t0:.1f} s.")
     path = paths.report
     path.write_text(page.render(), encoding="utf-8")
     return path
-
-
-def _rediscovery(page: Page, pts: list[Point], study_def: AnyStudy) -> None:
-    space, values = study_def.space, study_def.preset_values()
-    if len(values) < 2:
-        page.para(
-            "Cannot say: the study judges fewer than two presets, so there is no move from one recipe to "
-            "another to compare with (give [presets.NAME] for yours and the one it replaced)."
-        )
-        return
-    (trusted, first), (replaced, second) = list(values.items())[:2]
-    names = (trusted, replaced)
-    basic, enhanced = space.preset_params(first), space.preset_params(second)
-    r = conclusions.rediscovery(pts, basic, enhanced, space, names)
-    who = "the seed" if study_def.runs_project_trainer else "you"
-    if not r.rows:
-        page.para(
-            f"Cannot say yet: no trial finished stable, so the study has no stable optimum to compare with "
-            f"{who}r move from {html.escape(replaced)} to {html.escape(trusted)}."
-            if who == "you"
-            else "Cannot say yet: no trial finished stable (aligned, with a free-running decode that stops), so the "
-            "study has no stable optimum to compare with the seed's move from enhanced to basic."
-        )
-        return
-    page.raw(html_table(tables.rediscovery(r, names), table_id="rediscovery-table"))
-    agree = [x.knob for x in r.rows if x.agrees]
-    disagree = [x.knob for x in r.rows if x.agrees is False]
-    verdict = (
-        "rediscovered" if r.agree == r.total else ("partly rediscovered" if r.agree else "did not rediscover")
-    )
-    page.para(
-        f"<b>The search {verdict} {html.escape(trusted)}</b>: its stable optimum (median of the best {r.top_k} "
-        f"of {r.n_stable} stable trials) moves {r.agree} of {r.total} knobs the way {who} did"
-        + (f" ({', '.join(agree)})" if agree else "")
-        + (f", and not {', '.join(disagree)}" if disagree else "")
-        + ". Short trials favour fast learners (high lr, short warmup)"
-        + (
-            ": the validation below judges the presets over a longer horizon and several seeds."
-            if study_def.runs_project_trainer
-            else "."
-        )
-    )
-
-
-MARGIN_NOTE = (
-    "Each rung is a short run of the recipe (the trials' horizon, the study's guards) at its lr times the "
-    "multiplier; the ladder stops at the first rung a guard stops. LR sensitivity (Wortsman et al. 2023) is "
-    "the mean over the rungs of min(val mel, untrained val mel) minus the best rung's val mel (a diverged "
-    "rung counts as untrained): 0 when every lr tried trains as well as the best one."
-)
-FP16_NOTE = (
-    "Headroom is log2(65504 / the step's largest |value|) of the cross-attention scores q.k^T and of any "
-    "Linear or Conv1d output: the tensors fp16 holds under autocast (trainer/peaks.py). 3 means the value "
-    "may grow 8x before fp16 turns it into Inf. A run is warned about when its headroom reaches 0, or when "
-    "a straight line through the second half of its curve reaches 0 before its last planned step."
-)
-BOUNDARY_NOTE = (
-    "<p>Stable means no divergence guard fired over a run long enough for every guard to judge it; a trial "
-    "pruned before that is unjudged and counts as neither. Where the smallest diverged lr lies below the largest stable "
-    "one, the edge is not set by lr and clip alone (warmup and loss weights move it).</p>"
-)
-
-
-def _probe(page: Page, probe: ProbeResult | None, tele: Path | None, study_def: AnyStudy, out: Path) -> None:
-    page.section("probe", "lr range test")
-    if probe is None:
-        page.para(f"Not run yet: python search.py --study {study_def.name} --lr-probe")
-        return
-    lrs = [lr for _, lr in step_series(tele, probe_run(study_def.name), "lr")] if tele is not None else []
-    if lrs:
-        losses = [loss for _, loss in step_series(tele, probe_run(study_def.name), "loss")]
-        page.image(plots.lr_probe_plot(lrs, losses, out / "lr_probe.png", probe=probe), "lr probe")
-    if probe.diverged:
-        page.para(
-            f"The lr rose from {probe.start_lr:g} each step (basic's clip {probe.grad_clip:g}, mel weight "
-            f"{probe.mel_weight:g}, no warmup) and diverged ({probe.verdict}) at step {probe.divergence_step}, "
-            f"lr {probe.divergence_lr:.3g}: {html.escape(str(probe.detail))}. Lowest smoothed loss at lr "
-            f"{probe.min_loss_lr:.3g}."
-        )
-    else:
-        page.para(f"The probe ran {probe.steps_run} steps up to lr {probe.end_lr:g} and no guard fired.")
-
-
-def _sample(
-    page: Page, pts: list[Point], marked: dict[str, TrialRecord], paths: StudyPaths, out: Path
-) -> None:
-    from trainer.artifacts import load_sample, write_eval_plot, write_eval_wav
-    from tts_model.audio import FeatureConfig
-
-    found: tuple[Path, str] | None = None
-    if "best" in marked:
-        n = marked["best"].number
-        candidates = [paths.sample(trial_run(paths.study, n)), *paths.validation_samples("best")]
-        found = next(((p, f"best feasible trial {n}") for p in candidates if p.exists()), None)
-    if found is None:
-        ranked = sorted(
-            (p for p in pts if not is_diverged_outcome(p.outcome) and p.val_mel is not None),
-            key=lambda p: p.val_mel,
-        )
-        for p in ranked:
-            path = paths.sample(trial_run(paths.study, p.number))
-            if path.exists():
-                why = (
-                    "no feasible trial has a saved sample" if "best" in marked else "no trial is feasible yet"
-                )
-                found = (
-                    path,
-                    f"trial {p.number} ({p.outcome}), the lowest val mel that did not diverge: {why}",
-                )
-                break
-    if found is None:  # studies run before trials kept samples: a validation run's last eval, if any
-        for name in ("best", "basic", "enhanced"):
-            files = paths.validation_samples(name)
-            if files:
-                found = (files[0], f"validation run {files[0].stem} (no trial of this study kept a sample)")
-                break
-    if found is None:
-        page.para(
-            "No saved eval sample (trials keep one from this version on); run more trials or --validate best."
-        )
-        return
-    saved = load_sample(found[0])
-    png = write_eval_plot(out / "best_sample.png", saved.sample, step=saved.step, val_mel=saved.val_mel)
-    page.para(f"From {html.escape(found[1])}, its eval at step {saved.step}.")
-    page.image(png, "mel and attention")
-    wav = write_eval_wav(out / "best.wav", saved.sample, FeatureConfig())
-    if wav is None:
-        page.para("No free-running decode in this sample, so no voice to play.")
-    else:
-        data = base64.b64encode(wav.read_bytes()).decode("ascii")
-        page.raw(
-            f'<p>Free-running decode, Griffin-Lim: <audio id="best-wav" controls src="data:audio/wav;base64,{data}">'
-            f"</audio> (also {html.escape(str(wav))})</p>"
-        )

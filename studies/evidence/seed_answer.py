@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from studies.evidence.fp16 import HeadroomCurve
 from studies.evidence.margin import Margin, fmt_multiplier
 from studies.record import TrialRecord
-from trainer.judge import is_diverged_outcome
 
 PRESETS = ("basic", "enhanced")
 FAR = 4.0  # an edge at least two doublings above the recipe's lr: far enough that lr noise is not it
@@ -31,14 +30,14 @@ class PresetFacts:
 
     @property
     def diverged_in_study(self) -> bool | None:
-        return None if self.trial is None else is_diverged_outcome(self.trial.outcome)
+        return None if self.trial is None else self.trial.outcome.diverged
 
     @property
     def multiplier(self) -> float | None:
-        """Its largest stable lr multiplier (0 when even x1 diverged); None: not measured."""
+        """Its largest lr multiplier that survived (0 when even x1 diverged); None: not measured."""
         if self.margin is None:
             return None
-        top = self.margin.largest_stable
+        top = self.margin.largest_survived
         return 0.0 if top is None else top.multiplier
 
     @property
@@ -50,23 +49,18 @@ class PresetFacts:
         return f"{self.name}: {self._study()}; {self._margin()}; {self._fp16()}."
 
     def _study(self) -> str:
-        r = self.trial
-        if r is None:
-            return "not in the study"
-        if r.divergence is not None:
-            return (
-                f"diverged in the study ({r.divergence.kind} at step {r.divergence.step}, trial {r.number})"
-            )
-        return f"no guard fired in the study (trial {r.number}: {r.outcome})"
+        return study_words(None, self.trial)
 
     def _margin(self) -> str:
         m = self.margin
         if m is None:
             return "margin not measured (--margin)"
-        top, edge = m.largest_stable, m.first_diverged
+        top, edge = m.largest_survived, m.first_diverged
         if top is None:
             return f"diverged even at {fmt_multiplier(m.rungs[0].multiplier)} its lr in {m.steps}-step runs"
-        words = f"stable up to {fmt_multiplier(top.multiplier)} its lr ({top.lr:.2g}) in {m.steps}-step runs"
+        words = (
+            f"survived up to {fmt_multiplier(top.multiplier)} its lr ({top.lr:.2g}) in {m.steps}-step runs"
+        )
         if edge is None:
             return words + ", no higher multiplier tried diverged"
         return (
@@ -84,6 +78,19 @@ class PresetFacts:
         if c.crossing is not None:
             words += f", but it {'reached' if not c.crossing.projected else 'trends to'} 0 at step {c.crossing.step}"
         return words
+
+
+def study_words(name: str | None, r: TrialRecord | None) -> str:
+    """How a preset's trial ended in the study, in a few words (``name``: said first, when given)."""
+    head = f"{name}: " if name is not None else ""
+    if r is None:
+        return head + "not in the study"
+    if r.divergence is not None:
+        return (
+            head
+            + f"diverged in the study ({r.divergence.kind} at step {r.divergence.step}, trial {r.number})"
+        )
+    return head + f"no guard fired in the study (trial {r.number}: {r.outcome})"
 
 
 def facts(

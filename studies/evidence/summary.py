@@ -9,11 +9,12 @@ import optuna
 from rich.console import Console
 
 from studies.evidence import tables
+from studies.evidence.conclusions import marked_trials
 from studies.evidence.importance import importances
 from studies.evidence.rung_agreement import rung_agreement
 from studies.foreign import AnyStudy
-from studies.record import best_feasible, load_records, preset_trials
-from trainer.judge import OOM
+from studies.record import load_records
+from trainer.judge import Outcome
 
 
 def print_summary(study: optuna.Study, study_def: AnyStudy, console: Console) -> None:
@@ -23,25 +24,22 @@ def print_summary(study: optuna.Study, study_def: AnyStudy, console: Console) ->
     metric, project = study_def.metric_label, study_def.runs_project_trainer
     console.print(f"\n[bold]study {study.study_name}[/]: {len(finished)} finished trials")
 
-    top = tables.top_feasible(finished, names, metric=metric)
+    top = tables.top_feasible(finished, names, metric=metric, speech=study_def.speech_rung is not None)
     none_yet = (
         "no feasible trial yet: no finished trial aligned and stopped its decode"
         if project
         else "no feasible trial yet: every finished trial diverged, was pruned, or (with an alignment) did not align"
     )
     console.print(tables.to_rich(top) if top.rows else none_yet)
-    columns = preset_trials(finished, study_def.presets)
-    best = best_feasible(finished)
-    if best is not None:
-        columns["best"] = best
+    columns = marked_trials(finished, study_def.presets)
     console.print(tables.to_rich(tables.side_by_side(columns, names, metric=metric, project=project)))
 
     if study_def.speech_rung is not None:
         console.print(rung_agreement(records).line(), soft_wrap=True)
 
     reasons = Counter(r.outcome for r in finished)
-    console.print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
-    for r in (r for r in records if r.outcome == OOM):
+    console.print("outcomes: " + ", ".join(f"{k.value} {v}" for k, v in sorted(reasons.items())))
+    for r in (r for r in records if r.outcome is Outcome.OOM):
         console.print(
             f"out of memory (not retried): trial {r.number} at step {r.oom_step}: {r.oom_detail}",
             soft_wrap=True,

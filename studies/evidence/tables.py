@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from rich.table import Table
 
-from studies.display import fmt, fmt_value
+from studies import ranking
+from studies.display import fmt, fmt_value, shown_step, speech_words
 from studies.evidence.conclusions import ClipBucket, Rediscovery
 from studies.evidence.margin import Margin, fmt_multiplier
 from studies.evidence.transfer import TransferCheck
@@ -41,18 +42,28 @@ def _dash(x: object) -> str:
 
 
 def top_feasible(
-    records: Sequence[TrialRecord], param_names: Sequence[str], k: int = 5, *, metric: str = "val mel"
+    records: Sequence[TrialRecord],
+    param_names: Sequence[str],
+    k: int = 5,
+    *,
+    metric: str = "val mel",
+    speech: bool = False,
 ) -> Rows:
-    ranked = sorted((r for r in records if r.finished and r.feasible), key=lambda r: r.value)[:k]
+    """The best feasible trials in the study's one ranking (``studies.ranking``): its first row is the
+    trial the export takes. ``speech``: the study judges speech, so the rung and the decode show too."""
+    top = [r for r in ranking.ranked(records) if r.feasible and r.value is not None][:k]
+    extra = ("rung", "speech") if speech else ()
     rows = tuple(
-        (str(r.number), f"{r.value:.4f}", *(fmt(r.params.get(p)) for p in param_names)) for r in ranked
+        (
+            str(r.number),
+            f"{r.value:.4f}",
+            *((str(r.rung or 0), speech_words(r)) if speech else ()),
+            *(fmt(r.params.get(p)) for p in param_names),
+        )
+        for r in top
     )
-    title = (
-        "top feasible trials (lowest validation mel)"
-        if metric == "val mel"
-        else f"top feasible trials (lowest {metric})"
-    )
-    return Rows(title, ("#", metric, *param_names), rows)
+    order = "speaks, then deeper rung, then lowest " + metric if speech else "lowest " + metric
+    return Rows(f"top feasible trials, best first ({order})", ("#", metric, *extra, *param_names), rows)
 
 
 def side_by_side(
@@ -68,8 +79,8 @@ def side_by_side(
     guards were off instead."""
     lines: list[tuple[str, Callable[[TrialRecord], str]]] = [("trial", lambda r: str(r.number))]
     lines += [(p, lambda r, p=p: fmt(r.params.get(p))) for p in param_names]
-    lines += [("verdict", lambda r: r.outcome)]
-    lines += [("speech (decode ratio)", lambda r: r.speech)] if project else []
+    lines += [("verdict", lambda r: r.outcome.value)]
+    lines += [("speech (decode ratio)", speech_words)] if project else []
     lines += [
         ("divergence step", lambda r: _dash(r.divergence.step if r.divergence else None)),
         (metric, lambda r: fmt_value(r.last_value)),
@@ -136,8 +147,8 @@ def transfer(check: TransferCheck) -> Rows:
             str(r.number),
             r.preset or "",
             str(r.short_rank),
-            r.short_outcome,
-            r.long.verdict,
+            r.short_outcome.value,
+            r.long.verdict.value,
             _dash(r.long.divergence_step),
             _dash(r.long.decode_ratio),
             "yes" if r.long.speaks else "no",
@@ -158,14 +169,15 @@ def transfer(check: TransferCheck) -> Rows:
 
 
 def boundary(buckets: Sequence[ClipBucket]) -> Rows:
-    """The lr boundary per grad-clip bucket (a user's space: its x param per bucket of its ``by``)."""
+    """The lr boundary per grad-clip bucket (a user's space: its x param per bucket of its ``by``); it
+    counts runs that survived (``Outcome.survived``), and says so in its head."""
     x, by = (buckets[0].x, buckets[0].by) if buckets else ("lr", "grad_clip")
     rows = tuple(
         (
             f"{b.clip_low:.3g} - {b.clip_high:.3g}" if b.by else "all trials",
             str(b.trials),
-            f"{b.stable} / {b.diverged} / {b.unjudged}",
-            "-" if b.max_stable_lr is None else f"{b.max_stable_lr:.3g}",
+            f"{b.survived} / {b.diverged} / {b.unjudged}",
+            "-" if b.max_survived_lr is None else f"{b.max_survived_lr:.3g}",
             "-" if b.min_diverged_lr is None else f"{b.min_diverged_lr:.3g}",
         )
         for b in buckets
@@ -173,16 +185,18 @@ def boundary(buckets: Sequence[ClipBucket]) -> Rows:
     head = (
         (by or "").replace("_", " ") or "bucket",
         "trials",
-        "stable / diverged / unjudged",
-        f"largest stable {x}",
-        f"smallest diverged {x}",
+        "survived / diverged / unjudged",
+        f"largest {x} that survived",
+        f"smallest {x} that diverged",
     )
-    return Rows(f"{x} boundary", head, rows)
+    return Rows(f"{x} boundary (survived: every guard judged the run, none fired)", head, rows)
 
 
-def rediscovery(r: Rediscovery, names: tuple[str, str] = ("basic", "enhanced")) -> Rows:
-    """Per knob: the seed's move (a user's study: theirs, second preset -> first) and where the study's
-    stable optimum sits."""
+def rediscovery(
+    r: Rediscovery, names: tuple[str, str] = ("basic", "enhanced"), *, project: bool = True
+) -> Rows:
+    """Per knob: the seed's move (a user's study, ``project`` False: theirs, second preset -> first) and
+    where the study's best sits."""
     rows = tuple(
         (
             x.knob,
@@ -196,9 +210,8 @@ def rediscovery(r: Rediscovery, names: tuple[str, str] = ("basic", "enhanced")) 
         )
         for x in r.rows
     )
-    moved = "seed moved it" if names == ("basic", "enhanced") else "you moved it"
-    head = ("knob", names[1], names[0], moved, "best stable", f"median of top {r.top_k}")
-    way = "seed's way?" if names == ("basic", "enhanced") else "your way?"
+    moved, way = ("seed moved it", "seed's way?") if project else ("you moved it", "your way?")
+    head = ("knob", names[1], names[0], moved, "best", f"median of top {r.top_k}")
     return Rows("rediscovery", (*head, "where the optimum sits", way), rows)
 
 
@@ -207,13 +220,13 @@ def promoted(records: Sequence[TrialRecord]) -> Rows:
     rows = tuple(
         (
             str(r.number),
-            r.screen.verdict,
+            r.screen.verdict.value,
             fmt_value(r.screen.val_mel),
             _dash(r.screen.decode_ratio),
-            r.outcome,
+            r.outcome.value,
             fmt_value(r.last_value),
-            r.speech,
-            r.shown_step,
+            speech_words(r),
+            shown_step(r),
         )
         for r in records
         if r.promoted and r.screen is not None
@@ -232,12 +245,12 @@ def promoted(records: Sequence[TrialRecord]) -> Rows:
 
 
 def margin(margins: Mapping[str, Margin]) -> Rows:
-    """One row per recipe: its lr, the rungs it climbed, where it stayed stable and where it broke."""
+    """One row per recipe: its lr, the rungs it climbed, the largest that survived and where it broke."""
     rows = []
     for m in margins.values():
-        top, edge = m.largest_stable, m.first_diverged
+        top, edge = m.largest_survived, m.first_diverged
         rungs = " ".join(
-            f"{fmt_multiplier(r.multiplier)}{'' if r.stable else ('!' if r.diverged else '?')}"
+            f"{fmt_multiplier(r.multiplier)}{'' if r.outcome.survived else ('!' if r.diverged else '?')}"
             for r in m.rungs
         )
         own = next((r for r in m.rungs if r.multiplier == 1.0), None)
@@ -260,10 +273,11 @@ def margin(margins: Mapping[str, Margin]) -> Rows:
         "recipe",
         "lr",
         "steps a run",
-        "multipliers tried (! diverged)",
-        "largest stable",
+        "multipliers tried (! diverged, ? neither)",
+        "largest that survived",
         "first diverged",
         "LR sensitivity",
         "fp16 headroom at x1 (log2)",
     )
-    return Rows("margin: the recipe at lr x 1, 2, 4 ... until a guard fires", head, tuple(rows))
+    title = "margin: the recipe at lr x 1, 2, 4 ... until a guard fires (survived: every guard judged, none fired)"
+    return Rows(title, head, tuple(rows))

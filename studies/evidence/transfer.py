@@ -22,10 +22,11 @@ import numpy as np
 import optuna
 
 from common.errors import UserError
+from studies import ranking
 from studies.evidence.ranks import MIN_PAIRS, spearman
-from studies.record import TrialRecord, best_feasible, preset_trials
+from studies.record import TrialRecord, preset_trials
 from studies.registry import StudyDef
-from trainer.judge import STABLE, Judgement
+from trainer.judge import Judgement, Outcome
 
 ATTR = "transfer"
 MIN_TRIALS = MIN_PAIRS
@@ -48,26 +49,13 @@ def check(study_def: StudyDef, k: int, steps: int | None) -> None:
         )
 
 
-def ranking(records: Sequence[TrialRecord]) -> list[TrialRecord]:
-    """The study's own order, best first: feasible by val mel, then the rest by their summed violation
-    (as TPE ranks infeasible trials), diverged ones last."""
-
-    def key(r: TrialRecord) -> tuple[int, float, float]:
-        violation = sum(max(v, 0.0) for v in r.constraints.values())
-        value = r.last_value if r.last_value is not None and math.isfinite(r.last_value) else math.inf
-        group = 0 if r.feasible else (2 if r.diverged else 1)
-        return (group, violation if group else value, value)
-
-    return sorted((r for r in records if r.finished), key=key)
-
-
 def pick(
     ranked: Sequence[TrialRecord], k: int, presets: Sequence[str] = ("basic", "enhanced")
 ) -> list[TrialRecord]:
     """K trials spread over the ranking: the presets and the best, up to a third diverged, then evenly
     spaced ranks of the rest (top, middle, bottom)."""
     chosen: dict[int, TrialRecord] = {}
-    for r in [*preset_trials(ranked, presets).values(), best_feasible(ranked)]:
+    for r in [*preset_trials(ranked, presets).values(), ranking.best(ranked)]:
         if r is not None and len(chosen) < k:
             chosen.setdefault(r.number, r)
     diverged = [r for r in ranked if r.diverged and r.number not in chosen]
@@ -87,7 +75,7 @@ def pick(
 class LongOutcome:
     """What a long run came to: the judge's word and the figures the check compares."""
 
-    verdict: str
+    verdict: Outcome
     diverged: bool
     divergence_step: int | None
     val_mel: float | None  # teacher forced, at its last eval (None: it diverged)
@@ -118,7 +106,7 @@ class TransferRun:
 
     number: int
     preset: str | None
-    short_outcome: str
+    short_outcome: Outcome
     short_rank: int
     short_diverged: bool
     long: LongOutcome
@@ -138,10 +126,10 @@ class TransferRun:
         return {
             "number": self.number,
             "preset": self.preset,
-            "short_outcome": self.short_outcome,
+            "short_outcome": self.short_outcome.value,
             "short_rank": self.short_rank,
             "short_diverged": self.short_diverged,
-            "long_verdict": lo.verdict,
+            "long_verdict": lo.verdict.value,
             "long_diverged": lo.diverged,
             "long_divergence_step": lo.divergence_step,
             "val_mel": lo.val_mel,
@@ -154,7 +142,7 @@ class TransferRun:
     @classmethod
     def from_attr(cls, d: Mapping[str, Any]) -> TransferRun:
         long = LongOutcome(
-            verdict=str(d.get("long_verdict", "")),
+            verdict=Outcome.read(d.get("long_verdict")),
             diverged=bool(d.get("long_diverged", False)),
             divergence_step=d.get("long_divergence_step"),
             val_mel=d.get("val_mel"),
@@ -166,7 +154,7 @@ class TransferRun:
         return cls(
             number=int(d.get("number", -1)),
             preset=d.get("preset"),
-            short_outcome=str(d.get("short_outcome", "")),
+            short_outcome=Outcome.read(d.get("short_outcome")),
             short_rank=int(d["short_rank"]),
             short_diverged=bool(d.get("short_diverged", False)),
             long=long,
@@ -236,11 +224,11 @@ class TransferCheck:
 
     @property
     def stable_short(self) -> int:
-        return sum(r.short_outcome == STABLE for r in self.runs)
+        return sum(r.short_outcome.feasible for r in self.runs)
 
     @property
     def stable_short_speak_long(self) -> int:
-        return sum(r.long.speaks for r in self.runs if r.short_outcome == STABLE)
+        return sum(r.long.speaks for r in self.runs if r.short_outcome.feasible)
 
     def to_attr(self) -> dict[str, Any]:
         return {

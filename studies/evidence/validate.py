@@ -20,10 +20,11 @@ from typing import Any
 import optuna
 
 from common.errors import UserError
-from studies.record import best_feasible, load_records
+from studies import ranking
+from studies.record import load_records
 from studies.registry import StudyDef
 from trainer.config import config_to_dict
-from trainer.judge import STABLE, Judgement, is_diverged_outcome
+from trainer.judge import Judgement, Outcome
 from trainer.presets import PRESETS, preset
 
 ATTR_PREFIX = "validation:"
@@ -54,7 +55,7 @@ def default_steps(study_def: StudyDef) -> int:
 def resolve(study: optuna.Study, study_def: StudyDef, name: str) -> tuple[dict[str, Any], int | None]:
     """The Optuna params of a preset (warmup scaled to the study) or of the best feasible trial."""
     if name == BEST:
-        best = best_feasible(load_records(study))
+        best = ranking.best(load_records(study))
         if best is None:
             raise UserError(
                 f"--validate best: study {study.study_name!r} has no feasible trial yet (none finished aligned "
@@ -70,7 +71,7 @@ class ValidationRun:
 
     seed: int
     run_id: str
-    verdict: str
+    verdict: Outcome
     steps_run: int
     val_mel: float | None = None  # the last eval's, of a run that did not diverge
     diagonality: float | None = None
@@ -80,7 +81,7 @@ class ValidationRun:
 
     @property
     def diverged(self) -> bool:
-        return is_diverged_outcome(self.verdict)
+        return self.verdict.diverged
 
     @classmethod
     def of(cls, seed: int, run_id: str, verdict: Judgement) -> ValidationRun:
@@ -113,7 +114,7 @@ class ValidationRun:
             "val_mel": self.val_mel,
             "diagonality": self.diagonality,
             "divergence_step": self.divergence_step,
-            "verdict": self.verdict,
+            "verdict": self.verdict.value,
         }
         if self.detail is not None:
             row["detail"] = self.detail
@@ -126,7 +127,7 @@ class ValidationRun:
         return cls(
             seed=int(row["seed"]),
             run_id=str(row.get("run_id", "")),
-            verdict=str(row["verdict"]),
+            verdict=Outcome.read(row["verdict"]),
             steps_run=int(row.get("steps_run", 0)),
             val_mel=row.get("val_mel"),
             diagonality=row.get("diagonality"),
@@ -169,7 +170,7 @@ class Validation:
 
     @property
     def stable(self) -> int:
-        return sum(r.verdict == STABLE for r in self.runs)
+        return sum(r.verdict.feasible for r in self.runs)
 
     @property
     def _mels(self) -> list[float]:

@@ -21,7 +21,8 @@ from studies.execution.objective import Objective
 from studies.execution.trainer_process import TrainerProcess, new_token
 from studies.foreign import ForeignStudy
 from studies.paths import StudyPaths
-from studies.record import COMMAND, TRAINER_TOKEN, TrialRecord
+from studies.record import TrialRecord
+from studies.record_keys import COMMAND, TRAINER_TOKEN
 from trainer.reporter import ReportError, StopRun
 
 

@@ -17,12 +17,13 @@ import torch
 from common.console import make_console
 from common.device import resolve_device
 from common.errors import UserError
+from studies import ranking
 from studies.evidence import fp16, margin, seed_answer, tables
 from studies.evidence.conclusions import marked_trials
 from studies.evidence.export import export_best, export_foreign
 from studies.evidence.margin import MAX_MULTIPLIER
 from studies.evidence.report import write_report
-from studies.evidence.transfer import MIN_TRIALS, ranking
+from studies.evidence.transfer import MIN_TRIALS
 from studies.evidence.transfer import lines as transfer_lines
 from studies.evidence.validate import resolve
 from studies.execution.cores import counts
@@ -32,7 +33,8 @@ from studies.execution.margin_runs import run_margin
 from studies.execution.runs import RunSetup, SetupSpec, load_data
 from studies.foreign import AnyStudy, ForeignStudy
 from studies.paths import StudyPaths
-from studies.record import COMMAND, load_records, preset_trials
+from studies.record import load_records, preset_trials
+from studies.record_keys import COMMAND
 from studies.registry import StudyDef
 from trainer.cli import main as train_main
 
@@ -75,7 +77,7 @@ def run_evidence(run: EvidenceRun) -> int:
     if run.lr_probe or run.validate or run.margin or run.transfer_check:
         for name in (*run.validate, *run.margin):
             resolve(study, run.study, name)  # "best" needs a feasible trial: fail before loading data
-        if run.transfer_check and len(ranking(load_records(study))) < MIN_TRIALS:
+        if run.transfer_check and len(ranking.ranked(load_records(study))) < MIN_TRIALS:
             raise UserError(
                 f"--transfer-check: study {run.study.name!r} has fewer than {MIN_TRIALS} finished trials; "
                 "run more trials first"

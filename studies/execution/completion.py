@@ -16,10 +16,10 @@ import optuna
 from optuna.trial import TrialState
 
 from studies.execution.runner import DUPLICATE, SURPLUS, retried_numbers
-from studies.record import FAILED_BY as FAILED_BY_ATTR
 from studies.record import FINISHED
-from studies.record import HOST as HOST_ATTR
-from studies.record import PID as PID_ATTR
+from studies.record_keys import FAILED_BY as FAILED_BY_ATTR
+from studies.record_keys import HOST as HOST_ATTR
+from studies.record_keys import PID as PID_ATTR
 
 EXIT_INCOMPLETE = 3  # the study does not hold N finished trials yet; distinct from 2 (bad input) and 130
 

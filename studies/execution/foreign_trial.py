@@ -21,12 +21,15 @@ from optuna.trial import TrialState
 from common.errors import UserError
 from studies.foreign import ForeignStudy
 from studies.paths import StudyPaths, trial_run
-from studies.record import TRAINER_FAILED, TrialRecord, record_eval, write_record
+from studies.record import TrialRecord
+from studies.record_keys import TRAINER_FAILED
 from studies.scoring import record_of
+from studies.trial_writes import record_eval, write_record
 from trainer.evaluate import EvalMetrics
 from trainer.hooks import RunWriter, open_writer
 from trainer.judge import judge
 from trainer.reporter import ReportedStep, Reporter
+from trainer.telemetry import STATUS_FAILED
 
 MAX_FAILURES_IN_A_ROW = 3
 NO_METRIC = "ended without reporting its validation metric"
@@ -139,7 +142,7 @@ class ForeignTrial:
                 guards_off=result.guards_off,
                 **facts,
             )
-            self.writer.finish_run(self.run_id, "failed", {"detail": failure})
+            self.writer.finish_run(self.run_id, STATUS_FAILED, {"detail": failure})
         else:
             verdict = judge(result, self.study.guards, warmup_steps=self.warmup)
             record = record_of(verdict, result.summary)

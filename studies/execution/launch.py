@@ -38,7 +38,7 @@ from studies.execution.workers import sampler_seed, stop_workers, worker_threads
 from studies.foreign import AnyStudy, ForeignStudy
 from studies.paths import StudyPaths
 from studies.presets_seed import enqueue_presets
-from studies.record import COMMAND, DATA_FINGERPRINT
+from studies.record_keys import COMMAND, DATA_FINGERPRINT
 from studies.registry import make_pruner, make_sampler
 
 # The rate is measured over the first steps, then said once: after 10 steps, or after the second step

@@ -23,8 +23,9 @@ from rich.progress import (
 from rich.table import Table
 
 from space import SearchSpace
-from studies.display import duration, fmt
-from studies.record import FINISHED, best_feasible, load_records
+from studies import ranking
+from studies.display import duration, fmt, shown_step, speech_words
+from studies.record import FINISHED, load_records
 
 
 class LiveView:
@@ -84,18 +85,18 @@ class LiveView:
                 str(r.number),
                 r.preset or "",
                 *(fmt(r.params.get(p, "")) for p, _ in self.shown),
-                self.step_info.get(r.number) or r.shown_step,
+                self.step_info.get(r.number) or shown_step(r),
                 "" if value is None else f"{value:.4f}",
-                r.outcome,
-                *((r.speech,) if self.speech else ()),
+                r.outcome.value,
+                *((speech_words(r),) if self.speech else ()),
             )
         tally = Counter(r.outcome for r in records if r.state != TrialState.WAITING)
-        counts = "  ".join(f"{k}: {v}" for k, v in sorted(tally.items()))
-        best = best_feasible(records)
-        best_line = "best feasible: none yet"
+        counts = "  ".join(f"{k.value}: {v}" for k, v in sorted(tally.items()))
+        best = ranking.best(records)
+        best_line = "best: none feasible yet"
         if best is not None:
             params = ", ".join(f"{p} {fmt(best.params[p])}" for p, _ in self.shown if p in best.params)
-            best_line = f"best feasible: trial {best.number}  {self.metric} {best.value:.4f}  ({params})"
+            best_line = f"best: trial {best.number}  {self.metric} {best.value:.4f}  ({params})"
         return Group(self.progress, table, counts, best_line, self._eta_line(len(done)))
 
     def on_step(self, number: int, step: int, max_steps: int | None = None) -> None:

@@ -17,6 +17,7 @@ import optuna
 from rich.console import Console
 
 from common.errors import UserError
+from studies import ranking
 from studies.binding import recipe_config, trial_config
 from studies.evidence import lr_probe, transfer, validate
 from studies.execution.pool import run_jobs
@@ -147,7 +148,7 @@ def run_transfer(
     """Run the check (``workers`` long runs at a time), record it in the study, and return it."""
     study_def = setup.study
     steps = steps or transfer.default_steps(study_def)
-    ranked = transfer.ranking(load_records(study))
+    ranked = ranking.ranked(load_records(study))
     if len(ranked) < transfer.MIN_TRIALS:
         raise UserError(
             f"--transfer-check: study {study.study_name!r} has {len(ranked)} finished trials; "

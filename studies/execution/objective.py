@@ -23,16 +23,10 @@ from studies.execution.cores import CoreShare, Takeover
 from studies.execution.runs import RunSetup, run_config
 from studies.paths import trial_run
 from studies.promotion import promote
-from studies.record import (
-    RungFacts,
-    TrialRecord,
-    load_records,
-    record_eval,
-    record_screen,
-    record_start,
-    write_record,
-)
+from studies.record import TrialRecord, load_records
+from studies.rung_facts import RungFacts
 from studies.scoring import record_of
+from studies.trial_writes import record_eval, record_screen, record_start, write_record
 from trainer.evaluate import EvalMetrics
 from trainer.judge import finished_at
 from trainer.loop import RunPlan

@@ -42,16 +42,17 @@ from studies.execution.cores import counts
 from studies.execution.objective import Objective
 from studies.execution.resilience import DatabaseUnavailable, ResilientRDBStorage, heartbeat
 from studies.execution.trainer_process import reap
+from studies.record import FINISHED
 
 # The attribute keys live in studies.record (defined once); the runner knows them by these names.
-from studies.record import ATTEMPT as ATTEMPT_ATTR
-from studies.record import FAILED_BY as FAILED_BY_ATTR
-from studies.record import FINISHED, OUT_OF_MEMORY, TRAINER_FAILED
-from studies.record import HOST as HOST_ATTR
-from studies.record import PID as PID_ATTR
-from studies.record import PRESET as PRESET_ATTR
-from studies.record import RETRY_OF as RETRY_ATTR
-from studies.record import TRAINER_TOKEN as TOKEN_ATTR
+from studies.record_keys import ATTEMPT as ATTEMPT_ATTR
+from studies.record_keys import FAILED_BY as FAILED_BY_ATTR
+from studies.record_keys import HOST as HOST_ATTR
+from studies.record_keys import OUT_OF_MEMORY, TRAINER_FAILED
+from studies.record_keys import PID as PID_ATTR
+from studies.record_keys import PRESET as PRESET_ATTR
+from studies.record_keys import RETRY_OF as RETRY_ATTR
+from studies.record_keys import TRAINER_TOKEN as TOKEN_ATTR
 
 # Why a trial ended FAIL (its FAILED_BY attribute): interrupt / worker died / no heartbeat / surplus /
 # duplicate / the exception's name.

@@ -16,5 +16,5 @@ Like everything in ``trainer/``, an adapter never imports Optuna or the studies.
 Coqui TTS cannot be one: coqui-tts-trainer's top-level package is also called ``trainer``, and one
 process imports one of the two. Coqui's Trainer runs as a command line instead
 (``examples/coqui/coqui_runner.py``, ``python -I``: its hooks print the same numbers as JSON lines, which
-the search reads and guards as they arrive); README "Coqui TTS".
+the search reads and guards as they arrive); docs/coqui.md.
 """
