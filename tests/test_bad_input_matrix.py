@@ -100,6 +100,8 @@ CASES = [
     # flags
     Case("flag-unknown-study", S, lambda env: ["--study", "stabilty", "--runs-dir", env.runs], "stabilty"),
     Case("flag-trials-zero", S, _search("--trials", "0"), "--trials"),
+    Case("flag-seed-negative", S, _search("--seed", "-1"), "--seed"),
+    Case("flag-seed-too-big", S, _search("--seed", str(2**32)), "--seed"),
     Case("flag-trials-negative", S, _search("--trials", "-3"), "--trials"),
     Case("flag-trials-not-a-number", S, _search("--trials", "many"), "many"),
     Case("flag-workers-zero", S, _search("--workers", "0"), "--workers"),
