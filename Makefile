@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 COQUI_STAMP := $(VENV)/.installed-coqui
-# The Coqui quick study (README "Coqui TTS"): its corpus, and the command each trial runs. The trainer is
+# The Coqui quick study (docs/coqui.md): its corpus, and the command each trial runs. The trainer is
 # this venv's Python by path (`-I`: Coqui's `trainer` package, not the project's; see the runner).
 COQUI_CORPUS := runs/coqui-corpus
 COQUI_SPACE := examples/coqui/space.toml
@@ -53,7 +53,7 @@ bench: setup
 gpu-check: setup
 	$(PY) bench/gpu_check.py
 
-# The Coqui TTS quick study (README "Coqui TTS"): 12 trials of Coqui's own Trainer on a shrunk Tacotron 2,
+# The Coqui TTS quick study (docs/coqui.md): 12 trials of Coqui's own Trainer on a shrunk Tacotron 2,
 # guarded by this project, then runs/coqui-quick/report.html and the best trial as Coqui's config.json.
 coqui-quick: setup-coqui
 	$(PY) -m tts_model.corpus --out $(COQUI_CORPUS) --utterances 200
