@@ -20,10 +20,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The `coqui` extra (Coqui TTS and its Trainer) for the Coqui study and its test. librosa's numba
-# functions compile on first use (~65 s) and cache on disk: compile them here, not in the first trial.
+# The `coqui` extra (Coqui TTS and its Trainer) for the Coqui study and its test; `lightning` and `hf` for
+# the adapters' tests. librosa's numba functions compile on first use (~65 s) and cache on disk: compile
+# them here, not in the first trial.
 $(COQUI_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[dev,coqui]'
+	$(PY) -m pip install -q -e '.[dev,coqui,lightning,hf]'
 	$(PY) -c "import numpy as np, librosa; librosa.stft(np.zeros(4096, dtype=np.float32), n_fft=1024, hop_length=256); librosa.feature.melspectrogram(S=np.ones((513, 10)), sr=22050, n_mels=80)"
 	touch $(COQUI_STAMP)
 
@@ -36,7 +37,8 @@ run: setup
 	@# Exits 2 with the reason when no trial speaks at the speech rung (or none was feasible at all).
 	-$(PY) search.py --study stability-quick --export-preset runs/stability-quick/best_preset.json
 
-# The suite with the `coqui` extra installed, so tests/test_coqui.py runs its Coqui study.
+# The suite with the `coqui`, `lightning` and `hf` extras installed, so tests/test_coqui.py runs its Coqui
+# study and the adapters' tests run their trainers.
 test: setup-coqui
 	$(PY) -m pytest -q
 
