@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shlex
 import shutil
 import string
@@ -131,6 +132,34 @@ class CommandSpec:
     def line(self, values: Mapping[str, Any]) -> str:
         """The filled command as a line a person can paste into a shell."""
         return shlex.join(self.fill(values))
+
+
+def runnable_argv(template: str, values: Mapping[str, Any], cwd: Path) -> list[str]:
+    """The filled command as it runs from any folder: the program (``python``, looked up on PATH as the
+    trial's was, or a path) and every literal argument naming a file there (your ``train.py``), or a
+    folder when written with a slash, made absolute against ``cwd``, the folder the search ran in.
+    Values from fields pass as they are (the export makes the ``{run_dir}`` and ``{config}`` it fills absolute)."""
+    argv = []
+    for i, token in enumerate(shlex.split(template)):
+        filled = token.format_map(values)
+        literal = all(name is None for _, name, _, _ in string.Formatter().parse(token))
+        if literal and not filled.startswith("-"):
+            filled = _absolute(filled, cwd, program=i == 0)
+        argv.append(filled)
+    return argv
+
+
+def _absolute(arg: str, cwd: Path, *, program: bool) -> str:
+    path = Path(arg)
+    if path.is_absolute():
+        return arg
+    if program and "/" not in arg:
+        found = shutil.which(arg)  # not resolved: a venv's python is a link that must stay one
+        return os.path.abspath(found) if found else arg
+    there = cwd / path
+    if there.is_file() or ("/" in arg and there.is_dir()):
+        return os.path.abspath(there)
+    return arg
 
 
 def fields_of(template: str) -> list[str]:

@@ -33,6 +33,7 @@ from typing import Any
 from common.errors import UserError
 from space.user import UserSpace, parse_space
 from studies.command import CommandSpec, ConfigTarget, command_spec, config_target
+from studies.guard_waits import sized_waits
 from studies.metrics_lines import metrics_format
 from studies.pruner import PrunerSettings
 from studies.registry import SamplerSpec, StudyDef, study_names
@@ -160,7 +161,7 @@ def load_foreign_study(path: Path, *, name: str, command: str | None) -> Foreign
         n_trials=trials,
         metric=study.get("metric") or "validation metric",
         steps=steps,
-        guards=_guards(_table(doc, "guards", where), where),
+        guards=_guards(_table(doc, "guards", where), where, steps=steps),
         pruner=_replace(DEFAULT_PRUNER, _table(doc, "pruner", where), f"{where} [pruner]"),
         sampler=_replace(DEFAULT_SAMPLER, _table(doc, "sampler", where), f"{where} [sampler]"),
         command=spec,
@@ -183,10 +184,14 @@ def _table(doc: Mapping[str, Any], name: str, where: str) -> dict[str, Any]:
     return dict(table)
 
 
-def _guards(table: dict[str, Any], where: str) -> GuardConfig:
-    """``[guards]`` over the trainer's defaults, checked field by field as a preset file's are."""
+def _guards(table: dict[str, Any], where: str, *, steps: int | None) -> GuardConfig:
+    """``[guards]`` over the trainer's defaults, checked field by field as a preset file's are; the step
+    guards' waits it does not set follow the trial's length, ``steps`` (``studies/guard_waits.py``)."""
+    sized = {} if steps is None else sized_waits(steps)
     try:
-        return apply_overrides(TrainConfig(), {"guards": table}, where=f"{where} [guards]").guards
+        return apply_overrides(
+            TrainConfig(), {"guards": {**sized, **table}}, where=f"{where} [guards]"
+        ).guards
     except ConfigError as e:
         raise UserError(str(e)) from None
 

@@ -7,6 +7,9 @@ stability search end PRUNED. Here:
 
 - divergence prunes now: a non-finite latest value, or a trial recorded diverged (its record, or its
   violated ``diverged`` constraint);
+- a trial at its last eval is never pruned on its value (``at_last_eval``): a prune saves the steps to
+  come, and it has none. It is judged and keeps its value, however close to the bar: pruned there, a
+  trial that ran its course lost its value over a difference of 1e-5;
 - at a step >= ``min_step`` and past the trial's own warmup (the param ``warmup_param``; a trial
   still ramping its lr up is not judged against trials at peak lr) the latest value is compared with the finite values that other
   finished (COMPLETE or PRUNED) trials reported at that *same* step; the trial survives only if
@@ -32,6 +35,7 @@ import numpy as np
 import optuna
 from optuna.pruners import BasePruner
 from optuna.study import StudyDirection
+from optuna.trial import TrialState
 
 from studies.record import FINISHED, TrialRecord
 
@@ -78,6 +82,17 @@ class PrunerSettings:
             raise ValueError(f"PrunerSettings.n_min_peers must be >= 1, got {self.n_min_peers}")
 
 
+def at_last_eval(study: optuna.Study, max_steps: int | None, step: int) -> bool:
+    """Has the trial reached its last eval? Its recorded ``max_steps`` says; a trial without one (a user's
+    trainer whose length the search is not told) is there when it reached the step where the trials that
+    ran to their end (COMPLETE) had their last eval."""
+    if max_steps is not None:
+        return step >= max_steps
+    ends = [t.last_step for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    ends = [e for e in ends if e is not None]
+    return bool(ends) and step >= max(ends)
+
+
 class StabilityPruner(BasePruner):
     """Prune on divergence at once, and on validation mel at rung steps against finished peers.
 
@@ -96,15 +111,18 @@ class StabilityPruner(BasePruner):
         step = trial.last_step
         if step is not None and not math.isfinite(trial.intermediate_values[step]):
             return True
-        if is_diverged(trial):
+        record = TrialRecord.from_trial(trial)
+        if record.diverged:
             return True
         if step is None or step < self.settings.min_step or self.settings.keep_fraction >= 1.0:
             return False
+        if at_last_eval(study, record.max_steps, step):
+            return False  # it ran its course: the judge words it and its value counts, however close
         warmup = trial.params.get(self._warmup_param, 0) if self._warmup_param else 0
         if self.settings.respect_warmup and step < warmup:
             return False
         if self.settings.protect_stop_margin is not None:
-            margin = TrialRecord.from_trial(trial).stop_end_margin
+            margin = record.stop_end_margin
             if margin is not None and math.isfinite(margin) and margin >= self.settings.protect_stop_margin:
                 return False
 

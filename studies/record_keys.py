@@ -59,6 +59,7 @@ TRAINER_TOKEN = "trainer_token"  # in the trainer's environment: how its process
 
 # -- study (not trial) user attribute keys --------------------------------------------------------
 DATA_FINGERPRINT = "data_fingerprint"  # the data set the study's trials ran on
+COMMAND_CWD = "command_cwd"  # where a command-line study's search ran: the export resolves its paths there
 
 # -- constraint keys (> 0 infeasible); TPE ranks every infeasible trial below every feasible one ----
 # Each is named after what it rules out (the unaligned one after the outcome word it measures).

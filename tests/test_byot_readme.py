@@ -88,5 +88,6 @@ def test_the_command_line_form_runs_as_written(
     assert enhanced.outcome == "diverged:explosion" and enhanced.divergence.step == 30
     assert (runs / "toy-cli" / "report.html").exists()
     script = (runs / "toy-cli" / "best.sh").read_text()
-    assert script.startswith("#!/bin/sh\n") and "exec python tests/byot_trainer.py --lr " in script
+    assert script.startswith("#!/bin/sh\n") and f" {ROOT / 'tests' / 'byot_trainer.py'} --lr " in script
+    assert script.rstrip().endswith('"$@"')  # runs from any folder; arguments after it reach the trainer
     print(f"\ncommand-line example: {script.splitlines()[-1]}")

@@ -168,7 +168,8 @@ def test_running_trials_are_not_peers() -> None:
     running = study.ask()
     running.report(1.0, 40)
     assert not judged(study, {40: 9.0})
-    add_peer(study, {40: 1.0}, state=TrialState.COMPLETE)
+    # A peer that ran on past step 40 (where COMPLETE trials ended is a trial's last eval: never pruned).
+    add_peer(study, {40: 1.0, 80: 1.0}, state=TrialState.COMPLETE)
     assert judged(study, {40: 9.0})
 
 

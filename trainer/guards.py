@@ -178,7 +178,7 @@ def check_explosion(
     if median <= 0.0 or grad_norm <= cfg.explosion_factor * median:
         return None
     detail = (
-        f"gradient norm {grad_norm:.4g} is {grad_norm / median:.1f}x the median {median:.4g} of the "
+        f"gradient norm {grad_norm:.4g} is {grad_norm / median:.4g}x the median {median:.4g} of the "
         f"previous {len(previous_norms)} steps (limit {cfg.explosion_factor:g}x)"
     )
     return Verdict(kind="explosion", step=step, detail=detail)
@@ -197,7 +197,7 @@ def check_spike(
     if z <= cfg.spike_z:
         return None
     detail = (
-        f"unweighted mel loss {mel:.4g} is {z:.1f} sigma and {mel / mean:.1f}x above its running mean "
+        f"unweighted mel loss {mel:.4g} is {z:.4g} sigma and {mel / mean:.4g}x above its running mean "
         f"{mean:.4g} (limits {cfg.spike_z:g} sigma and {cfg.spike_ratio:g}x)"
     )
     return Verdict(kind="spike", step=step, detail=detail)

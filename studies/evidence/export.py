@@ -4,7 +4,6 @@ of the user's trainer, the chosen params in the user's own format (their config,
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shlex
 from pathlib import Path
 
@@ -13,11 +12,13 @@ import optuna
 from common.errors import UserError
 from studies import ranking
 from studies.binding import BASE_LEVEL, form_overrides
+from studies.command import runnable_argv
 from studies.evidence import margin
+from studies.evidence.export_forms import DATA_SUFFIXES, SCRIPT_SUFFIX, write_data, write_script
 from studies.evidence.rung_agreement import rung_agreement
 from studies.foreign import ForeignStudy
 from studies.record import load_records
-from studies.record_keys import DATA_FINGERPRINT
+from studies.record_keys import COMMAND_CWD, DATA_FINGERPRINT
 from studies.registry import StudyDef
 from trainer.config import apply_overrides
 from trainer.presets import preset, preset_to_json
@@ -75,9 +76,22 @@ def export_best(study: optuna.Study, study_def: StudyDef, path: Path) -> Path:
 def export_foreign(
     study: optuna.Study, study_def: ForeignStudy, path: Path, *, template: str | None, run_dir: Path
 ) -> tuple[Path, str | None]:
-    """The best feasible trial in the user's own format: their config file with the params at their keys
-    (when params have keys), else the filled command line as a script (a command-line study), else the
-    params as JSON (an in-process study). Returns the file and the command line that runs it (if any)."""
+    """The best feasible trial in the form ``path``'s extension names: ``.json``, ``.toml`` or ``.yaml``
+    the params by name (with config keys: the user's config, the values at their keys); ``.sh`` a script
+    that runs the user's command with them from any folder. Returns the file and, in one line, how to
+    run it. An unknown extension, or a script of an in-process study (it has no command), is one line
+    and nothing written."""
+    suffix = path.suffix.lower()
+    if suffix not in (*DATA_SUFFIXES, SCRIPT_SUFFIX):
+        raise UserError(
+            f"--export-preset {path}: {f'unknown extension {suffix!r}' if suffix else 'no extension'}; give "
+            ".json, .toml or .yaml (the params by name) or .sh (a script that runs your trainer)"
+        )
+    if suffix == SCRIPT_SUFFIX and template is None:
+        raise UserError(
+            f"--export-preset {path}: an in-process study has no command line to script; give a .json or "
+            ".toml file (the params by name, as your function gets them)"
+        )
     best = ranking.best(load_records(study))
     if best is None:
         raise UserError(
@@ -90,21 +104,35 @@ def export_foreign(
         raise UserError(f"--export-preset {path}: folder {path.parent} does not exist")
     params = study_def.space.export_overrides(dict(best.params))
     keyed = {p.key: params[p.name] for p in study_def.space.params if p.key is not None}
-    config = study_def.config
-    if keyed and config is not None and path.suffix.lower() != config.suffix:
-        raise UserError(
-            f"--export-preset {path}: your config is {config.suffix}; give a {config.suffix} file"
-        )
-    command = None
-    if template is not None:
-        values = {**params, "trial": best.number, "seed": 0, "run_dir": str(run_dir), "config": str(path)}
-        command = shlex.join(token.format_map(values) for token in shlex.split(template))
-    if keyed and config is not None:
-        config.write(path, keyed)
-    elif command is not None:
-        head = f"# study {study.study_name}, trial {best.number}: {study_def.metric} {best.value:.6g}"
-        atomic_write_text(path, f"#!/bin/sh\n{head}\nexec {command}\n")
-        path.chmod(0o755)
-    else:
-        atomic_write_text(path, json.dumps(params, indent=2) + "\n")
-    return path, command
+    # In process, your function gets every value by its name; config keys are for a command's config.
+    config = study_def.config if keyed and template is not None else None
+    data = config.filled(keyed) if config is not None else params
+    if suffix != SCRIPT_SUFFIX:
+        write_data(path, data)
+        if template is None:
+            return path, f"your train(params, reporter), with params read from {path.resolve()}"
+        if config is not None and not _same_format(suffix, config.suffix):
+            return path, f"(your config as {suffix}; your command reads {config.suffix}: export that, or .sh)"
+        values = _values(params, best.number, run_dir, config_file=path)
+        return path, shlex.join(token.format_map(values) for token in shlex.split(template))
+    # The script: the search's folder resolves the command's paths (an older study: this folder).
+    config_file = path.with_suffix(config.suffix) if config is not None else None
+    if config_file is not None:
+        write_data(config_file, data)
+    cwd = Path(study.user_attrs.get(COMMAND_CWD) or Path.cwd())
+    argv = runnable_argv(template, _values(params, best.number, run_dir, config_file=config_file), cwd)
+    write_script(
+        path, argv, f"study {study.study_name}, trial {best.number}: {study_def.metric} {best.value:.6g}"
+    )
+    also = f" (its config: {config_file.resolve()})" if config_file is not None else ""
+    return path, f"sh {path.resolve()}{also}; arguments after it go to your trainer, e.g. --steps 20000"
+
+
+def _same_format(a: str, b: str) -> bool:
+    return a == b or {a, b} <= {".yaml", ".yml"}
+
+
+def _values(params: dict, trial: int, run_dir: Path, *, config_file: Path | None) -> dict:
+    """The template's fields for the exported run (``{seed}`` 0: a fresh run, not a trial's copy)."""
+    config = str(config_file.resolve()) if config_file is not None else ""
+    return {**params, "trial": trial, "seed": 0, "run_dir": str(run_dir.resolve()), "config": config}

@@ -36,9 +36,10 @@ from studies.execution.storage import open_storage, sqlite_path
 from studies.execution.supervisor import Supervisor
 from studies.execution.workers import sampler_seed, stop_workers, worker_threads
 from studies.foreign import AnyStudy, ForeignStudy
+from studies.guard_waits import waits_line
 from studies.paths import StudyPaths
 from studies.presets_seed import enqueue_presets
-from studies.record_keys import COMMAND, DATA_FINGERPRINT
+from studies.record_keys import COMMAND, COMMAND_CWD, DATA_FINGERPRINT
 from studies.registry import make_pruner, make_sampler
 
 # The rate is measured over the first steps, then said once: after 10 steps, or after the second step
@@ -158,6 +159,7 @@ def run_search(run: SearchRun, worker_argv: list[str]) -> int:
         study.set_user_attr(DATA_FINGERPRINT, source.fingerprint)
     if isinstance(run.study, ForeignStudy) and run.study.command is not None:
         study.set_user_attr(COMMAND, run.study.command.template)  # the export fills it again
+        study.set_user_attr(COMMAND_CWD, str(run.study.command.cwd))  # and resolves its paths here
     enqueued = enqueue_presets(study, run.study.preset_values(), run.study.space)
     requeued = requeue_interrupted(study)
     c = counts(study)
@@ -166,6 +168,8 @@ def run_search(run: SearchRun, worker_argv: list[str]) -> int:
         + (f"; seeded presets {', '.join(enqueued)}" if enqueued else "")
         + (f"; re-queued interrupted trials {requeued}" if requeued else "")
     )
+    if isinstance(run.study, ForeignStudy):  # the user's own trainer: what each guard waits for, once
+        say(waits_line(run.study.guards, steps=run.study.steps, warmup=run.study.space.warmup_param))
     view = LiveView(
         study,
         run.study.space,
