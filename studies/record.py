@@ -252,9 +252,9 @@ class TrialRecord:
         a = t.user_attrs
         verdict = _verdict(a)
         divergence = None
-        if a.get(DIVERGED) and verdict is not None and verdict.kind is not None:
+        if a.get(DIVERGED):  # the guard's kind is in the verdict (an attribute written by hand may lack it)
             divergence = Divergence(
-                kind=verdict.kind,
+                kind=verdict.kind if verdict is not None and verdict.kind is not None else "?",
                 step=_int(a.get(DIVERGENCE_STEP)),
                 detail=_str(a.get(DIVERGENCE_DETAIL)),
             )
