@@ -21,6 +21,7 @@ from common.errors import UserError
 from space import SearchSpace
 from space.stability import SpaceSpec
 from studies.pruner import PrunerSettings, StabilityPruner
+from studies.startup_sampler import SobolStartupTPESampler
 from trainer.config import AlignmentLoss, GuardConfig, config_to_dict
 from trainer.guards import MIN_STEPS_FIELDS
 from trainer.presets import preset
@@ -313,8 +314,15 @@ def make_pruner(study: StudyDef) -> StabilityPruner:
     return StabilityPruner(study.pruner, warmup_param=study.space.warmup_param)
 
 
-def make_sampler(study: StudyDef, seed: int | None) -> optuna.samplers.TPESampler:
-    """TPE seeded by ``--seed``.
+def make_sampler(
+    study: StudyDef, seed: int | None, *, study_seed: int | None = None
+) -> optuna.samplers.TPESampler:
+    """TPE seeded by this process's ``seed``, its start-up trials points of one Sobol sequence.
+
+    study_seed: ``--seed``, the same in every process of the search (None: ``seed``, as in a lone search,
+    where the two are one). It seeds the Sobol start-up, so the workers draw successive points of one
+    sequence and spread them between them (``studies.startup_sampler``); ``seed``, a stream of each
+    process's own, seeds TPE. The start-up count is TPE's ``n_startup_trials``, counted as TPE counts it.
 
     No ``constraints_func``: it is deprecated in Optuna 5.0. The objective calls
     ``trial.set_constraint("diverged", 1.0 or -1.0)`` instead, and TPE reads ``trial.constraints``
@@ -326,7 +334,9 @@ def make_sampler(study: StudyDef, seed: int | None) -> optuna.samplers.TPESample
         # `gamma` is deprecated since Optuna 4.9 (removal planned for 6.0; pyproject pins optuna < 6),
         # but its default leaves a 20-trial study's TPE with one or two "good" trials.
         warnings.filterwarnings("ignore", message=".*`gamma`.*", category=FutureWarning)
-        return optuna.samplers.TPESampler(
+        return SobolStartupTPESampler(
+            space=study.space.distributions(),
+            sobol_seed=seed if study_seed is None else study_seed,
             seed=seed,
             n_startup_trials=s.n_startup_trials,
             multivariate=s.multivariate,

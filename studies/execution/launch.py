@@ -238,7 +238,7 @@ def _open_or_create(run: SearchRun) -> optuna.Study:
     return optuna.create_study(
         study_name=run.study.name,
         storage=storage,
-        sampler=make_sampler(run.study, seed),
+        sampler=make_sampler(run.study, seed, study_seed=run.seed),  # one Sobol start-up for all workers
         pruner=make_pruner(run.study),
         direction="minimize",
         load_if_exists=True,

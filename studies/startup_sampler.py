@@ -1,0 +1,105 @@
+"""TPE whose start-up trials are points of one scrambled Sobol sequence, not independent random draws.
+
+A quick study has a handful of start-up trials, and a handful of independent uniform draws clump, e.g.
+all of them where the alignment weight is too low to align (docs/measurements.md, "Start-up
+coverage"). The first 2^m points of a scrambled Sobol sequence put one point in each 2^-m-th of every
+knob's range, so the start-up trials cover the space before TPE models it.
+
+The search's processes share one sequence: Optuna's ``QMCSampler`` keeps its position in the study's
+system attrs under a key made of the sequence type, its seed and the space, so every process that builds
+it with the same seed (``--seed``) draws the next unused point, not its own copy of the first ones.
+TPE keeps each process's own seed. The position is read and then written (Optuna's storage has no
+compare-and-set), so two processes asking in the same few milliseconds can draw the same point; both
+project studies enqueue their presets first, so their workers ask for a sampled trial only as a trial
+ends, not all at once.
+
+Start-up lasts exactly as long as TPE's own: while fewer than ``n_startup_trials`` trials are COMPLETE
+or PRUNED (the presets among them, FAIL trials not), so TPE takes over where it would have stopped
+drawing at random.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what TPE's n_startup_trials counts
+
+
+class SobolStartupTPESampler(optuna.samplers.TPESampler):
+    """``TPESampler`` (``tpe_options``, its ``seed`` this process's) with a Sobol start-up.
+
+    space: the study's distributions, every param it suggests, in the space's order (Sobol's first axes
+    are the most even together, so the first params get them). sobol_seed: the same in every process of
+    a search, so they share one sequence.
+    """
+
+    def __init__(
+        self,
+        *,
+        space: Mapping[str, BaseDistribution],
+        sobol_seed: int | None,
+        n_startup_trials: int,
+        **tpe_options: Any,
+    ) -> None:
+        super().__init__(n_startup_trials=n_startup_trials, **tpe_options)
+        self._startup_trials = n_startup_trials
+        # A param with one value takes no axis: Optuna fills it in without asking the sampler.
+        self._startup_space = {name: d for name, d in space.items() if not d.single()}
+        with warnings.catch_warnings():
+            # QMCSampler is marked experimental since Optuna 3.0; its sampling is unchanged through 5.x.
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            self._sobol = optuna.samplers.QMCSampler(
+                qmc_type="sobol",
+                scramble=True,
+                seed=sobol_seed,
+                warn_asynchronous_seeding=False,
+                warn_independent_sampling=False,
+            )
+        self._sobol_trial_ids: set[int] = set()  # trials told "start-up" by infer_relative_search_space
+
+    def in_startup(self, study: optuna.Study) -> bool:
+        """TPE's own test: fewer finished (COMPLETE or PRUNED) trials than ``n_startup_trials``."""
+        return len(study.get_trials(deepcopy=False, states=FINISHED)) < self._startup_trials
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        # The phase is decided once per trial here, not again in sample_relative: a trial ending
+        # between the two calls must not hand TPE a space it did not infer.
+        if self.in_startup(study):
+            self._sobol_trial_ids.add(trial._trial_id)
+            return dict(self._startup_space)
+        return super().infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if trial._trial_id in self._sobol_trial_ids:
+            self._sobol_trial_ids.discard(trial._trial_id)
+            return self._sobol.sample_relative(study, trial, search_space)
+        return super().sample_relative(study, trial, search_space)
+
+
+def to_unit_cube(params: Mapping[str, Any], space: Mapping[str, BaseDistribution]) -> np.ndarray:
+    """A trial's params as a point of [0, 1]^d, one axis per param of ``space`` in its order: log params
+    in log space, a categorical at the middle of its choice's share. How evenly start-up points spread is
+    measured on this cube (``bench/bench_startup_coverage.py``, the tests)."""
+    point = []
+    for name, dist in space.items():
+        value = params[name]
+        if isinstance(dist, CategoricalDistribution):
+            point.append((dist.choices.index(value) + 0.5) / len(dist.choices))
+            continue
+        low, high, x = float(dist.low), float(dist.high), float(value)
+        if dist.log:  # a FloatDistribution or an IntDistribution
+            low, high, x = math.log(low), math.log(high), math.log(x)
+        point.append((x - low) / (high - low) if high > low else 0.5)
+    return np.array(point)
