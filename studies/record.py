@@ -63,7 +63,7 @@ from studies.record_keys import (
     VERDICT,
 )
 from studies.rung_facts import RungFacts
-from trainer.judge import DIVERGED_PREFIX, Outcome
+from trainer.outcome import DIVERGED_PREFIX, Outcome
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 

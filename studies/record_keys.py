@@ -7,7 +7,7 @@ stored the same keys, so they load unchanged.
 
 from __future__ import annotations
 
-from trainer.judge import Outcome
+from trainer.outcome import Outcome
 
 # -- user attribute keys ---------------------------------------------------------------------------
 PRESET = "preset"  # the preset a seeded trial judges (kept by its retries)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from studies.record_keys import SCREEN_RATIO, SCREEN_SPEAKS, SCREEN_STEP, SCREEN_VALUE, SCREEN_VERDICT
-from trainer.judge import Outcome
+from trainer.outcome import Outcome
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -15,6 +15,7 @@ from studies.evidence.rung_agreement import rung_agreement
 from studies.execution.launch import SearchRun, run_search
 from studies.execution.storage import default_storage_url
 from studies.promotion import promote
+from studies.ranking import screen_rank
 from studies.record import DecodeFacts, TrialRecord, load_records
 from studies.registry import ScoringSpec, SpeechRung, get_study
 from studies.rung_facts import RungFacts
@@ -186,3 +187,18 @@ def test_a_small_study_promotes_its_best_screens_in_the_same_trial(
     for r in screened:
         if not r.promoted:
             assert r.rung == 0 and r.steps_run == r.screen.step
+
+
+def test_the_one_ranking_orders_screens_as_the_promotion_rule_always_did() -> None:
+    # The rule before the study had one ranking: feasible, then aligned, then speaking, then val mel.
+    def before(s: RungFacts) -> tuple[bool, bool, bool, float]:
+        aligned = s.verdict in (Outcome.STABLE, Outcome.NO_STOP)
+        return (s.verdict != Outcome.STABLE, not aligned, not s.speaks, s.val_mel)
+
+    screens = [
+        RungFacts(step=300, val_mel=mel, verdict=verdict, speaks=speaks)
+        for verdict in (Outcome.STABLE, Outcome.NO_STOP, Outcome.UNALIGNED)
+        for speaks in (True, False)
+        for mel in (1.0, 2.0, 3.0)
+    ]
+    assert sorted(screens, key=before) == sorted(screens, key=screen_rank)

@@ -19,7 +19,7 @@ from studies import ranking
 from studies.paths import trial_run
 from studies.ranking import Rank
 from studies.record import TrialRecord, preset_trials
-from trainer.judge import Outcome
+from trainer.outcome import Outcome
 from trainer.telemetry import eval_series, step_series
 
 

@@ -31,7 +31,7 @@ import optuna
 from common.errors import UserError
 from studies.evidence.validate import known_names
 from trainer.headroom import TENSORS, headroom
-from trainer.judge import Outcome
+from trainer.outcome import Outcome
 
 ATTR_PREFIX = "margin:"
 BEST = "best"

@@ -24,7 +24,7 @@ from studies.evidence.conclusions import ClipBucket, Curve, Point  # noqa: E402
 from studies.evidence.lr_probe import ProbeResult  # noqa: E402
 from studies.evidence.transfer import TransferRun  # noqa: E402
 from studies.evidence.validate import Validation  # noqa: E402
-from trainer.judge import Outcome  # noqa: E402
+from trainer.outcome import Outcome  # noqa: E402
 
 DPI = 80
 # Outcome -> marker. Diverged trials say their reason by shape; colour is always the study's metric.

@@ -26,7 +26,8 @@ from studies import ranking
 from studies.evidence.ranks import MIN_PAIRS, spearman
 from studies.record import TrialRecord, preset_trials
 from studies.registry import StudyDef
-from trainer.judge import Judgement, Outcome
+from trainer.judge import Judgement
+from trainer.outcome import Outcome
 
 ATTR = "transfer"
 MIN_TRIALS = MIN_PAIRS

@@ -24,7 +24,8 @@ from studies import ranking
 from studies.record import load_records
 from studies.registry import StudyDef
 from trainer.config import config_to_dict
-from trainer.judge import Judgement, Outcome
+from trainer.judge import Judgement
+from trainer.outcome import Outcome
 from trainer.presets import PRESETS, preset
 
 ATTR_PREFIX = "validation:"
