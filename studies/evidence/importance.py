@@ -2,25 +2,53 @@
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import optuna
 from optuna.trial import TrialState
 
+from studies.evidence.rests_on import rests_on
 from studies.record import TrialRecord
 
 
+@dataclass(frozen=True, slots=True)
+class Importance:
+    """PED-ANOVA importances for one target, and how many trials they rest on."""
+
+    target: str  # the study's metric, or "divergence"
+    trials: int
+    values: Mapping[str, float] | None  # None: not computable, ``why`` says why
+    why: str = ""
+
+    def line(self) -> str:
+        rests = rests_on(self.trials)
+        if self.values is None:
+            return f"importance for {self.target}: {self.why} ({rests})"
+        ranked = ", ".join(f"{k} {v:.2f}" for k, v in self.values.items() if math.isfinite(v))
+        return f"importance for {self.target} (PED-ANOVA, {rests}): {ranked}"
+
+
 def importances(
-    study: optuna.Study, records: Sequence[TrialRecord], param_names: Sequence[str]
-) -> tuple[dict[str, float] | str, dict[str, float] | str]:
-    """PED-ANOVA importances for val mel (complete trials) and for divergence (all finished)."""
+    study: optuna.Study, records: Sequence[TrialRecord], param_names: Sequence[str], metric: str = "val mel"
+) -> tuple[Importance, Importance]:
+    """PED-ANOVA importances for the metric (complete trials) and for divergence (all finished)."""
     finished = [r for r in records if r.finished]
     complete = [r for r in finished if r.state == TrialState.COMPLETE and r.value is not None]
     distributions = _distributions(study)
-    mel = _ped_anova(complete, lambda r: float(r.value), param_names, distributions)
-    diverged = _ped_anova(finished, lambda r: 1.0 if r.diverged else 0.0, param_names, distributions)
-    return mel, diverged
+    found = []
+    for target, group, score in (
+        (metric, complete, lambda r: float(r.value)),
+        ("divergence", finished, lambda r: 1.0 if r.diverged else 0.0),
+    ):
+        values = _ped_anova(group, score, param_names, distributions)
+        if isinstance(values, str):
+            found.append(Importance(target, len(group), None, values))
+        else:
+            found.append(Importance(target, len(group), values))
+    return found[0], found[1]
 
 
 def _distributions(study: optuna.Study) -> dict[int, dict]:

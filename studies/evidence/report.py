@@ -38,7 +38,7 @@ from studies.foreign import AnyStudy
 from studies.paths import StudyPaths
 from studies.record import load_records, preset_trials
 from studies.record_keys import COMMAND
-from trainer.judge import Outcome
+from trainer.outcome import Outcome
 
 
 def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) -> Path:
@@ -154,7 +154,8 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
         )
         page.section("boundary", f"The {html.escape(x)} boundary")
         page.image(plots.boundary_plot(boundary, out / "lr_boundary.png", probe_lr=probe_lr), "boundary")
-        note = report_parts.boundary_note(x, by, project)
+        judged = sum(b.survived + b.diverged for b in boundary)
+        note = report_parts.boundary_note(x, by, project, judged)
         page.raw(html_table(tables.boundary(boundary), table_id="boundary-table") + note)
     if project:
         report_parts.probe(page, probe, tele, study_def, out)
@@ -191,11 +192,9 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
 
     # --- importances and slices ----------------------------------------------------------------------
     page.section("importance", "What matters: importances and slices")
-    mel_imp, div_imp = importances(study, records, space.param_names)
-    found = {k: v for k, v in ((metric, mel_imp), ("divergence", div_imp)) if isinstance(v, dict) and v}
-    for title, imp in ((metric, mel_imp), ("divergence", div_imp)):
-        if isinstance(imp, str):
-            page.para(f"Importance for {title}: {imp}.")
+    both = importances(study, records, space.param_names, metric)
+    page.para("<br>".join(html.escape(imp.line()) for imp in both))
+    found = {imp.target: dict(imp.values) for imp in both if imp.values}
     if found:
         page.image(plots.importance_plot(found, out / "importances.png"), "importances")
     page.image(

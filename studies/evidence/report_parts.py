@@ -11,6 +11,7 @@ from studies.evidence import conclusions, plots, tables
 from studies.evidence.conclusions import Point
 from studies.evidence.lr_probe import ProbeResult
 from studies.evidence.report_html import Page, html_table
+from studies.evidence.rests_on import rests_on
 from studies.foreign import AnyStudy
 from studies.paths import StudyPaths, probe_run, trial_run
 from studies.record import TrialRecord
@@ -50,8 +51,9 @@ def rediscovery(page: Page, pts: list[Point], study_def: AnyStudy) -> None:
         "rediscovered" if r.agree == r.total else ("partly rediscovered" if r.agree else "did not rediscover")
     )
     page.para(
-        f"<b>The search {verdict} {html.escape(trusted)}</b>: its stable optimum (median of the best {r.top_k} "
-        f"of {r.n_stable} stable trials) moves {r.agree} of {r.total} knobs the way {who} did"
+        f"<b>The search {verdict} {html.escape(trusted)}</b> ({rests_on(r.n_stable, 'stable trial')}): its stable "
+        f"optimum (median of the best {r.top_k} of {r.n_stable} stable trials) moves {r.agree} of {r.total} knobs "
+        f"the way {who} did"
         + (f" ({', '.join(agree)})" if agree else "")
         + (f", and not {', '.join(disagree)}" if disagree else "")
         + ". Short trials favour fast learners (high lr, short warmup)"
@@ -77,14 +79,15 @@ FP16_NOTE = (
 )
 
 
-def boundary_note(x: str, by: str | None, project: bool) -> str:
-    """What the boundary table counts, and what it means when its two columns cross."""
+def boundary_note(x: str, by: str | None, project: bool, judged: int) -> str:
+    """What the boundary table counts, what it rests on, and what it means when its two columns cross."""
     alone = f"{x} and {by} alone" if by else f"{x} alone"
     others = "warmup and loss weights move it" if project else "the other params move it"
     return (
         "<p>Survived: every divergence guard had the steps it needs to judge the run and none fired (an "
         "unaligned or pruned run survives too; this table is about training blowing up, not about training "
-        "well); a trial pruned before that is unjudged and counts as neither. Where the smallest "
+        f"well); a trial pruned before that is unjudged and counts as neither. The table "
+        f"{rests_on(judged, 'judged trial')}. Where the smallest "
         f"{html.escape(x)} that diverged lies below the largest that survived, the edge is not set by "
         f"{html.escape(alone)} ({others}).</p>"
     )

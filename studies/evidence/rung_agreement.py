@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from studies.evidence.ranks import MIN_PAIRS, spearman
+from studies.evidence.rests_on import rests_on
 from studies.record import TrialRecord
 
 
@@ -40,7 +41,8 @@ class RungAgreement:
             f"speech rung: {self.promoted} of {self.screened} screened trials promoted, {self.reached} finished "
             f"the long rung, {self.speak} {speak} there; rank agreement screen -> long rung over those "
             f"{self.reached}: val mel {rho(self.rho_val_mel, self.val_mel_pairs)}, "
-            f"decode ratio {rho(self.rho_decode_ratio, self.decode_ratio_pairs)}"
+            f"decode ratio {rho(self.rho_decode_ratio, self.decode_ratio_pairs)} "
+            f"({rests_on(self.reached, more='more promotions need more trials (--trials 20)')})"
         )
 
 

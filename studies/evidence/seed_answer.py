@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from studies.evidence.fp16 import HeadroomCurve
 from studies.evidence.margin import Margin, fmt_multiplier
+from studies.evidence.rests_on import rests_on
 from studies.record import TrialRecord
 
 PRESETS = ("basic", "enhanced")
@@ -147,4 +148,10 @@ def implication(found: list[PresetFacts]) -> str:
 
 
 def lines(found: list[PresetFacts]) -> list[str]:
-    return [f.line() for f in found] + [implication(found)]
+    """A line per preset, what it implies, and what that rests on: the presets' trials and margin rungs."""
+    runs = sum(f.trial is not None for f in found) + sum(len(f.margin.rungs) for f in found if f.margin)
+    rests = rests_on(runs, "run", more="run --margin basic enhanced")
+    return [f.line() for f in found] + [
+        implication(found),
+        f"This answer {rests} (the presets' trials and margin rungs).",
+    ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 
 import optuna
@@ -14,7 +13,7 @@ from studies.evidence.importance import importances
 from studies.evidence.rung_agreement import rung_agreement
 from studies.foreign import AnyStudy
 from studies.record import load_records
-from trainer.judge import Outcome
+from trainer.outcome import Outcome
 
 
 def print_summary(study: optuna.Study, study_def: AnyStudy, console: Console) -> None:
@@ -50,10 +49,5 @@ def print_summary(study: optuna.Study, study_def: AnyStudy, console: Console) ->
         late = sum(r.diverged for r in finished[half:]) / (len(finished) - half)
         console.print(f"diverged: {early:.0%} of the first {half} trials, {late:.0%} of the rest")
 
-    mel, div = importances(study, finished, names)
-    for title, imp in ((metric, mel), ("divergence", div)):
-        if isinstance(imp, str):
-            console.print(f"importance for {title}: {imp}")
-        else:
-            ranked_imp = ", ".join(f"{k} {v:.2f}" for k, v in imp.items() if math.isfinite(v))
-            console.print(f"importance for {title} (PED-ANOVA): {ranked_imp}")
+    for found in importances(study, finished, names, metric):
+        console.print(found.line(), soft_wrap=True)

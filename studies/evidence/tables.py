@@ -16,6 +16,7 @@ from studies import ranking
 from studies.display import fmt, fmt_value, shown_step, speech_words
 from studies.evidence.conclusions import ClipBucket, Rediscovery
 from studies.evidence.margin import Margin, fmt_multiplier
+from studies.evidence.rests_on import rests_on
 from studies.evidence.transfer import TransferCheck
 from studies.evidence.validate import Validation
 from studies.record import TrialRecord
@@ -189,7 +190,11 @@ def boundary(buckets: Sequence[ClipBucket]) -> Rows:
         f"largest {x} that survived",
         f"smallest {x} that diverged",
     )
-    return Rows(f"{x} boundary (survived: every guard judged the run, none fired)", head, rows)
+    judged = sum(b.survived + b.diverged for b in buckets)
+    title = (
+        f"{x} boundary (survived: every guard judged the run, none fired); {rests_on(judged, 'judged trial')}"
+    )
+    return Rows(title, head, rows)
 
 
 def rediscovery(
