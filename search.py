@@ -12,12 +12,12 @@ import dataclasses
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common.cli import OneLineParser, run_cli
 from common.errors import UserError
 from studies.execution.seeds import SEED_LIMIT
-from studies.execution.storage import resolve_storage
 from studies.registry import get_study, scaled
 from studies.search_flags import build_parser
 from tts_model.config import MODEL_SIZES
@@ -55,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--threads must be > 0, got {args.threads}")
     if args.margin_max is not None and not args.margin:
         raise UserError("--margin-max: goes with --margin NAME... (the recipes to step out)")
+    from studies.execution.storage import resolve_storage  # optuna and SQLAlchemy: not for --help
+
     url = resolve_storage(args.storage, study_def.name, args.runs_dir)
     evidence = args.report or args.lr_probe or args.validate or args.margin or args.transfer_check is not None
     # The search trains, and so do the probe, validation, margin and transfer check; report and export do not,
@@ -171,6 +173,8 @@ def _foreign(parser: OneLineParser, args: argparse.Namespace, rest: list[str]) -
         raise UserError(f"--trials must be > 0, got {trials}")
     if args.workers <= 0:
         raise UserError(f"--workers must be > 0, got {args.workers}")
+    from studies.execution.storage import resolve_storage  # optuna and SQLAlchemy: not for --help
+
     url = resolve_storage(args.storage, study_def.name, args.runs_dir)
     if not searching:
         if args.report and args.export_preset is not None:
@@ -199,16 +203,25 @@ def _foreign(parser: OneLineParser, args: argparse.Namespace, rest: list[str]) -
 
 def _check_device(study_def, device: str) -> None:
     """A GPU-sized study on a machine without one would run for days showing nothing: say so, unless forced."""
-    if device == "cpu" or not study_def.needs_gpu:
+    if device != "auto" or not study_def.needs_gpu:
         return
+    none = UserError(
+        f"study {study_def.name!r} is sized for a CUDA GPU (model {study_def.model_size}, {study_def.precision}) "
+        "and none is visible here; run --study stability-quick (the CPU-sized study), or add --device cpu "
+        "to force it (hours per trial)"
+    )
+    if _no_gpu_device_nodes():  # said without loading torch (~2 s), so the refusal is instant
+        raise none
     import torch
 
-    if device == "auto" and not torch.cuda.is_available():
-        raise UserError(
-            f"study {study_def.name!r} is sized for a CUDA GPU (model {study_def.model_size}, {study_def.precision}) "
-            "and none is visible here; run --study stability-quick (the CPU-sized study), or add --device cpu "
-            "to force it (hours per trial)"
-        )
+    if not torch.cuda.is_available():
+        raise none
+
+
+def _no_gpu_device_nodes() -> bool:
+    """Linux without any NVIDIA (or WSL) device node: no CUDA GPU can be visible, whatever torch says."""
+    dev = Path("/dev")
+    return sys.platform == "linux" and not any(dev.glob("nvidia*")) and not (dev / "dxg").exists()
 
 
 def _worker_argv(args: argparse.Namespace, trials: int, study: str) -> list[str]:

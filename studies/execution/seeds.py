@@ -9,8 +9,6 @@ first restart of ``--seed 0``. Hashing the whole tuple through NumPy's ``SeedSeq
 
 from __future__ import annotations
 
-import numpy as np
-
 SEED_LIMIT = 2**32  # TPESampler hands its seed to numpy's RandomState, which takes 0 .. 2**32 - 1
 
 
@@ -28,5 +26,7 @@ def stream_seed(seed: int, worker: int, restart: int = 0, *, host: int | None = 
         raise ValueError(f"seed {seed} is outside 0 .. {SEED_LIMIT - 1}")
     if worker < 0 or restart < 0:
         raise ValueError(f"worker {worker} and restart {restart} must be >= 0")
+    import numpy as np  # here, not at the top: search.py's checks read SEED_LIMIT and must start fast
+
     key = (worker, restart) if host is None else (worker, restart, host)
     return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1)[0])
