@@ -9,12 +9,15 @@ comments). The file:
 
     [study]    description, trials, metric (the eval metric's name), warmup (the warmup param, in
                steps), map (the params the stability map draws), steps (a trial's usual length),
-               grace_s (how long a stopped command gets after SIGTERM before SIGKILL; default 10)
+               grace_s (how long a stopped command gets after SIGTERM before SIGKILL; default 10),
+               stall_s (a run with no report for that long is stopped; default 600, 0: never),
+               timeout_s (a trial's wall time; default none)
     [params.NAME]  low, high, scale = log | linear | int, step; or choices = [...]; key = "a.b"
     [presets.NAME] a value for every param: the recipes the study judges (your basic, enhanced)
     [guards]   GuardConfig thresholds (trainer/config.py), e.g. explosion_min_steps = 30
     [pruner]   PrunerSettings fields;   [sampler]  n_startup_trials, gamma_fraction
-    [metrics]  how the command's output reads (studies/metrics_lines.py)
+    [metrics]  how the command's output reads, and score = "last_loss" for a trainer without an
+               eval (studies/metrics_lines.py)
     [config]   file = "config.json": the user's config; params with a key are set in a copy per trial
 
 Every problem is one ``UserError`` naming the file and the table, raised before a study is created.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,13 +38,19 @@ from common.errors import UserError
 from space.user import UserSpace, parse_space
 from studies.command import CommandSpec, ConfigTarget, command_spec, config_target
 from studies.guard_waits import sized_waits
-from studies.metrics_lines import metrics_format
+from studies.metrics_lines import LAST_LOSS, METRIC, metrics_format
 from studies.pruner import PrunerSettings
 from studies.registry import SamplerSpec, StudyDef, study_names
 from trainer.config import ConfigError, GuardConfig, TrainConfig, apply_overrides
 
 SECTIONS = ("study", "params", "presets", "guards", "pruner", "sampler", "metrics", "config")
-STUDY_FIELDS = ("description", "trials", "metric", "warmup", "map", "steps", "grace_s")
+STUDY_FIELDS = (
+    *("description", "trials", "metric", "warmup", "map", "steps"),
+    *("grace_s", "stall_s", "timeout_s"),
+)
+# Long enough for what a healthy trainer does between two reports (a startup that loads and prepares
+# its data, an eval pass, a checkpoint), short enough that a hang costs minutes, not the night.
+DEFAULT_STALL_S = 600.0
 # A foreign trainer's study prunes like the quick study until told otherwise: after its first evals,
 # against at least 3 peers, keeping the better half.
 DEFAULT_PRUNER = PrunerSettings(keep_fraction=0.5, min_step=0, n_startup_trials=4, n_min_peers=3)
@@ -67,6 +77,9 @@ class ForeignStudy:
     command: CommandSpec | None = None
     config: ConfigTarget | None = None
     needs_gpu: bool = False  # the user's trainer picks its own device
+    stall_s: float | None = DEFAULT_STALL_S  # no report for this long: stopped, FAIL (None: never)
+    timeout_s: float | None = None  # a trial's wall time (None: no limit)
+    score: str = METRIC  # what a trial's value is: its last eval's metric, or LAST_LOSS
 
     # -- what the launch and the evidence read of any study (as of ``StudyDef``) ---------------------
     @property
@@ -82,7 +95,7 @@ class ForeignStudy:
 
     @property
     def metric_label(self) -> str:
-        return self.metric
+        return "last training loss" if self.score == LAST_LOSS else self.metric
 
     @property
     def telemetry_metric(self) -> str:
@@ -143,15 +156,17 @@ def load_foreign_study(path: Path, *, name: str, command: str | None) -> Foreign
     grace = study.get("grace_s", 10.0)
     if isinstance(grace, bool) or not isinstance(grace, int | float) or not 0 <= grace <= 600:
         raise UserError(f"{where} [study]: grace_s must be a number of seconds in [0, 600], got {grace!r}")
+    stall_s = _seconds(study, "stall_s", DEFAULT_STALL_S, where)
+    timeout_s = _seconds(study, "timeout_s", None, where)
     for text_field in ("description", "metric"):
         if not isinstance(study.get(text_field, ""), str):
             raise UserError(f"{where} [study]: {text_field} must be a string")
     config = config_target(
         doc.get("config"), space, where, path.resolve().parent, required=command is not None
     )
-    spec = None
+    spec, metrics = None, metrics_format(doc.get("metrics"), where)
     if command is not None:
-        spec = command_spec(command, space, metrics_format(doc.get("metrics"), where), config, where)
+        spec = command_spec(command, space, metrics, config, where)
         spec = dataclasses.replace(spec, grace_s=float(grace))
     return ForeignStudy(
         name=name,
@@ -166,7 +181,23 @@ def load_foreign_study(path: Path, *, name: str, command: str | None) -> Foreign
         sampler=_replace(DEFAULT_SAMPLER, _table(doc, "sampler", where), f"{where} [sampler]"),
         command=spec,
         config=config,
+        stall_s=stall_s or None,  # 0: never
+        timeout_s=timeout_s,
+        score=metrics.score,
     )
+
+
+def _seconds(study: Mapping[str, Any], name: str, default: float | None, where: str) -> float | None:
+    """A [study] duration in seconds: finite and > 0 (``stall_s`` may be 0: never)."""
+    value = study.get(name, default)
+    if value is None:
+        return None
+    zero = name == "stall_s"
+    number = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if not number or value < 0 or (value == 0 and not zero):
+        bound = ">= 0 (0: never)" if zero else "> 0"
+        raise UserError(f"{where} [study]: {name} must be a number of seconds {bound}, got {value!r}")
+    return float(value)
 
 
 def _known(table: Mapping[str, Any], known: tuple[str, ...], where: str, what: str) -> None:

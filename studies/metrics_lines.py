@@ -7,7 +7,10 @@ Metrics come from the process's output (stdout and stderr together), line by lin
 - ``regex``: for a trainer that prints its own log lines (the way Kubeflow Katib's metrics collector
   reads them): a ``step`` pattern whose named groups give ``loss`` and any of the step keys, and an
   ``eval`` pattern giving ``metric``.
-Every other line is output: kept for the record's tail, never an error.
+Every other line is output: kept for the record's tail, never an error. The keys of the JSON lines a
+run printed are kept (``MetricsFormat.keys``), so a run that reported no metric is told which
+``[metrics]`` line would read them (``hint``). ``score = "last_loss"``: a trainer without an eval is
+scored by its last training loss.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ from trainer.reporter import ReportError
 STEP_KEYS = ("step", "loss", "grad_norm", "mel", "alignment", "loss_scale")
 EVAL_KEYS = ("step", "metric", "alignment")
 KEYS = tuple(dict.fromkeys(STEP_KEYS + EVAL_KEYS))
+METRIC, LAST_LOSS = "metric", "last_loss"  # what a trial's value is: its eval metric, its last loss
+SCORES = (METRIC, LAST_LOSS)
+EVAL_LIKE = re.compile(r"val|eval|dev|test|metric|score|wer|cer|mcd", re.IGNORECASE)
+MAX_KEYS = 12  # keys a hint names
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +68,7 @@ class MetricsFormat:
     names: tuple[tuple[str, str], ...] = ()
     step_pattern: str | None = None
     eval_pattern: str | None = None
+    score: str = METRIC
 
     def parse(self, line: str) -> ParsedLine | None:
         """The numbers on one output line, or None when it holds none. A metric that is there but is
@@ -92,6 +100,45 @@ class MetricsFormat:
             step=_step(values) if "loss" in values else None,
             eval=_eval(values) if "metric" in values else None,
         )
+
+    def keys(self, line: str) -> list[str]:
+        """The keys with numbers of a JSON line (none for a regex format): what a hint names."""
+        text = line.strip()
+        if self.kind != "json" or not text.startswith("{"):
+            return []
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            return []
+        if not isinstance(obj, dict):
+            return []
+        return [k for k, v in obj.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+
+    def hint(self, seen: list[str], *, stepped: bool) -> str:
+        """What would read a run that reported no metric: ``seen``, the keys of its JSON lines;
+        ``stepped``, whether its steps were read."""
+        if self.kind == "regex":
+            which = "eval" if stepped else "step"
+            return f"no output line matched the [metrics] {which} pattern" + (_NO_EVAL if stepped else "")
+        read = {dict(self.names).get(ours, ours) for ours in KEYS}
+        unread = [k for k in seen if k not in read]
+        if not unread:
+            if stepped:
+                return "its output had no key that looks like an eval" + _NO_EVAL
+            return (
+                'print a JSON line per step, {"step": 1, "loss": 2.3}, and per eval, {"step": 50, '
+                '"metric": 1.9}, or read your own log lines with [metrics] format = "regex"'
+            )
+        names = dict(self.names)
+        metric = next((k for k in unread if EVAL_LIKE.search(k)), None)
+        loss = None if stepped else next((k for k in unread if "loss" in k.lower() and k != metric), None)
+        names |= {"loss": loss} if loss else {}
+        names |= {"metric": metric} if metric else {}
+        had = f"its JSON lines had the keys {', '.join(seen)}"
+        if metric is None or (not stepped and loss is None):
+            return had + (_NO_EVAL if stepped else "; none reads as loss or metric")
+        mapping = ", ".join(f'{ours} = "{theirs}"' for ours, theirs in names.items())
+        return f"{had}; [metrics] names = {{ {mapping} }} reads them"
 
     def describe(self) -> str:
         if self.kind == "json":
@@ -144,8 +191,10 @@ def metrics_format(table: Any, where: str) -> MetricsFormat:
         return MetricsFormat()
     if not isinstance(table, Mapping):
         raise UserError(f'{at}: must be a table (format = "json" or "regex")')
-    kind = table.get("format", "json")
-    allowed = {"json": ("format", "names"), "regex": ("format", "step", "eval")}
+    kind, score = table.get("format", "json"), table.get("score", METRIC)
+    if score not in SCORES:
+        raise UserError(f'{at}: score must be "metric" (your evals) or "last_loss" (no eval), got {score!r}')
+    allowed = {"json": ("format", "names", "score"), "regex": ("format", "step", "eval", "score")}
     if kind not in allowed:
         raise UserError(f'{at}: format must be "json" or "regex", got {kind!r}')
     extra = [k for k in table if k not in allowed[kind]]
@@ -162,12 +211,14 @@ def metrics_format(table: Any, where: str) -> MetricsFormat:
         unknown = [k for k in names if k not in KEYS]
         if unknown:
             raise UserError(f"{at}: names: {unknown[0]!r} is not one of ours ({', '.join(KEYS)})")
-        return MetricsFormat(kind="json", names=tuple(names.items()))
+        return MetricsFormat(kind="json", names=tuple(names.items()), score=score)
     step, ev = table.get("step"), table.get("eval")
     for label, pattern, keys, required in (
         ("step", step, STEP_KEYS, "loss"),
         ("eval", ev, EVAL_KEYS, "metric"),
     ):
+        if label == "eval" and pattern is None and score == LAST_LOSS:
+            continue  # no eval to read
         if not isinstance(pattern, str):
             raise UserError(
                 f"{at}: missing metric: no {label} pattern; give {label} = '...(?P<{required}>...)...'"
@@ -183,4 +234,7 @@ def metrics_format(table: Any, where: str) -> MetricsFormat:
             raise UserError(
                 f"{at}: the {label} pattern's group {unknown[0]!r} is not one of {', '.join(keys)}"
             )
-    return MetricsFormat(kind="regex", step_pattern=step, eval_pattern=ev)
+    return MetricsFormat(kind="regex", step_pattern=step, eval_pattern=ev, score=score)
+
+
+_NO_EVAL = '; with no eval, [metrics] score = "last_loss" scores its last training loss'

@@ -7,33 +7,27 @@ grad_norm=..., mel=..., alignment=..., loss_scale=...)``, per eval ``reporter.ev
 command-line form (``studies/execution/command_trial.py``) reads the same numbers from a process's
 output lines and calls the same methods, so both forms are guarded by one piece of code.
 
-Each number feeds the guard that reads it (``trainer/guards.py``, thresholds in ``GuardConfig``):
-
-| signal | guard | without it |
-|---|---|---|
-| ``loss`` (required) | non-finite | - |
-| ``grad_norm`` (pre-clip) | explosion, non-finite gradients | explosion off |
-| ``mel`` (unweighted) | spike, ceiling | ceiling off (its bound is a log-mel L1); spike watches the loss (its z-score and ratio do not change with a constant loss weight) |
-| ``loss_scale`` (after ``GradScaler.update()``) | a drop is a GradScaler skip: counted, not a divergence, until 16 in a row | every non-finite gradient is a divergence |
-| ``alignment`` (0-1, attention mass on the diagonal) or ``attention`` | collapse; the "aligned" check of a finished run | both off |
-| eval ``metric`` (lower is better) | non-finite; collapse; the pruner; the trial's value | required |
+Each number feeds the guard that reads it (``trainer/guards.py``, thresholds in ``GuardConfig``; the
+table of which guard reads what, and what is off without it: docs/your-trainer.md).
 
 A free-running decode measure is the project's own, so the "decode" check is always off here. A
 signal the first step (for the alignment: the first eval) reports must come with every later one: a
 guard that saw a signal disappear would judge half a run. What is off is said once through ``note``
 and kept in ``TrainResult.guards_off``, which the judge reads.
 
-A guard that fires raises ``Diverged``; a prune raises ``Pruned``. Both are ``StopRun``, which the
-study catches: the user's loop need not. The trainer room knows nothing of Optuna: pruning is the
+A guard that fires raises ``Diverged``; a prune raises ``Pruned``; a run that went quiet too long or
+ran past its time, ``Stalled`` (the study's ``watch`` says when). All are ``StopRun``, which the study
+catches: the user's loop need not. The trainer room knows nothing of Optuna: pruning is the
 ``on_eval`` callback's answer, as for the project's loop.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn, Protocol
 
 import torch
 
@@ -68,6 +62,18 @@ class Pruned(StopRun):
     def __init__(self, step: int) -> None:
         super().__init__(f"pruned at step {step}")
         self.step = step
+
+
+class Stalled(StopRun):
+    """The trainer went quiet for longer than the study allows, or ran past its time: ``str`` says which."""
+
+
+class Watch(Protocol):
+    """The study's clock on a run: ``enter`` at each call (why the run is over, or None), ``leave`` after."""
+
+    def enter(self) -> str | None: ...
+
+    def leave(self) -> None: ...
 
 
 class ReportError(ValueError):
@@ -124,6 +130,26 @@ def diagonality_of(attention: Any) -> float:
     return attention_diagonality(attn, torch.full((b,), n_text), torch.full((b,), t_dec))
 
 
+def _watched(method: Callable[..., None]) -> Callable[..., None]:
+    """A call of the loop's: a run that is over raises again, and the study's watch sees each call."""
+
+    @functools.wraps(method)
+    def call(self: Reporter, *args: Any, **kwargs: Any) -> None:
+        if self._stop is not None:
+            raise self._stop
+        watch = self._watch
+        why = watch.enter() if watch is not None else None
+        if why is not None:
+            self._end(Stalled(why))
+        try:
+            method(self, *args, **kwargs)
+        finally:
+            if watch is not None:
+                watch.leave()
+
+    return call
+
+
 class Reporter:
     """What a user's training loop calls. Build one per run; the study does, and hands it over."""
 
@@ -137,8 +163,15 @@ class Reporter:
         on_step: Callable[[ReportedStep], None] | None = None,
         on_eval: Callable[[EvalMetrics], bool] | None = None,
         note: Callable[[str], None] = print,
+        watch: Watch | None = None,
+        score_last_loss: bool = False,
     ) -> None:
+        """``score_last_loss``: a trainer with no eval; ``eval`` calls are not read, and the study scores
+        the run by ``score_last`` when it ends."""
         self.guards = guards
+        self._watch = watch
+        self.score_last_loss = score_last_loss
+        self.misused = False  # the loop called ``report`` (Ray Tune's name): the contract, not the params
         self.warmup_steps = warmup_steps
         self.run_id = run_id
         self._writer = writer if writer is not None else NullWriter()
@@ -157,6 +190,7 @@ class Reporter:
         self.pruned = False
 
     # -- what the loop calls ----------------------------------------------------------------------
+    @_watched
     def step(
         self,
         *,
@@ -170,7 +204,6 @@ class Reporter:
     ) -> None:
         """One training step's numbers (Python floats; call ``.item()`` once). ``step`` defaults to the
         previous one + 1. Raises ``Diverged`` when a guard fires at this step."""
-        self._raise_if_over()
         if loss is None:
             raise ReportError("reporter.step needs loss (the total, weighted as you train it)")
         n = self._next_step(step)
@@ -210,13 +243,39 @@ class Reporter:
         if verdict is not None:
             self._end(Diverged(verdict))
 
+    @_watched
     def eval(
         self, *, metric: float, alignment: float | None = None, attention: Any = None, step: int | None = None
     ) -> None:
         """One evaluation: the validation metric (lower is better) and, if the trainer has it, the
         attention's alignment (else the latest step's). Raises ``Diverged`` (non-finite metric, collapse)
         or ``Pruned`` (the study's pruner stopped the run here)."""
-        self._raise_if_over()
+        if self.score_last_loss:
+            self._note(
+                'evals are not read: the study scores the last training loss ([metrics] score = "last_loss")'
+            )
+            return
+        self._eval(metric, alignment, attention, step)
+
+    def score_last(self) -> None:
+        """The run's last training loss as its one eval, at its last step (``score_last_loss``); it may
+        raise ``Diverged`` (not finite) or ``Pruned`` like any eval."""
+        if self._steps:
+            self._eval(self._steps[-1].loss, None, None, self._steps[-1].step)
+
+    def report(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Ray Tune's and Syne Tune's name for it; here a step and an eval are two calls."""
+        self.misused = True
+        raise ReportError(
+            "reporter.report(...) is Ray Tune's; here call reporter.step(loss=...) every step and "
+            "reporter.eval(metric=...) every eval"
+        )
+
+    def halt(self, stop: StopRun) -> NoReturn:
+        """End the run from outside the loop's calls (the study's watch); every later call raises it too."""
+        self._end(stop)
+
+    def _eval(self, metric: float, alignment: float | None, attention: Any, step: int | None) -> None:
         n = self._steps[-1].step if step is None and self._steps else (step or 0)
         if attention is not None:
             alignment = diagonality_of(attention)
@@ -250,6 +309,20 @@ class Reporter:
     @property
     def steps(self) -> int:
         return self._steps[-1].step if self._steps else 0
+
+    @property
+    def stepped(self) -> bool:
+        """Whether the run reported any training step (its first may be step 0)."""
+        return bool(self._steps)
+
+    @property
+    def over(self) -> bool:
+        """Whether the run was ended (diverged, pruned, stalled): every later call raises."""
+        return self._stop is not None
+
+    @property
+    def stalled(self) -> Stalled | None:
+        return self._stop if isinstance(self._stop, Stalled) else None
 
     @property
     def reported(self) -> bool:
@@ -292,21 +365,20 @@ class Reporter:
         first = self._evals[0] if self._evals else None
         return first.val_mel if first is not None and first.step == 0 else None
 
-    def _raise_if_over(self) -> None:
-        if self._stop is not None:
-            raise self._stop
-
-    def _end(self, stop: StopRun) -> None:
+    def _end(self, stop: StopRun) -> NoReturn:
         if isinstance(stop, Diverged):
             self.verdict = stop.verdict
         self._stop = stop
         raise stop
 
     def _next_step(self, step: int | None) -> int:
-        previous = self._steps[-1].step if self._steps else 0
+        """The first step may be any integer (0 included); each later one must be higher."""
+        previous = self._steps[-1].step if self._steps else None
         if step is None:
-            return previous + 1
-        if isinstance(step, bool) or not isinstance(step, int) or step <= previous:
+            return 1 if previous is None else previous + 1
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise ReportError(f"step {step!r}: steps must be integers that go up")
+        if previous is not None and step <= previous:
             raise ReportError(f"step {step!r} after step {previous}: steps must be integers that go up")
         return step
 

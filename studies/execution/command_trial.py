@@ -4,7 +4,8 @@ The command is filled with the trial's params (and its config file written, when
 keys), started as a ``TrainerProcess``, and its output read as it arrives: each metrics line goes to the
 trial's ``Reporter`` at once, so a guard that fires, or the pruner, stops the process at the line that
 decided it (SIGTERM to its process group, SIGKILL after the grace period). A process that exits non-zero
-without a divergence is FAIL with its last lines in the record. Ctrl-C stops the process the same way on
+without a divergence is FAIL with its last lines in the record; so is one that printed no metrics line
+for ``stall_s`` or ran past ``timeout_s``, stopped the same way. Ctrl-C stops the process the same way on
 its way out, and the runner re-queues the trial.
 """
 
@@ -16,10 +17,17 @@ from typing import Any
 import optuna
 
 from studies.command import CommandSpec
-from studies.execution.foreign_trial import FailureStreak, ForeignTrial, OnStep, say_once
+from studies.execution.foreign_trial import (
+    FailureStreak,
+    ForeignTrial,
+    OnStep,
+    StreakObjective,
+    say_once,
+)
 from studies.execution.objective import Objective
 from studies.execution.trainer_process import TrainerProcess, new_token
 from studies.foreign import ForeignStudy
+from studies.metrics_lines import MAX_KEYS
 from studies.paths import StudyPaths
 from studies.record import TrialRecord
 from studies.record_keys import COMMAND, TRAINER_TOKEN
@@ -55,7 +63,6 @@ def make_command_objective(
     streak, note = FailureStreak(), say_once(say)
 
     def objective(trial: optuna.Trial) -> TrialRecord:
-        streak.check()
         params = study.space.suggest(trial)
         values = trial_values(study, paths, params, trial.number, seed)
         token = new_token()
@@ -63,29 +70,46 @@ def make_command_objective(
         # Both before the process exists: whoever fails this trial later can find what it started.
         trial.set_user_attr(TRAINER_TOKEN, token)
         trial.set_user_attr(COMMAND, line)
+        seen: list[str] = []  # the keys of its JSON lines, for the hint if no metric comes
         with ForeignTrial(
-            study, trial, paths, params, note=note, on_step=on_step, meta={"command": line}
+            study,
+            trial,
+            paths,
+            params,
+            note=note,
+            on_step=on_step,
+            meta={"command": line},
+            hint=lambda stepped: spec.metrics.hint(seen, stepped=stepped),
+            what="metrics line",
         ) as run:
             proc = TrainerProcess(spec.fill(values), cwd=spec.cwd, token=token)
-            record = _run(spec, run, proc, line, say)
-        streak.update(record)
-        if record.fail_detail is not None:
+            record = _run(spec, run, proc, line, say, seen)
+        streak.update(record, unread=run.unread)
+        if record.fail_detail is not None and streak.fatal is None:  # else the search's last line says it
             last = record.output_tail.splitlines()[-1] if record.output_tail else "(no output)"
             say(f"trial {trial.number}: the trainer {record.fail_detail}; its last line: {last}")
         return record
 
-    return objective
+    return StreakObjective(objective, streak)
 
 
 def _run(
-    spec: CommandSpec, run: ForeignTrial, proc: TrainerProcess, line: str, say: Callable[[str], None]
+    spec: CommandSpec,
+    run: ForeignTrial,
+    proc: TrainerProcess,
+    line: str,
+    say: Callable[[str], None],
+    seen: list[str],
 ) -> TrialRecord:
-    """Feed its lines to the reporter until it ends or is stopped; its record."""
+    """Feed its lines to the reporter until it ends or is stopped (a guard, the pruner, its clocks);
+    its record. ``seen`` gathers the keys of its JSON lines until it reports a metric."""
     reporter = run.reporter
     assert reporter is not None
     problem = None
     try:
-        for n, text in enumerate(proc.lines(), start=1):
+        for n, text in enumerate(proc.lines(idle=run.watch.check), start=1):
+            if not reporter.reported and len(seen) < MAX_KEYS:
+                seen.extend(k for k in spec.metrics.keys(text) if k not in seen)
             try:
                 parsed = spec.metrics.parse(text)
                 if parsed is None:
@@ -110,8 +134,8 @@ def _run(
         pass  # a guard fired or the pruner said stop: the verdict is the reporter's
     finally:
         stopped = proc.stop(spec.grace_s)
-    failure = problem
-    over = reporter.verdict is not None or reporter.pruned
+    failure = problem if reporter.stalled is None else str(reporter.stalled)
+    over = reporter.over
     if failure is None and not over and stopped.returncode != 0:
         failure = f"exited with code {stopped.returncode} without diverging"
     facts = {

@@ -12,8 +12,8 @@
 ``params`` holds a value for each ``[params.NAME]`` of the space file (config ``key``s are for the
 command-line form: here every value comes by its name). Everything else is the search's: the sampler,
 the guards and the pruner (through ``reporter``: see ``trainer/reporter.py``), the judge, the records,
-resuming after Ctrl-C; ``python search.py --study my-study --space space.toml --report`` reads the study
-like any other. One process runs one trial at a time; for ``--workers`` use the command-line form.
+resuming after Ctrl-C, ending a loop that hangs (``[study] stall_s``: ``Stalled`` is raised in it);
+``python search.py --study my-study --space space.toml --report`` reads the study like any other. One process runs one trial at a time; for ``--workers`` use the command-line form.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from studies.execution.function_trial import TrainFn
 from studies.execution.launch import SearchRun, run_search
 from studies.execution.storage import resolve_storage
 from studies.foreign import load_foreign_study
-from trainer.reporter import Diverged, Pruned, Reporter, StopRun
+from trainer.reporter import Diverged, Pruned, Reporter, Stalled, StopRun
 
-__all__ = ["Diverged", "Pruned", "Reporter", "StopRun", "run_study"]
+__all__ = ["Diverged", "Pruned", "Reporter", "Stalled", "StopRun", "run_study"]
 
 
 def run_study(

@@ -202,8 +202,13 @@ def run_trial(study: optuna.Study, objective: Objective, n_trials: int) -> None:
     The order is the point: the host and pid go on the trial first (a local parent that sees this
     worker die fails the trial at once), then the first heartbeat (from then on any machine finds
     it stale). A trial failed under us meanwhile (a heartbeat held up past the grace period) was
-    re-queued by whoever failed it: its result is dropped, not told twice.
+    re-queued by whoever failed it: its result is dropped, not told twice. An objective that may stop
+    its worker (a user's trainer that failed N in a row) says so in ``ready``, before a trial exists:
+    raised from inside the trial, it would leave a FAIL trial with no params.
     """
+    ready = getattr(objective, "ready", None)
+    if ready is not None:
+        ready()
     with warnings.catch_warnings():
         # "Heartbeat of storage is supposed to be used with Study.optimize": this loop beats itself.
         warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)

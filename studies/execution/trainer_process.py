@@ -21,13 +21,14 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 TOKEN_ENV = "TTS_SEARCH_TRAINER"
 TAIL_LINES, TAIL_CHARS = 20, 300  # the output a failed trial's record keeps: its last lines, cut
 QUIET_AFTER_EXIT_S = 0.5  # the trainer exited, but something it started holds the pipe open
+POLL_S = 0.2  # how often a silent trainer's reader looks at its clocks
 # Runs in the child, then becomes the user's program: die with the parent (Linux), unless it is gone
 # already (then the kill below would never come).
 _GUARD = "\n".join(
@@ -82,14 +83,18 @@ class TrainerProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def lines(self) -> Iterator[str]:
-        """Its output, a line at a time as it arrives, until it ends (and its pipe is quiet)."""
+    def lines(self, idle: Callable[[], None] | None = None) -> Iterator[str]:
+        """Its output, a line at a time as it arrives, until it ends (and its pipe is quiet). ``idle`` is
+        called between reads, at least every ``POLL_S`` while it is silent: what it raises ends the
+        reading (a reader's clock: the trainer has stalled)."""
         assert self.proc.stdout is not None
         fd, buffer, exited_at = self.proc.stdout.fileno(), b"", None
         with selectors.DefaultSelector() as sel:
             sel.register(fd, selectors.EVENT_READ)
             while True:
-                if sel.select(timeout=0.2):
+                if idle is not None:
+                    idle()
+                if sel.select(timeout=POLL_S):
                     chunk = os.read(fd, 1 << 16)
                     if not chunk:
                         break
