@@ -45,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"--model-size {args.model_size!r}: unknown; known sizes: {', '.join(sorted(MODEL_SIZES))}"
             )
         study_def = dataclasses.replace(study_def, model_size=args.model_size)
+    if args.check_data:  # before the device and folder checks: the audit names every problem, not the first
+        return _check_data(args, study_def.model_size)
     study_def = scaled(study_def, args.horizon_scale)
     trials = study_def.n_trials if args.trials is None else args.trials
     if trials <= 0:
@@ -55,15 +57,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--threads must be > 0, got {args.threads}")
     if args.margin_max is not None and not args.margin:
         raise UserError("--margin-max: goes with --margin NAME... (the recipes to step out)")
-    from studies.execution.storage import resolve_storage  # optuna and SQLAlchemy: not for --help
+    from studies.execution.storage import (  # optuna, SQLAlchemy: not for --help
+        require_study_file,
+        resolve_storage,
+    )
 
     url = resolve_storage(args.storage, study_def.name, args.runs_dir)
+    if args.report or args.export_preset is not None or args.train_best:  # they read a study: it must exist
+        require_study_file(study_def.name, url)
     evidence = args.report or args.lr_probe or args.validate or args.margin or args.transfer_check is not None
     # The search trains, and so do the probe, validation, margin and transfer check; report and export do not,
     # and --train-best hands the device to the trainer's own CLI.
     trains = args.lr_probe or bool(args.validate) or bool(args.margin) or args.transfer_check is not None
     if trains or not (evidence or args.export_preset is not None or args.train_best):
         _check_device(study_def, args.device)
+    for folder in (args.train_data, args.val_data):
+        if folder is not None:
+            _check_data_folder(folder)
 
     if evidence:
         if args.export_preset is not None or args.train_best:
@@ -156,6 +166,7 @@ def _foreign(parser: OneLineParser, args: argparse.Namespace, rest: list[str]) -
         "--transfer-check": args.transfer_check is not None,
         "--margin": bool(args.margin),
         "--train-best": args.train_best,
+        "--check-data": args.check_data,
     }
     given = [flag for flag, on in project_only.items() if on]
     if given:
@@ -173,10 +184,14 @@ def _foreign(parser: OneLineParser, args: argparse.Namespace, rest: list[str]) -
         raise UserError(f"--trials must be > 0, got {trials}")
     if args.workers <= 0:
         raise UserError(f"--workers must be > 0, got {args.workers}")
-    from studies.execution.storage import resolve_storage  # optuna and SQLAlchemy: not for --help
+    from studies.execution.storage import (  # optuna, SQLAlchemy: not for --help
+        require_study_file,
+        resolve_storage,
+    )
 
     url = resolve_storage(args.storage, study_def.name, args.runs_dir)
     if not searching:
+        require_study_file(study_def.name, url)
         if args.report and args.export_preset is not None:
             raise UserError("--report and --export-preset: one at a time")
         from studies.execution.commands import EvidenceRun, export_foreign_best, run_evidence
@@ -201,6 +216,27 @@ def _foreign(parser: OneLineParser, args: argparse.Namespace, rest: list[str]) -
     return _search(run, _worker_argv(args, trials, study_def.name))
 
 
+def _check_data(args: argparse.Namespace, model_size: str) -> int:
+    """``--check-data``: audit the folders (or the embedded corpus) with the loader's settings and the
+    reduction factor of the model the study trains; nothing else runs, nothing is written."""
+    others = args.report or args.lr_probe or args.validate or args.margin or args.transfer_check is not None
+    if others or args.export_preset is not None or args.train_best:
+        raise UserError("--check-data: on its own, with --train-data/--val-data and --study or --model-size")
+    from common.console import make_console
+    from tts_model.config import model_config
+    from tts_model.data_audit import check_data
+    from tts_model.dataset import DataConfig
+
+    folders = [f for f in (args.train_data, args.val_data) if f is not None]
+    if not folders:
+        from tts_model.corpus import ensure_corpus
+
+        paths = ensure_corpus(console=make_console(stderr=True))
+        folders = [paths.train, paths.eval]
+    r = model_config(model_size).reduction_factor
+    return check_data(folders, DataConfig(), r, make_console())
+
+
 def _check_device(study_def, device: str) -> None:
     """A GPU-sized study on a machine without one would run for days showing nothing: say so, unless forced."""
     if device != "auto" or not study_def.needs_gpu:
@@ -216,6 +252,14 @@ def _check_device(study_def, device: str) -> None:
 
     if not torch.cuda.is_available():
         raise none
+
+
+def _check_data_folder(folder: Path) -> None:
+    """Its metadata reads and every WAV it names exists: a typo'd path is one line before the model loads
+    (the full audit of the audio is --check-data's, and the search's own before its first trial)."""
+    from tts_model.metadata import metadata_path, read_metadata, wav_paths
+
+    wav_paths(folder, metadata_path(folder), read_metadata(folder))
 
 
 def _no_gpu_device_nodes() -> bool:

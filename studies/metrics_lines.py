@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from common.errors import UserError
-from trainer.reporter import ReportError
+from trainer.report_contract import ReportError
 
 STEP_KEYS = ("step", "loss", "grad_norm", "mel", "alignment", "loss_scale")
 EVAL_KEYS = ("step", "metric", "alignment")

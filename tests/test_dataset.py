@@ -11,8 +11,9 @@ from data_fixtures import chirp, make_dataset, write_wav
 from rich.console import Console
 
 from tts_model.audio import FeatureConfig
-from tts_model.dataset import DataConfig, load_dataset, read_metadata
+from tts_model.dataset import DataConfig, load_dataset
 from tts_model.errors import DataError
+from tts_model.metadata import read_metadata
 from tts_model.text import EOS_ID, TextEncoder
 
 

@@ -10,8 +10,9 @@ from rich.console import Console
 
 from tts_model.batching import Batch, BucketBatchSampler, collate
 from tts_model.corpus import CorpusSpec, ensure_corpus
-from tts_model.dataset import DataConfig, SpeechDataset, load_dataset, read_metadata
+from tts_model.dataset import DataConfig, SpeechDataset, load_dataset
 from tts_model.espeak import DEFAULT_VOICE
+from tts_model.metadata import read_metadata
 from tts_model.speech_anchors import DecodeReference, attach_anchors
 from tts_model.text import TextEncoder
 

@@ -26,16 +26,13 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 import torch
 
 from trainer.config import GuardConfig
 from trainer.evaluate import EvalMetrics
 from trainer.guards import (
-    ALIGNED_CHECK,
-    DECODE_CHECK,
     EvalPoint,
     StepHistory,
     Verdict,
@@ -43,79 +40,19 @@ from trainer.guards import (
     check_step,
 )
 from trainer.hooks import NullWriter, RunWriter
+from trainer.report_contract import (  # the contract's names, importable from here as before
+    Diverged,
+    Pruned,
+    ReportedStep,
+    ReportError,
+    Signals,
+    Stalled,
+    StopRun,
+    Watch,
+)
 from trainer.results import TrainResult
 from trainer.summary import summarize
 from tts_model.losses import attention_diagonality
-
-
-class StopRun(Exception):  # noqa: N818  (a signal to the loop, like Optuna's TrialPruned)
-    """Ends the user's training loop from inside a ``reporter`` call; the study catches it."""
-
-
-class Diverged(StopRun):
-    def __init__(self, verdict: Verdict) -> None:
-        super().__init__(verdict.detail)
-        self.verdict = verdict
-
-
-class Pruned(StopRun):
-    def __init__(self, step: int) -> None:
-        super().__init__(f"pruned at step {step}")
-        self.step = step
-
-
-class Stalled(StopRun):
-    """The trainer went quiet for longer than the study allows, or ran past its time: ``str`` says which."""
-
-
-class Watch(Protocol):
-    """The study's clock on a run: ``enter`` at each call (why the run is over, or None), ``leave`` after."""
-
-    def enter(self) -> str | None: ...
-
-    def leave(self) -> None: ...
-
-
-class ReportError(ValueError):
-    """The numbers a loop reports break the contract (a signal that comes and goes, a step that goes
-    back): the user's bug, said in one line."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReportedStep:
-    """One training step as a trainer reported it (None: not reported)."""
-
-    step: int
-    loss: float
-    grad_norm: float | None
-    mel: float | None
-    alignment: float | None
-    loss_scale: float | None
-    skipped: bool  # the loss scale dropped: the GradScaler skipped this update
-
-
-@dataclass(frozen=True, slots=True)
-class Signals:
-    """Which optional signals a run reports, fixed by its first step (alignment: its first eval)."""
-
-    grad_norm: bool
-    mel: bool
-    loss_scale: bool
-    alignment: bool | None  # None: not known yet (no eval so far)
-
-    @property
-    def guards_off(self) -> tuple[str, ...]:
-        off = [] if self.grad_norm else ["explosion"]
-        off += [] if self.mel else ["ceiling"]
-        off += [] if self.alignment else ["collapse", ALIGNED_CHECK]
-        return (*off, DECODE_CHECK)
-
-    def step_note(self) -> str:
-        """What is off for lack of a step signal, in one line."""
-        parts = [] if self.grad_norm else ["explosion (no grad_norm)"]
-        parts += [] if self.mel else ["ceiling (no mel; the spike guard watches the loss)"]
-        parts += ["decode (no free-running decode: the project's own measure)"]
-        return "guards off for lack of a signal: " + "; ".join(parts)
 
 
 def diagonality_of(attention: Any) -> float:

@@ -23,12 +23,12 @@ from rich.progress import Progress
 from tts_model.audio import FeatureConfig, LogMel, read_wav
 from tts_model.cache import atomic_write, default_cache_dir
 from tts_model.errors import DataError
+from tts_model.metadata import MetadataRow, metadata_path, read_metadata, wav_paths
 from tts_model.text import FRONTENDS, SYMBOLS, Frontend, TextEncoder
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-METADATA_NAMES = ("metadata.csv", "metadata_train.csv", "metadata_eval.csv")
 CACHE_FORMAT = 1  # bump when the cached layout or the feature code changes meaning
 
 
@@ -48,14 +48,6 @@ class DataConfig:
             raise ValueError(
                 f"DataConfig.max_text_len must be >= 2 (one symbol + EOS), got {self.max_text_len}"
             )
-
-
-@dataclass(frozen=True, slots=True)
-class MetadataRow:
-    id: str
-    text: str
-    normalized_text: str
-    line: int  # 1-based line number in the metadata file, for error messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,58 +84,6 @@ class SpeechDataset:
         return [ex.mel.shape[0] for ex in self.items]
 
 
-def metadata_path(folder: Path) -> Path:
-    """`metadata.csv`, else the seed's `metadata_train.csv` or `metadata_eval.csv` (whichever is alone)."""
-    if not folder.is_dir():
-        raise DataError(
-            f"{folder}: data folder not found; pass an LJSpeech-style folder (metadata.csv + wavs/)"
-        )
-    if (folder / METADATA_NAMES[0]).is_file():
-        return folder / METADATA_NAMES[0]
-    found = [folder / name for name in METADATA_NAMES[1:] if (folder / name).is_file()]
-    if len(found) == 1:
-        return found[0]
-    if found:
-        raise DataError(
-            f"{folder}: holds both metadata_train.csv and metadata_eval.csv; put each split in its own folder "
-            "or add a metadata.csv"
-        )
-    raise DataError(f"{folder}: no metadata file; expected one of {', '.join(METADATA_NAMES)}")
-
-
-def read_metadata(folder: Path) -> list[MetadataRow]:
-    """Rows of `id|text` or `id|text|normalized_text`; a 2-field line's text is its own normalised form."""
-    path = metadata_path(folder)
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); re-save the file as UTF-8") from exc
-    rows: list[MetadataRow] = []
-    first_line: dict[str, int] = {}
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        where = f"{path}:{number}"
-        fields = raw.split("|")
-        if len(fields) not in (2, 3):
-            raise DataError(
-                f"{where}: expected 2 or 3 '|'-separated fields (id|text|normalized_text), found {len(fields)}"
-            )
-        uid, text = fields[0].strip(), fields[1].strip()
-        normalized = fields[2].strip() if len(fields) == 3 else ""
-        if not uid:
-            raise DataError(f"{where}: empty id; the first field names the WAV (wavs/<id>.wav)")
-        if uid in first_line:
-            raise DataError(f"{where}: id {uid!r} already used on line {first_line[uid]}; ids must be unique")
-        if not text and not normalized:
-            raise DataError(f"{where}: empty text for id {uid!r}; write the transcript or drop the line")
-        first_line[uid] = number
-        rows.append(MetadataRow(uid, text or normalized, normalized or text, number))
-    if not rows:
-        raise DataError(f"{path}: metadata file has no lines; add `id|text` lines")
-    return rows
-
-
 def _cache_key(cfg: DataConfig, meta: Path, wavs: list[Path]) -> str:
     h = hashlib.sha256()
     header = {
@@ -158,18 +98,6 @@ def _cache_key(cfg: DataConfig, meta: Path, wavs: list[Path]) -> str:
         st = wav.stat()
         h.update(f"\0{wav.name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()[:24]
-
-
-def _wav_paths(folder: Path, meta: Path, rows: list[MetadataRow]) -> list[Path]:
-    paths = []
-    for row in rows:
-        wav = folder / "wavs" / f"{row.id}.wav"
-        if not wav.is_file():
-            raise DataError(
-                f"{meta}:{row.line}: audio for id {row.id!r} not found at {wav}; add it or drop the line"
-            )
-        paths.append(wav)
-    return paths
 
 
 @contextlib.contextmanager
@@ -265,7 +193,7 @@ def load_dataset(
     folder = Path(folder)
     rows = read_metadata(folder)
     meta = metadata_path(folder)
-    wavs = _wav_paths(folder, meta, rows)
+    wavs = wav_paths(folder, meta, rows)
     key = _cache_key(cfg, meta, wavs)
     cache_file = (cache_dir or default_cache_dir() / "features") / f"{key}.pt"
     payload = _load_cache(cache_file, console)

@@ -18,8 +18,9 @@ from torch import Tensor
 
 from tts_model.audio import FeatureConfig
 from tts_model.corpus import CorpusSpec, ensure_corpus
-from tts_model.dataset import DataConfig, load_dataset, read_metadata
+from tts_model.dataset import DataConfig, load_dataset
 from tts_model.inference import dtw_distance
+from tts_model.metadata import read_metadata
 from tts_model.speech_anchors import SAME_WORDS_RATE, anchors_from, render_mel
 from tts_model.speech_measure import constant_model_mel
 

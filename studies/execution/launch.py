@@ -32,7 +32,7 @@ from studies.execution.live import LiveView
 from studies.execution.objective import Objective, make_objective
 from studies.execution.runner import requeue_interrupted, run_worker
 from studies.execution.runs import RunSetup, load_data
-from studies.execution.storage import open_storage, sqlite_path
+from studies.execution.storage import open_storage, require_study_file, sqlite_path
 from studies.execution.supervisor import Supervisor
 from studies.execution.workers import sampler_seed, stop_workers, worker_threads
 from studies.foreign import AnyStudy, ForeignStudy
@@ -41,6 +41,7 @@ from studies.paths import StudyPaths
 from studies.presets_seed import enqueue_presets
 from studies.record_keys import COMMAND, COMMAND_CWD, DATA_FINGERPRINT
 from studies.registry import make_pruner, make_sampler
+from tts_model.data_audit import preflight
 
 # The rate is measured over the first steps, then said once: after 10 steps, or after the second step
 # when the first ones took 20 s (the 78M fp16 study forced onto a CPU runs minutes a step).
@@ -105,6 +106,10 @@ def project_trials(run: SearchRun, console: Console) -> TrialSource:
             f"worker {run.worker_index}: {where}" + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible else ""),
             file=sys.stderr,
         )
+    if not run.is_worker and run.train_data is not None and run.val_data is not None:
+        # The user's clips, before any feature is computed: one that would make NaN or log(0) features is
+        # refused in one line, no study created (the embedded corpus is the project's own PCM speech).
+        preflight((run.train_data, run.val_data))
     data = load_data(run.train_data, run.val_data, None if run.is_worker else console)
     setup = RunSetup(run.study, data, device, run.paths, run.seed)
     mean = trial_steps(run.study, run.study.space.warmup_max // 2)
@@ -247,9 +252,7 @@ def _open_or_create(run: SearchRun) -> optuna.Study:
 
 def open_existing(study_def: AnyStudy, url: str) -> optuna.Study:
     """An existing study for the evidence commands; one line (exit 2) when there is none."""
-    path = sqlite_path(url)
-    if path is not None and not path.exists():
-        raise UserError(f"no study {study_def.name!r} at {path}: run the search first")
+    require_study_file(study_def.name, url)
     storage = open_storage(url, heartbeat=False)
     try:
         return optuna.load_study(study_name=study_def.name, storage=storage)

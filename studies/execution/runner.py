@@ -44,7 +44,7 @@ from studies.execution.resilience import DatabaseUnavailable, ResilientRDBStorag
 from studies.execution.trainer_process import reap
 from studies.record import FINISHED
 
-# The attribute keys live in studies.record (defined once); the runner knows them by these names.
+# The attribute keys live in studies.record_keys (defined once); the runner knows them by these names.
 from studies.record_keys import ATTEMPT as ATTEMPT_ATTR
 from studies.record_keys import FAILED_BY as FAILED_BY_ATTR
 from studies.record_keys import HOST as HOST_ATTR

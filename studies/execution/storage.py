@@ -92,6 +92,13 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def require_study_file(name: str, url: str) -> None:
+    """One line (exit 2) when a command that reads a study names a SQLite file that does not exist."""
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise UserError(f"no study {name!r} at {path}: run the search first")
+
+
 def validate_storage_url(url: str) -> None:
     """Raise ``StorageError`` (one line) for a URL that cannot work; connects to and creates nothing."""
     parsed = _parse(url)
