@@ -78,6 +78,11 @@ def build_parser() -> OneLineParser:
         metavar="SIZE",
         help=f"override the study's: {', '.join(sorted(MODEL_SIZES))}",
     )
+    g.add_argument(
+        "--check-data",
+        action="store_true",
+        help="audit the data for what breaks training (exit 2)",
+    )
 
     g = p.add_argument_group(
         "workers", "processes on this machine: trials, or --transfer-check's long runs, or --margin's recipes"
