@@ -45,7 +45,7 @@ from trainer.config import ConfigError, GuardConfig, TrainConfig, apply_override
 
 SECTIONS = ("study", "params", "presets", "guards", "pruner", "sampler", "metrics", "config")
 STUDY_FIELDS = (
-    *("description", "trials", "metric", "warmup", "map", "steps"),
+    *("description", "trials", "metric", "warmup", "map", "steps", "lr"),
     *("grace_s", "stall_s", "timeout_s"),
 )
 # Long enough for what a healthy trainer does between two reports (a startup that loads and prepares
@@ -80,6 +80,7 @@ class ForeignStudy:
     stall_s: float | None = DEFAULT_STALL_S  # no report for this long: stopped, FAIL (None: never)
     timeout_s: float | None = None  # a trial's wall time (None: no limit)
     score: str = METRIC  # what a trial's value is: its last eval's metric, or LAST_LOSS
+    lr_param: str | None = None  # the param --margin multiplies ([study] lr, else a param named "lr")
 
     # -- what the launch and the evidence read of any study (as of ``StudyDef``) ---------------------
     @property
@@ -158,6 +159,15 @@ def load_foreign_study(path: Path, *, name: str, command: str | None) -> Foreign
         raise UserError(f"{where} [study]: grace_s must be a number of seconds in [0, 600], got {grace!r}")
     stall_s = _seconds(study, "stall_s", DEFAULT_STALL_S, where)
     timeout_s = _seconds(study, "timeout_s", None, where)
+    lr_param = study.get("lr", "lr" if "lr" in space.param_names else None)
+    if lr_param is not None and lr_param not in space.param_names:
+        raise UserError(
+            f"{where} [study]: lr = {lr_param!r} names no param; one of {', '.join(space.param_names)}"
+        )
+    if lr_param is not None and not space.by_name[lr_param].numeric:
+        raise UserError(
+            f"{where} [study]: lr = {lr_param!r} must name a numeric param, not a categorical one"
+        )
     for text_field in ("description", "metric"):
         if not isinstance(study.get(text_field, ""), str):
             raise UserError(f"{where} [study]: {text_field} must be a string")
@@ -184,6 +194,7 @@ def load_foreign_study(path: Path, *, name: str, command: str | None) -> Foreign
         stall_s=stall_s or None,  # 0: never
         timeout_s=timeout_s,
         score=metrics.score,
+        lr_param=lr_param,
     )
 
 

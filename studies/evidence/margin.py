@@ -215,10 +215,11 @@ def climb(
     factor: float = FACTOR,
     max_multiplier: float = MAX_MULTIPLIER,
     min_multiplier: float = MIN_MULTIPLIER,
+    max_lr: float = MAX_LR,
 ) -> tuple[Rung, ...]:
     """The rungs of one recipe, lowest multiplier first: ``run(multiplier)`` trains (or, in a test,
     pretends to) one rung. From x1, up by ``factor`` while each rung survives, up to ``max_multiplier``
-    (and never past lr MAX_LR); if x1 diverged, down by ``factor`` until a rung does not, down to
+    (and never past ``max_lr``: TrainConfig's bound for the project's trainer); if x1 diverged, down by ``factor`` until a rung does not, down to
     ``min_multiplier``. An out-of-memory rung ends the ladder: it says nothing about stability."""
     if factor <= 1.0:
         raise ValueError(f"factor must be > 1, got {factor}")
@@ -227,7 +228,7 @@ def climb(
     if rungs[0].outcome.survived:
         while multiplier * factor <= max_multiplier * (1 + 1e-9):
             multiplier *= factor
-            if base_lr * multiplier > MAX_LR * (1 + 1e-9):
+            if base_lr * multiplier > max_lr * (1 + 1e-9):
                 break
             rungs.append(run(multiplier))
             if not rungs[-1].outcome.survived:

@@ -64,7 +64,7 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
     marked = conclusions.marked_trials(records, presets)
     probe = lr_probe.stored(study) if project else None
     probe_lr = probe.divergence_lr if probe is not None else None
-    results = validation.stored_results(study) if project else {}
+    results = validation.stored_results(study)
     x, others = space.axes
     by = others[0] if others else None
     boundary = []
@@ -92,7 +92,7 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
     )
 
     # --- the seed's question first: stable, how far from the edge, how much fp16 headroom --------------
-    margins = margin.stored(study) if project else {}
+    margins = margin.stored(study)
     headroom_curves = fp16.curves(study.study_name, marked, margins, tele) if project else {}
     if project:
         page.section("seed", "The seed's question: how far from the edge are basic and enhanced?")
@@ -100,7 +100,10 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
         page.para("<br>".join(html.escape(line) for line in seed_answer.lines(found)))
     else:
         page.section("yours", "Your presets: did they diverge?")
-        lines = [seed_answer.study_words(name, r) for name, r in preset_trials(records, presets).items()]
+        lines = [
+            seed_answer.yours(name, r, margins.get(name))
+            for name, r in preset_trials(records, presets).items()
+        ]
         page.para("<br>".join(html.escape(line) for line in lines) or "No preset of yours has finished yet.")
 
     # --- the answer: the best trials, in the study's one ranking (its first row is the export) --------
@@ -204,6 +207,7 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
         "slices",
     )
     if not project:
+        _your_evidence(page, margins, results, metric)
         page.para(f"Rendered in {time.perf_counter() - t0:.1f} s.")
         path = paths.report
         path.write_text(page.render(), encoding="utf-8")
@@ -267,3 +271,13 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
     path = paths.report
     path.write_text(page.render(), encoding="utf-8")
     return path
+
+
+def _your_evidence(page: Page, margins: dict, results: dict, metric: str) -> None:
+    """A study of your trainer: its margin and validation, when --margin / --validate have run."""
+    if margins:
+        page.section("margin", "Margin: each recipe at lr x 1, 2, 4 ... until a guard fires")
+        page.raw(html_table(tables.margin(margins, project=False), table_id="margin-table"))
+    if results:
+        page.section("validation", "Validation over several seeds")
+        page.raw(html_table(tables.validation(results, metric=metric), table_id="validation-table"))

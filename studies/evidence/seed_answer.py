@@ -94,6 +94,14 @@ def study_words(name: str | None, r: TrialRecord | None) -> str:
     return head + f"no guard fired in the study (trial {r.number}: {r.outcome})"
 
 
+def yours(name: str, r: TrialRecord | None, m: Margin | None) -> str:
+    """A preset of your trainer's study: how it ended in the study, and its margin when measured."""
+    words = study_words(name, r)
+    return (
+        words if m is None else f"{words}; {PresetFacts(name=name, trial=r, margin=m, curve=None)._margin()}"
+    )
+
+
 def facts(
     presets: Mapping[str, TrialRecord], margins: Mapping[str, Margin], curves: Mapping[str, HeadroomCurve]
 ) -> list[PresetFacts]:

@@ -99,7 +99,7 @@ def side_by_side(
         lines += [("guards off (no signal)", lambda r: ", ".join(r.guards_off or ()) or "-")]
     rows = [(label, *(get(r) for r in columns.values())) for label, get in lines]
     if validation is not None:
-        for label, show in VALIDATION_LINES:
+        for label, show in validation_lines(metric):
             rows.append((label, *(show(validation[n]) if n in validation else "not run" for n in columns)))
     return Rows("the presets and the best, side by side", ("", *columns), tuple(rows))
 
@@ -114,16 +114,18 @@ def _of(count: int, v: Validation) -> str:
     return f"{count} of {len(v.runs)}"
 
 
-VALIDATION_LINES: tuple[tuple[str, Callable[[Validation], str]], ...] = (
-    ("validation: diverged", lambda v: _of(v.diverged, v)),
-    ("validation: divergence steps", lambda v: ", ".join(map(str, v.divergence_steps)) or "-"),
-    ("validation: stable", lambda v: _of(v.stable, v)),
-    ("validation: val mel mean ± std", fmt_mel),
-    ("validation: steps", lambda v: str(v.steps)),
-)
+def validation_lines(metric: str) -> tuple[tuple[str, Callable[[Validation], str]], ...]:
+    """The side-by-side table's validation rows, the study's metric named."""
+    return (
+        ("validation: diverged", lambda v: _of(v.diverged, v)),
+        ("validation: divergence steps", lambda v: ", ".join(map(str, v.divergence_steps)) or "-"),
+        ("validation: stable", lambda v: _of(v.stable, v)),
+        (f"validation: {metric} mean ± std", fmt_mel),
+        ("validation: steps", lambda v: str(v.steps)),
+    )
 
 
-def validation(results: Mapping[str, Validation]) -> Rows:
+def validation(results: Mapping[str, Validation], *, metric: str = "val mel") -> Rows:
     """One row per validated recipe: seeds, steps, divergence rate and steps, stable count, val mel."""
     rows = tuple(
         (
@@ -137,7 +139,7 @@ def validation(results: Mapping[str, Validation]) -> Rows:
         )
         for v in results.values()
     )
-    head = ("recipe", "seeds", "steps", "diverged", "divergence steps", "stable", "val mel (mean ± std)")
+    head = ("recipe", "seeds", "steps", "diverged", "divergence steps", "stable", f"{metric} (mean ± std)")
     return Rows("validation: each recipe over several seeds, longer than a trial", head, rows)
 
 
@@ -249,7 +251,7 @@ def promoted(records: Sequence[TrialRecord]) -> Rows:
     return Rows("trials promoted to the speech rung", head, rows)
 
 
-def margin(margins: Mapping[str, Margin]) -> Rows:
+def margin(margins: Mapping[str, Margin], *, project: bool = True) -> Rows:
     """One row per recipe: its lr, the rungs it climbed, the largest that survived and where it broke."""
     rows = []
     for m in margins.values():
@@ -272,7 +274,7 @@ def margin(margins: Mapping[str, Margin]) -> Rows:
                 else f"{fmt_multiplier(edge.multiplier)}: {edge.divergence_kind} at step {edge.divergence_step}",
                 _dash(m.sensitivity),
                 _dash(room),
-            )
+            )[: None if project else -2]  # your trainer: no untrained baseline, no fp16 peaks
         )
     head = (
         "recipe",
@@ -283,6 +285,6 @@ def margin(margins: Mapping[str, Margin]) -> Rows:
         "first diverged",
         "LR sensitivity",
         "fp16 headroom at x1 (log2)",
-    )
+    )[: None if project else -2]
     title = "margin: the recipe at lr x 1, 2, 4 ... until a guard fires (survived: every guard judged, none fired)"
     return Rows(title, head, tuple(rows))
