@@ -162,9 +162,8 @@ def _foreign(parser: OneLineParser, args: argparse.Namespace, rest: list[str]) -
         "--val-data": args.val_data is not None,
         "--horizon-scale": args.horizon_scale != 1.0,
         "--lr-probe": args.lr_probe,
-        "--validate": bool(args.validate),
         "--transfer-check": args.transfer_check is not None,
-        "--margin": bool(args.margin),
+        "--steps": args.steps is not None,  # your command sets its own length
         "--train-best": args.train_best,
         "--check-data": args.check_data,
     }
@@ -172,7 +171,8 @@ def _foreign(parser: OneLineParser, args: argparse.Namespace, rest: list[str]) -
     if given:
         raise UserError(f"{given[0]} is for the project's trainer; a study with --space runs yours")
     name = args.study or args.space.stem
-    searching = not (args.report or args.export_preset is not None)
+    evidence = bool(args.margin or args.validate)
+    searching = not (args.report or args.export_preset is not None or evidence)
     if searching and args.command is None:
         raise UserError(
             f'--space {args.space}: give --command "..." (the command line a trial runs), or run your '
@@ -192,6 +192,8 @@ def _foreign(parser: OneLineParser, args: argparse.Namespace, rest: list[str]) -
     url = resolve_storage(args.storage, study_def.name, args.runs_dir)
     if not searching:
         require_study_file(study_def.name, url)
+    if evidence:
+        return _foreign_evidence(args, study_def, url)
         if args.report and args.export_preset is not None:
             raise UserError("--report and --export-preset: one at a time")
         from studies.execution.commands import EvidenceRun, export_foreign_best, run_evidence
@@ -235,6 +237,51 @@ def _check_data(args: argparse.Namespace, model_size: str) -> int:
         folders = [paths.train, paths.eval]
     r = model_config(model_size).reduction_factor
     return check_data(folders, DataConfig(), r, make_console())
+
+
+def _foreign_evidence(args: argparse.Namespace, study_def, url: str) -> int:
+    """``--margin`` / ``--validate`` of your trainer's study: its command at lr x 2^k, or at other
+    ``{seed}``s (studies/execution/foreign_evidence.py); then the report, which shows them."""
+    if args.report or args.export_preset is not None:
+        raise UserError(
+            "--margin / --validate: not with --report or --export-preset (the report follows them)"
+        )
+    if study_def.command is None:
+        raise UserError('--margin / --validate run your command: give --command "..." as for the search')
+    if args.margin and study_def.lr_param is None:
+        raise UserError(
+            f'--margin: {args.space} names no lr param; add lr = "NAME" to its [study] table (the param '
+            "the ladder multiplies)"
+        )
+    if args.validate and not study_def.command.uses("seed"):
+        raise UserError(
+            "--validate: your command takes no {seed}; add it (e.g. --seed {seed}) so seeds differ"
+        )
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    from studies.evidence.margin import MAX_MULTIPLIER
+
+    top = MAX_MULTIPLIER if args.margin_max is None else args.margin_max
+    if not top >= 1.0:
+        raise UserError(f"--margin-max must be a number >= 1, got {top:g}")
+    from common.console import make_console
+    from studies.execution import foreign_evidence as fe
+    from studies.execution.commands import EvidenceRun, run_evidence
+    from studies.execution.launch import open_existing
+    from studies.paths import StudyPaths
+
+    fe.check_names(study_def, "--margin", args.margin or [])
+    fe.check_names(study_def, "--validate", args.validate or [])
+    study = open_existing(study_def, url)
+    paths, console = StudyPaths(args.runs_dir, study_def.name), make_console(stderr=True)
+    say = lambda line: console.print(line, soft_wrap=True)  # noqa: E731
+    if args.validate:
+        fe.run_validation(
+            study, study_def, paths, args.validate, seeds=args.seeds, base_seed=args.seed, say=say
+        )
+    if args.margin:
+        fe.run_margin(study, study_def, paths, args.margin, seed=args.seed, max_multiplier=top, say=say)
+    return run_evidence(EvidenceRun(study=study_def, url=url, runs_dir=args.runs_dir, report=True))
 
 
 def _check_device(study_def, device: str) -> None:
