@@ -116,6 +116,18 @@ def test_a_loss_scale_that_drops_marks_a_skip_not_a_divergence() -> None:
     assert info.value.verdict.kind == "nonfinite" and info.value.verdict.step == 15
 
 
+def test_an_overflow_on_the_first_step_is_a_skip_too() -> None:
+    # No scale before step 1 to see a drop against: a finite loss with overflowed gradients is what the
+    # scaler skips (it starts at 2^16); a non-finite loss there is still the seed's NaN.
+    r = Reporter(GUARDS, note=lambda _: None)
+    run(r, 30, grad_norm=lambda s: math.inf if s == 1 else 1.0, loss_scale=lambda s: 2.0**15)
+    assert r.result().verdict is None and r.result().summary.scaler_skips == 1
+    r = Reporter(GUARDS, note=lambda _: None)
+    with pytest.raises(Diverged) as info:
+        r.step(loss=math.nan, grad_norm=math.inf, loss_scale=2.0**15)
+    assert info.value.verdict.kind == "nonfinite" and info.value.verdict.step == 1
+
+
 def test_alignment_turns_on_collapse_and_the_aligned_check() -> None:
     r = Reporter(GUARDS, note=lambda _: None)
     run(r, 30, grad_norm=1.0, alignment=0.1)

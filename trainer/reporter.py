@@ -149,7 +149,7 @@ class Reporter:
         values = {"grad_norm": grad_norm, "mel": mel, "loss_scale": loss_scale, "alignment": alignment}
         signals = self._fix_signals(n, values)
         scale = _number("loss_scale", loss_scale)
-        skipped = scale is not None and self._last_scale is not None and scale < self._last_scale
+        skipped = scale is not None and _skipped(scale, self._last_scale, loss, grad_norm)
         self._last_scale = scale if scale is not None else self._last_scale
         record = ReportedStep(
             step=n,
@@ -346,6 +346,15 @@ class Reporter:
                 f"the eval at step {n} {'lacks' if self._has_alignment else 'has'} an alignment, which the "
                 "first eval did not: report it at every eval or at none"
             )
+
+
+def _skipped(scale: float, last: float | None, loss: float, grad_norm: float | None) -> bool:
+    """Did the GradScaler skip this update? Its scale dropped since the last step; on the first step,
+    where there is no last scale to compare with, a finite loss whose gradients overflowed (what the
+    scaler skips: common there, since it starts at 2^16)."""
+    if last is not None:
+        return scale < last
+    return math.isfinite(loss) and grad_norm is not None and not math.isfinite(grad_norm)
 
 
 def _number(name: str, value: float | None) -> float | None:
