@@ -226,7 +226,7 @@ def _check_data(args: argparse.Namespace, model_size: str) -> int:
         raise UserError("--check-data: on its own, with --train-data/--val-data and --study or --model-size")
     from common.console import make_console
     from tts_model.config import model_config
-    from tts_model.data_audit import check_data
+    from tts_model.data_audit_report import check_data
     from tts_model.dataset import DataConfig
 
     folders = [f for f in (args.train_data, args.val_data) if f is not None]
