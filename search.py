@@ -194,6 +194,7 @@ def _foreign(parser: OneLineParser, args: argparse.Namespace, rest: list[str]) -
         require_study_file(study_def.name, url)
     if evidence:
         return _foreign_evidence(args, study_def, url)
+    if not searching:
         if args.report and args.export_preset is not None:
             raise UserError("--report and --export-preset: one at a time")
         from studies.execution.commands import EvidenceRun, export_foreign_best, run_evidence

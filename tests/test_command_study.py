@@ -276,9 +276,13 @@ BAD_FLAGS = {
         ["--space", str(SPACE), "--command", TRAINER, "--lr-probe"],
         "--lr-probe is for the project's trainer",
     ),
-    "the margin of the project's trainer": (
+    "a margin before the search": (  # --margin of your trainer reads the study: there is none yet
         ["--space", str(SPACE), "--command", TRAINER, "--margin", "basic"],
-        "--margin is for the project's trainer",
+        "run the search first",
+    ),
+    "the transfer check of the project's trainer": (
+        ["--space", str(SPACE), "--command", TRAINER, "--transfer-check", "3"],
+        "--transfer-check is for the project's trainer",
     ),
     "zero trials": (["--space", str(SPACE), "--command", TRAINER, "--trials", "0"], "--trials must be > 0"),
 }

@@ -233,7 +233,7 @@ def test_report_without_a_finished_trial_says_so(tmp_path: Path, capsys: pytest.
 
 
 def _p(n: int, outcome: str, val: float | None, **params: float) -> Point:
-    return Point(number=n, params=params, outcome=outcome, val_mel=val)
+    return Point(number=n, params=params, outcome=Outcome(outcome), val_mel=val)
 
 
 def test_lr_boundary_per_clip_bucket() -> None:
