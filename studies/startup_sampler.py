@@ -5,13 +5,11 @@ all of them where the alignment weight is too low to align (docs/measurements.md
 coverage"). The first 2^m points of a scrambled Sobol sequence put one point in each 2^-m-th of every
 knob's range, so the start-up trials cover the space before TPE models it.
 
-The search's processes share one sequence: Optuna's ``QMCSampler`` keeps its position in the study's
-system attrs under a key made of the sequence type, its seed and the space, so every process that builds
-it with the same seed (``--seed``) draws the next unused point, not its own copy of the first ones.
-TPE keeps each process's own seed. The position is read and then written (Optuna's storage has no
-compare-and-set), so two processes asking in the same few milliseconds can draw the same point; both
-project studies enqueue their presets first, so their workers ask for a sampled trial only as a trial
-ends, not all at once.
+The search's processes share one sequence: every process builds it with the same seed (``--seed``),
+and a trial takes the point whose index is its own number less the enqueued trials before it, so the
+processes walk one sequence without ever drawing the same point. (Optuna's ``QMCSampler`` keeps a
+counter in the study's system attrs instead, read and then written: two processes asking at once drew
+the same point, twice, in a chaos test of restarted workers.) TPE keeps each process's own seed.
 
 Start-up lasts exactly as long as TPE's own: while fewer than ``n_startup_trials`` trials are COMPLETE
 or PRUNED (the presets among them, FAIL trials not), so TPE takes over where it would have stopped
@@ -56,7 +54,7 @@ class SobolStartupTPESampler(optuna.samplers.TPESampler):
         with warnings.catch_warnings():
             # QMCSampler is marked experimental since Optuna 3.0; its sampling is unchanged through 5.x.
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-            self._sobol = optuna.samplers.QMCSampler(
+            self._sobol = _NumberedSobol(
                 qmc_type="sobol",
                 scramble=True,
                 seed=sobol_seed,
@@ -84,8 +82,24 @@ class SobolStartupTPESampler(optuna.samplers.TPESampler):
     ) -> dict[str, Any]:
         if trial._trial_id in self._sobol_trial_ids:
             self._sobol_trial_ids.discard(trial._trial_id)
+            # The point's index is the trial's number less the enqueued trials before it (presets,
+            # re-runs: they are not sampled): numbers are handed out by the storage one by one, so two
+            # processes asking at once never get the same point (a counter read and then written could).
+            earlier = study.get_trials(deepcopy=False)
+            enqueued = sum(t.number < trial.number and "fixed_params" in t.system_attrs for t in earlier)
+            self._sobol.index = trial.number - enqueued
             return self._sobol.sample_relative(study, trial, search_space)
         return super().sample_relative(study, trial, search_space)
+
+
+class _NumberedSobol(optuna.samplers.QMCSampler):
+    """Optuna's QMCSampler, its point chosen by ``index`` (set for each trial) instead of a counter in the
+    study's system attrs."""
+
+    index = 0
+
+    def _find_sample_id(self, study: optuna.Study, search_space: dict[str, BaseDistribution]) -> int:
+        return self.index
 
 
 def to_unit_cube(params: Mapping[str, Any], space: Mapping[str, BaseDistribution]) -> np.ndarray:
