@@ -1,0 +1,152 @@
+"""The diagnosis of a divergence: the cause-deciding rules on hand-written evidence, then the positive
+controls (known faults injected into the real trainer, trainer/faults.py) on the small real corpus."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from corpus_fixture import cache_env, corpus_paths, train_data  # noqa: F401  (pytest fixtures)
+
+from trainer import faults
+from trainer.diagnosis import Cause, Diagnosis, Edge, Evidence, ModuleEvent, TermValues, decide
+from trainer.diagnosis_controls import CONTROLS, run_control
+from tts_model.model import Attention
+
+NAN, INF = math.nan, math.inf
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def evidence(**changes) -> Evidence:
+    """A reproduced nonfinite divergence at step 7 whose evidence points nowhere, changed by ``changes``."""
+    base = {
+        "step": 7,
+        "kind": "nonfinite",
+        "reproduced": True,
+        "lr": 1e-3,
+        "lower_lr": 1e-3 / 16,
+        "lower_lr_survived": False,
+        "items": ("a", "b"),
+        "batch_finite": False,
+        "other_batches": 3,
+        "other_batches_finite": 1,
+        "forward_finite": False,
+        "terms": (
+            TermValues("mel", 3.0, NAN),
+            TermValues("align (KL)", 0.5, NAN),
+            TermValues("stop", 0.3, NAN),
+        ),
+    }
+    return Evidence(**{**base, **changes})
+
+
+# -- the rules -----------------------------------------------------------------------------------------
+def test_nothing_points_anywhere_is_unknown_said_plainly():
+    d = decide(evidence())
+    assert d.cause is Cause.UNKNOWN and not d.named
+    assert d.evidence.startswith("the evidence points to no cause")
+    assert "1 of 3 other batches finite" in d.evidence and "diverged too" in d.evidence
+
+
+def test_bad_features_are_data_and_win_over_everything_else():
+    d = decide(
+        evidence(
+            bad_items={"b": "12 of 800 feature values are NaN or Inf"},
+            fp16=True,
+            fp32_finite=True,
+            first_module=ModuleEvent("decoder.0.ff.0", 7, INF),
+            lower_lr_survived=True,
+        )
+    )
+    assert d.cause is Cause.DATA and d.items == ("b",) and "NaN" in d.evidence
+
+
+def test_fp16_overflow_needs_fp16_a_finite_fp32_step_and_a_module():
+    found = evidence(fp16=True, fp32_finite=True, first_module=ModuleEvent("decoder.0.cross_attn", 7, INF))
+    d = decide(found)
+    assert d.cause is Cause.FP16_OVERFLOW and d.module == "decoder.0.cross_attn"
+    # the same module event in an fp32 run, or with the fp32 step broken too, is not an fp16 overflow
+    assert (
+        decide(evidence(fp16=False, fp32_finite=True, first_module=found.first_module)).cause is Cause.UNKNOWN
+    )
+    assert (
+        decide(evidence(fp16=True, fp32_finite=False, first_module=found.first_module)).cause is Cause.UNKNOWN
+    )
+
+
+def test_a_term_that_breaks_alone_over_a_finite_forward_is_the_loss_term():
+    terms = (
+        TermValues("mel", 3.0, 2.9),
+        TermValues("align (forward-sum)", 2.0, INF),
+        TermValues("stop", 0.3, 0.3),
+    )
+    d = decide(evidence(forward_finite=True, terms=terms, breaking_items=("b",)))
+    assert d.cause is Cause.LOSS_TERM and d.term == "align (forward-sum)" and d.items == ("b",)
+    assert "2 -> inf" in d.evidence
+    # a finite jump of more than TERM_JUMP x counts too; every term broken at once is no single term
+    jumped = (TermValues("mel", 3.0, 2.9), TermValues("stop", 0.01, 5.0))
+    assert decide(evidence(forward_finite=True, terms=jumped)).term == "stop"
+    all_broken = tuple(TermValues(t.name, 1.0, NAN) for t in terms)
+    assert decide(evidence(forward_finite=True, terms=all_broken)).cause is Cause.UNKNOWN
+    # a non-finite forward: the term only passes the forward's NaN on
+    assert decide(evidence(forward_finite=False, terms=terms)).cause is Cause.UNKNOWN
+
+
+def test_lr_edge_by_the_lower_lr_replay_or_by_the_measured_edge():
+    d = decide(evidence(lower_lr_survived=True))
+    assert d.cause is Cause.LR_EDGE and "replayed at lr 6.25e-05" in d.evidence and d.edge_lr is None
+    on_edge = decide(evidence(lr=0.02, edge=Edge(0.03, "lr probe")))
+    assert on_edge.cause is Cause.LR_EDGE and on_edge.edge_lr == 0.03 and "lr probe" in on_edge.evidence
+    far_below = decide(evidence(lr=0.001, edge=Edge(0.03, "lr probe")))
+    assert far_below.cause is Cause.UNKNOWN
+
+
+def test_a_batch_that_breaks_alone_is_data_naming_the_item():
+    d = decide(evidence(other_batches_finite=3, breaking_items=("b",)))
+    assert d.cause is Cause.DATA and d.items == ("b",) and "3 other batches stay finite" in d.evidence
+    # other batches breaking too, or no single item to blame: not the data's fault
+    assert decide(evidence(other_batches_finite=2, breaking_items=("b",))).cause is Cause.UNKNOWN
+    assert decide(evidence(other_batches_finite=3)).cause is Cause.UNKNOWN
+
+
+def test_a_replay_that_did_not_reproduce_says_so():
+    d = decide(evidence(reproduced=False, lower_lr_survived=True))
+    assert not d.reproduced and "did not diverge at the same step" in d.evidence
+
+
+def test_the_record_round_trips_through_a_user_attribute():
+    d = Diagnosis(step=3, cause=Cause.DATA, evidence="x", items=("a",), lr=1e-3, replay_s=1.5)
+    assert Diagnosis.from_attr(d.to_attr()) == d
+    nan = Diagnosis(step=1, cause=Cause.UNKNOWN, evidence="y", lr=NAN)
+    back = Diagnosis.from_attr(nan.to_attr())
+    assert back.lr is None and math.isnan(back.replay_s)
+    assert Diagnosis.from_attr({"cause": "a word from later"}).cause is Cause.UNKNOWN
+
+
+def test_fault_switches_restore_the_real_code():
+    real = Attention.forward
+    with faults.double_mask():
+        assert Attention.forward is not real
+    assert Attention.forward is real
+
+
+# -- the positive controls: real runs, real faults ----------------------------------------------------
+@pytest.mark.parametrize("name", CONTROLS)
+def test_each_positive_control_is_diagnosed_right(name: str, train_data, tmp_path: Path):  # noqa: F811
+    result = run_control(name, train_data, tmp_path)
+    if name == "no-fault":
+        assert result.diverged_at is None and result.diagnosis is None
+        return
+    d = result.diagnosis
+    assert d is not None and result.diverged_at is not None
+    assert d.reproduced, f"the replay did not reproduce the run: {d.line()}"
+    assert result.right, f"{name}: named {d.line()}, expected {result.expected} {result.target}"

@@ -1,0 +1,397 @@
+"""The evidence behind a diagnosis: the diverged run replayed, its last steps under full instrumentation.
+
+Instrumenting every step of every run (a forward hook on every module reading its values back, each
+loss term on the host) would cost healthy runs the speed the trainer's one host sync per step buys
+them (``tests/test_host_syncs.py``). A run is seeded and its batches are fixed by (seed, epoch), so
+the steps before a divergence can be computed again exactly, after the fact, and only for a run that
+diverged: this module rebuilds the run from its seed, trains up to ``window`` steps before the
+divergence at the loop's own speed (``trainer.step.train_step``, the same code), then replays the last
+steps with a hook on every module and every loss term on the host, and probes the weights just before
+the divergent step:
+
+- the divergent step's batch, its items' features, and each item left out of it in turn;
+- other batches at the same weights (a batch that breaks every recipe is the data's fault);
+- an fp16 run's step in fp32 at the same weights;
+- the last steps again at ``LOWER_LR_FACTOR`` times lower lr, from the same state and guard history.
+
+What that costs: the run's steps once more, plus ``window`` instrumented steps, the lower-lr steps and
+a handful of single-step probes; nothing at all for a run that did not diverge. A collapse is judged
+over evals, which the replay does not re-run: its diagnosis rests on the study's measured edge alone.
+A full training that healed (rolled back) is not replayed here.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from trainer import adaptive
+from trainer.config import TrainConfig, with_overrides
+from trainer.data import TrainData
+from trainer.diagnosis import Diagnosis, Edge, Evidence, ModuleEvent, TermValues, decide
+from trainer.guards import StepHistory, Verdict, check_step
+from trainer.loop import build_model
+from trainer.peaks import PeakMeter
+from trainer.results import StepMetrics
+from trainer.run_state import Position, Trainables
+from trainer.schedules import lr_at
+from trainer.step import RunConstants, read_step, train_step
+from tts_model.batching import Batch, BucketBatchSampler, collate
+from tts_model.model import TransformerTTS
+
+WINDOW = 32  # steps replayed under full instrumentation (and at the lower lr) before the divergence
+LOWER_LR_FACTOR = 1 / 16  # four doublings below: a run this far from its lr that still breaks is not the lr's
+OTHER_BATCHES = 3
+STEP_GUARDS = ("nonfinite", "explosion", "spike", "ceiling")  # judged per step, so a replay can see them
+_ALIGN_WORDS = {"kl": "KL", "guided": "guided", "prior": "forward-sum"}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReplayPlan:
+    """What the replay needs of the run besides its config and data: its lr schedule when the caller
+    drove it (the lr probe), and the study's measured edge."""
+
+    lr_schedule: Callable[[int], float] | None = None  # as RunPlan.lr_schedule (the lr probe's)
+    edge: Edge | None = None
+    window: int = WINDOW
+    other_batches: int = OTHER_BATCHES
+
+
+def diagnose(
+    cfg: TrainConfig,
+    data: TrainData,
+    verdict: Verdict,
+    *,
+    device: torch.device,
+    plan: ReplayPlan = ReplayPlan(),
+) -> Diagnosis:
+    """The diagnosis of the run ``cfg`` on ``data`` that ``verdict`` stopped (trial mode: no healing)."""
+    t0 = time.perf_counter()
+    if verdict.kind in STEP_GUARDS:
+        found = decide(_Replay(cfg, data, device, plan).evidence(verdict))
+    else:
+        found = _over_evals(cfg, data, verdict, plan)
+    return dataclasses.replace(found, replay_s=time.perf_counter() - t0)
+
+
+def _over_evals(cfg: TrainConfig, data: TrainData, verdict: Verdict, plan: ReplayPlan) -> Diagnosis:
+    """A guard judged over evals (collapse): the lr against the study's edge, nothing replayed."""
+    n_batches = len(
+        BucketBatchSampler([ex.mel.shape[0] for ex in data.train.items], batch_size=cfg.batch_size)
+    )
+    schedule = plan.lr_schedule
+    step = verdict.step
+    lr = (
+        float(schedule(step))
+        if schedule is not None
+        else lr_at(step, cfg, total_steps=_total(cfg, n_batches))
+    )
+    found = decide(Evidence(step=step, kind=verdict.kind, reproduced=True, lr=lr, edge=plan.edge))
+    why = f"a {verdict.kind} is judged over evals, which the replay does not re-run"
+    if found.named:
+        return dataclasses.replace(found, evidence=f"{found.evidence}; {why}")
+    edge = plan.edge
+    against = (
+        "the study has measured no lr edge to compare its lr with"
+        if edge is None
+        else f"its lr {lr:.3g} is below the study's edge, lr {edge.lr:.3g} ({edge.source})"
+    )
+    return dataclasses.replace(found, evidence=f"{why}, and {against}")
+
+
+def _total(cfg: TrainConfig, n_batches: int) -> int:
+    """The run's planned steps, as the loop counts them."""
+    return cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * n_batches
+
+
+class _Watch:
+    """A forward hook on every module: during a watched forward, the first module (innermost first, as
+    hooks fire on completion) whose output turned NaN or Inf from inputs without NaN or +Inf, and whether
+    every output stayed finite. Reads values back on every module: a replay's cost, never a run's."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.on = False
+        self.step = 0
+        self.first: ModuleEvent | None = None
+        self.all_finite = True
+        self._handles = [
+            module.register_forward_hook(self._hook(name), with_kwargs=True)
+            for name, module in model.named_modules()
+            if name
+        ]
+
+    def start(self, step: int) -> None:
+        self.on, self.step, self.all_finite = True, step, True
+
+    def _hook(self, name: str):
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+            if not self.on:
+                return
+            outs = list(_floats(output))
+            if not outs or all(bool(torch.isfinite(o).all()) for o in outs):
+                return
+            self.all_finite = False
+            if self.first is not None:
+                return
+            ins = list(_floats(args)) + list(_floats(kwargs))
+            if all(not bool((torch.isnan(x) | torch.isposinf(x)).any()) for x in ins):
+                peak = max(float(o.detach().abs().float().nan_to_num(math.nan).max()) for o in outs)
+                self.first = ModuleEvent(module=name, step=self.step, peak=peak)
+
+        return hook
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def _floats(x: object) -> Iterator[Tensor]:
+    """The floating-point tensors in a module's inputs or output (tensors, tuples, lists, dicts, records)."""
+    if isinstance(x, Tensor):
+        if x.is_floating_point():
+            yield x.detach()
+    elif isinstance(x, tuple | list):
+        for y in x:
+            yield from _floats(y)
+    elif isinstance(x, Mapping):
+        for y in x.values():
+            yield from _floats(y)
+    elif dataclasses.is_dataclass(x) and not isinstance(x, type):
+        for f in dataclasses.fields(x):
+            yield from _floats(getattr(x, f.name))
+
+
+class _Replay:
+    """The run rebuilt from its seed, as ``trainer.loop._train`` builds it (trial mode)."""
+
+    def __init__(self, cfg: TrainConfig, data: TrainData, device: torch.device, plan: ReplayPlan) -> None:
+        self.cfg, self.data, self.device, self.plan = cfg, data, device, plan
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg, data).to(device)
+        self.r = model.cfg.reduction_factor
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+        )
+        self.model: TransformerTTS = model
+        self.parts = Trainables(
+            model, optimizer, torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        )
+        self.constants = RunConstants.build(cfg, device)
+        self.meter = PeakMeter(model)
+        lengths = [ex.mel.shape[0] for ex in data.train.items]
+        self.sampler = BucketBatchSampler(lengths, batch_size=cfg.batch_size, seed=cfg.seed)
+        self.total = _total(cfg, len(self.sampler))
+
+    # -- the run's batches and lr, as the loop's BatchStream and schedule give them -------------------
+    def indices(self, pos: Position) -> list[int]:
+        """The batch at ``pos`` (advanced past it), as ``trainer.data.BatchStream.next_batch`` takes it."""
+        if pos.batch_index >= len(self.sampler):
+            pos.epoch, pos.batch_index = pos.epoch + 1, 0
+        found = self.sampler.batches(pos.epoch)[pos.batch_index]
+        pos.batch_index += 1
+        return found
+
+    def batch(self, indices: list[int]) -> Batch:
+        return collate([self.data.train[i] for i in indices], self.r).to(self.device)
+
+    def lr(self, step: int, pos: Position) -> float:
+        schedule = self.plan.lr_schedule
+        base = schedule(step) if schedule is not None else lr_at(step, self.cfg, total_steps=self.total)
+        return float(base) * pos.lr_scale
+
+    # -- one step, exactly as the loop runs it ---------------------------------------------------------
+    def step(
+        self, step: int, batch: Batch, lr: float, mean: Tensor, cfg: TrainConfig | None = None
+    ) -> tuple[StepMetrics, Tensor]:
+        for group in self.parts.optimizer.param_groups:
+            group["lr"] = lr
+        cfg = cfg or self.cfg
+        t = train_step(
+            self.model,
+            batch,
+            self.parts.optimizer,
+            self.parts.scaler,
+            cfg,
+            self.constants,
+            mean,
+            self.meter,
+            step=step,
+        )
+        metrics, _ = read_step(
+            t, step=step, lr=lr, scaled=self.parts.scaler.is_enabled(), start=time.perf_counter()
+        )
+        return metrics, t.adaptive_mean
+
+    def snapshot(self, pos: Position, mean: Tensor, history: StepHistory) -> tuple[dict, Tensor, StepHistory]:
+        return copy.deepcopy(self.parts.state_dict(pos, self.cfg)), mean.clone(), copy.deepcopy(history)
+
+    def restore(self, snap: tuple[dict, Tensor, StepHistory]) -> tuple[Position, Tensor, StepHistory]:
+        state, mean, history = snap
+        pos = self.parts.restore(copy.deepcopy(state))
+        return pos, mean.clone(), copy.deepcopy(history)
+
+    def guard(self, history: StepHistory, m: StepMetrics) -> Verdict | None:
+        history.append(step=m.step, loss=m.loss, mel=m.mel_l1, grad_norm=m.grad_norm, skipped=m.skipped)
+        cfg = self.cfg
+        return check_step(history, cfg.guards, warmup_steps=cfg.warmup_steps, fp16=cfg.precision == "fp16")
+
+    # -- the evidence ----------------------------------------------------------------------------------
+    def evidence(self, verdict: Verdict) -> Evidence:
+        cfg, target = self.cfg, verdict.step
+        start = max(0, target - self.plan.window)
+        pos, history = Position(), StepHistory(cfg.guards)
+        mean = adaptive.initial_mean(None, self.device)
+        self.model.train()
+        for step in range(1, start + 1):  # at the loop's speed, no instrumentation
+            batch = self.batch(self.indices(pos))
+            metrics, mean = self.step(step, batch, self.lr(step, pos), mean)
+            pos.step = step
+            self.guard(
+                history, metrics
+            )  # the run's guards saw these steps too (a verdict here: not reproduced)
+        at_start = self.snapshot(pos, mean, history)
+
+        # the last steps, every module and every term watched
+        watch = _Watch(self.model)
+        log: list[StepMetrics] = []
+        fired: Verdict | None = None
+        before: tuple[dict, Tensor, StepHistory] | None = None  # the state before the last replayed step
+        bad_step_indices: list[int] = []
+        try:
+            for step in range(pos.step + 1, target + 1):
+                before = self.snapshot(pos, mean, history)
+                lr = self.lr(step, pos)
+                bad_step_indices = self.indices(pos)
+                watch.start(step)
+                metrics, mean = self.step(step, self.batch(bad_step_indices), lr, mean)
+                watch.on = False
+                pos.step = step
+                log.append(metrics)
+                fired = self.guard(history, metrics)
+                if fired is not None:
+                    break
+        finally:
+            watch.close()
+        step = log[-1].step if log else target
+        reproduced = fired is not None and fired.step == verdict.step and fired.kind == verdict.kind
+        first, forward_finite = watch.first, watch.all_finite
+        terms = _terms(log, cfg)
+        lr = log[-1].lr if log else self.lr(step, pos)
+
+        # probes at the weights before the divergent step
+        probes = _Probes(self, before) if before is not None else None
+        items = tuple(self.data.train[i].id for i in bad_step_indices)
+        bad = {
+            self.data.train[i].id: w for i in bad_step_indices if (w := _bad_features(self.data.train[i].mel))
+        }
+        batch_finite = probes.finite(bad_step_indices) if probes else None
+        breaking: tuple[str, ...] = ()
+        if batch_finite is False and len(bad_step_indices) > 1:
+            breaking = tuple(
+                self.data.train[i].id
+                for i in bad_step_indices
+                if probes.finite([j for j in bad_step_indices if j != i])
+            )
+        others = probes.other_batches(self.plan.other_batches) if probes else []
+        fp32_finite = None
+        if cfg.precision == "fp16" and probes is not None:
+            fp32_finite = probes.finite(bad_step_indices, cfg=with_overrides(cfg, precision="fp32"))
+
+        lower_lr = lower_survived = None
+        if reproduced:
+            lower_lr, lower_survived = self.lower_lr(at_start, target, lr)
+        return Evidence(
+            step=step,
+            kind=verdict.kind,
+            reproduced=reproduced,
+            lr=lr,
+            edge=self.plan.edge,
+            lower_lr=lower_lr,
+            lower_lr_survived=lower_survived,
+            items=items,
+            bad_items=bad,
+            breaking_items=breaking,
+            batch_finite=batch_finite,
+            other_batches=len(others),
+            other_batches_finite=sum(others),
+            fp16=cfg.precision == "fp16",
+            fp32_finite=fp32_finite,
+            first_module=first,
+            forward_finite=forward_finite,
+            terms=terms,
+        )
+
+    def lower_lr(self, snap: tuple[dict, Tensor, StepHistory], target: int, lr: float) -> tuple[float, bool]:
+        """The same last steps from the same state and guard history at LOWER_LR_FACTOR x the lr:
+        (the divergent step's lower lr, no guard fired)."""
+        pos, mean, history = self.restore(snap)
+        pos.lr_scale *= LOWER_LR_FACTOR
+        for step in range(pos.step + 1, target + 1):
+            lr_now = self.lr(step, pos)
+            metrics, mean = self.step(step, self.batch(self.indices(pos)), lr_now, mean)
+            pos.step = step
+            if self.guard(history, metrics) is not None:
+                return lr * LOWER_LR_FACTOR, False
+        return lr * LOWER_LR_FACTOR, True
+
+
+class _Probes:
+    """Single steps at the weights before the divergent step, each from the same restored state."""
+
+    def __init__(self, replay: _Replay, snap: tuple[dict, Tensor, StepHistory]) -> None:
+        self.replay, self.snap = replay, snap
+
+    def finite(self, indices: list[int], *, cfg: TrainConfig | None = None) -> bool:
+        """The step on these items: finite loss and gradient norm."""
+        replay = self.replay
+        pos, mean, _ = replay.restore(self.snap)
+        scaler = replay.parts.scaler
+        if cfg is not None and cfg.precision == "fp32" and scaler.is_enabled():
+            replay.parts = dataclasses.replace(
+                replay.parts, scaler=torch.amp.GradScaler(replay.device.type, enabled=False)
+            )
+        try:
+            m, _ = replay.step(pos.step + 1, replay.batch(indices), replay.lr(pos.step + 1, pos), mean, cfg)
+        finally:
+            replay.parts = dataclasses.replace(replay.parts, scaler=scaler)
+        return math.isfinite(m.loss) and math.isfinite(m.grad_norm)
+
+    def other_batches(self, n: int) -> list[bool]:
+        """The next ``n`` batches of the run's order after the divergent one, each at the same weights."""
+        replay = self.replay
+        pos = replay.parts.restore(copy.deepcopy(self.snap[0]))
+        replay.indices(pos)  # the divergent batch itself
+        found = []
+        for _ in range(min(n, len(replay.sampler) - 1)):
+            found.append(self.finite(replay.indices(pos)))
+        return found
+
+
+def _terms(log: list[StepMetrics], cfg: TrainConfig) -> tuple[TermValues, ...]:
+    """Each unweighted loss term at the last replayed step and the step before it."""
+    if not log:
+        return ()
+    at, prev = log[-1], (log[-2] if len(log) > 1 else None)
+    align = f"align ({_ALIGN_WORDS.get(cfg.alignment_loss, cfg.alignment_loss)})"
+    names = (("mel", "mel"), (align, "kl"), ("stop", "stop"))
+    return tuple(
+        TermValues(name=name, before=math.nan if prev is None else getattr(prev, key), at=getattr(at, key))
+        for name, key in names
+    )
+
+
+def _bad_features(mel: Tensor) -> str | None:
+    """What is wrong with an item's (T, n_mels) features, in words; None when nothing is."""
+    bad = int((~torch.isfinite(mel)).sum())
+    if bad:
+        return f"{bad} of {mel.numel()} feature values are NaN or Inf"
+    if mel.numel() and float(mel.max() - mel.min()) == 0.0:
+        return f"every feature value is {float(mel.flatten()[0]):.4g} (a silent or all-zero clip)"
+    return None
