@@ -192,8 +192,8 @@ def decide(e: Evidence) -> Diagnosis:
             cause=Cause.FP16_OVERFLOW,
             module=m.module,
             evidence=(
-                f"{m.module} overflowed first: its output {how} at step {m.step} under fp16 (largest "
-                f"value 65,504); the same step in fp32 at the same weights is finite{note}"
+                f"{m.module} overflowed first: its output {how} at step {m.step} under fp16 (fp16's largest "
+                f"value is 65,504); the same step in fp32 at the same weights is finite{note}"
             ),
             **base,
         )
