@@ -25,6 +25,7 @@ from studies.record_keys import (
     DECODE_RATIO,
     DECODE_STOP_RATE,
     DECODE_WALK,
+    DIAGNOSIS,
     DIAGONALITY,
     DIVERGED,
     DIVERGENCE_DETAIL,
@@ -63,6 +64,7 @@ from studies.record_keys import (
     VERDICT,
 )
 from studies.rung_facts import RungFacts
+from trainer.diagnosis import Diagnosis
 from trainer.outcome import DIVERGED_PREFIX, Outcome
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -103,6 +105,7 @@ class TrialRecord:
     # what the objective recorded
     verdict: Outcome | None = None  # the judge's word; None while running, or never recorded
     divergence: Divergence | None = None  # the guard that stopped a diverged trial
+    diagnosis: Diagnosis | None = None  # why it diverged (trainer/diagnosis.py), when it was replayed
     max_steps: int | None = None
     last_step: int | None = None
     steps_run: int | None = None
@@ -234,6 +237,8 @@ class TrialRecord:
                     DIVERGENCE_DETAIL: self.divergence.detail,
                 }
             )
+        if self.diagnosis is not None:
+            attrs[DIAGNOSIS] = self.diagnosis.to_attr()
         if self.decode is not None:
             attrs.update(
                 {
@@ -277,6 +282,7 @@ class TrialRecord:
             constraints=dict(t.constraints),
             verdict=verdict,
             divergence=divergence,
+            diagnosis=Diagnosis.from_attr(a[DIAGNOSIS]) if isinstance(a.get(DIAGNOSIS), dict) else None,
             max_steps=_int(a.get(MAX_STEPS)),
             last_step=_int(a.get(LAST_STEP)),
             steps_run=_int(a.get(STEPS_RUN)),

@@ -28,6 +28,7 @@ DIVERGED = "diverged"  # True on a trial a divergence guard stopped
 JUDGED = "judged"
 DIVERGENCE_STEP = "divergence_step"
 DIVERGENCE_DETAIL = "divergence_detail"
+DIAGNOSIS = "diagnosis"  # why it diverged: trainer.diagnosis.Diagnosis.to_attr()
 DIAGONALITY = "diagonality"
 OVER_PRIOR = "over_prior"  # diagonality over the KL prior's own: what "aligned" is judged on
 SHARPNESS = "sharpness"

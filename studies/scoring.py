@@ -64,6 +64,7 @@ def record_of(verdict: Judgement, summary: RunSummary) -> TrialRecord:
             state=TrialState.PRUNED,
             verdict=verdict.outcome,
             divergence=Divergence(kind=v.kind, step=v.step, detail=v.detail),
+            diagnosis=verdict.diagnosis,
             constraints=_measured(
                 {C_DIVERGED: DIVERGED_VIOLATION, C_UNALIGNED: 0.0, C_NO_STOP: 0.0}, verdict.guards_off
             ),

@@ -6,13 +6,22 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 from corpus_fixture import cache_env, corpus_paths, train_data  # noqa: F401  (pytest fixtures)
 
+from studies.evidence import diagnoses
+from studies.execution.runs import RunSetup, run_config
+from studies.paths import StudyPaths
+from studies.record import Divergence, TrialRecord, load_records
+from studies.registry import get_study
+from studies.scoring import record_of
 from trainer import faults
+from trainer.config import with_overrides
 from trainer.diagnosis import Cause, Diagnosis, Edge, Evidence, ModuleEvent, TermValues, decide
-from trainer.diagnosis_controls import CONTROLS, run_control
+from trainer.diagnosis_controls import BASE, CONTROLS, NO_DECODE, run_control
+from trainer.outcome import Outcome
 from tts_model.model import Attention
 
 NAN, INF = math.nan, math.inf
@@ -150,3 +159,62 @@ def test_each_positive_control_is_diagnosed_right(name: str, train_data, tmp_pat
     assert d is not None and result.diverged_at is not None
     assert d.reproduced, f"the replay did not reproduce the run: {d.line()}"
     assert result.right, f"{name}: named {d.line()}, expected {result.expected} {result.target}"
+
+
+# -- stored with the trial, shown in the report and the summary --------------------------------------
+def test_a_diverged_study_run_carries_its_diagnosis_into_the_trial_record(train_data, tmp_path: Path):  # noqa: F811
+    setup = RunSetup(
+        get_study("stability-smoke"), train_data, torch.device("cpu"), StudyPaths(tmp_path, "s"), 0
+    )
+    cfg = with_overrides(
+        BASE, lr=0.1, warmup_steps=0, scheduler="constant", grad_clip=0.0, guards={"ceiling_min_steps": 0}
+    )
+    run = run_config(setup, cfg, "s/trial-0", plan=NO_DECODE, edge=Edge(0.05, "lr probe"))
+    d = run.verdict.diagnosis
+    assert d is not None and d.cause is Cause.LR_EDGE and d.reproduced
+    assert "lr probe" in d.evidence  # the study's measured edge is named beside the lower-lr replay
+    healthy = run_config(setup, BASE, "s/trial-1", plan=NO_DECODE)
+    assert healthy.verdict.diagnosis is None
+
+    record = record_of(run.verdict, run.result.summary)
+    study = optuna.create_study()
+    for r in (record, record_of(healthy.verdict, healthy.result.summary)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=r.state,
+                value=r.value,
+                user_attrs=r.to_attrs(),
+                constraints=dict(r.constraints),
+            )
+        )
+    stored = load_records(study)
+    assert stored[0].diagnosis == d and stored[1].diagnosis is None
+    why = diagnoses.why_diverged(stored)
+    assert why.rows == (("trial 0", str(d.step), "lr-edge", d.evidence),)
+    assert diagnoses.cause_lines(stored) == ["diverged from the lr edge (lr-edge): 1 trial (0)"]
+
+
+def test_cause_lines_count_each_class_and_the_undiagnosed():
+    def diverged(n: int, cause: Cause | None) -> TrialRecord:
+        d = None if cause is None else Diagnosis(step=3, cause=cause, evidence="e")
+        return TrialRecord(
+            number=n,
+            state=optuna.trial.TrialState.PRUNED,
+            verdict=Outcome.NONFINITE,
+            divergence=Divergence(kind="nonfinite", step=3, detail="loss is nan at step 3"),
+            diagnosis=d,
+        )
+
+    records = [
+        diverged(0, Cause.DATA),
+        diverged(1, Cause.DATA),
+        diverged(2, None),
+        diverged(3, Cause.UNKNOWN),
+    ]
+    assert diagnoses.cause_lines(records) == [
+        "diverged from a data item (data): 2 trials (0, 1)",
+        "diverged from not diagnosed (no replay recorded) (not diagnosed): 1 trial (2)",
+        "diverged from no cause the evidence points to (unknown): 1 trial (3)",
+    ]
+    rows = diagnoses.why_diverged(records).rows
+    assert rows[2][2] == "not diagnosed" and "loss is nan at step 3" in rows[2][3]

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from trainer import adaptive
+from trainer.checkpoints import rng_state, set_rng_state
 from trainer.config import TrainConfig, with_overrides
 from trainer.data import TrainData
 from trainer.diagnosis import Diagnosis, Edge, Evidence, ModuleEvent, TermValues, decide
@@ -72,12 +73,17 @@ def diagnose(
     device: torch.device,
     plan: ReplayPlan = ReplayPlan(),
 ) -> Diagnosis:
-    """The diagnosis of the run ``cfg`` on ``data`` that ``verdict`` stopped (trial mode: no healing)."""
+    """The diagnosis of the run ``cfg`` on ``data`` that ``verdict`` stopped (trial mode: no healing).
+    The process's random streams are as they were afterwards: the replay reseeds them as the run did."""
     t0 = time.perf_counter()
-    if verdict.kind in STEP_GUARDS:
-        found = decide(_Replay(cfg, data, device, plan).evidence(verdict))
-    else:
-        found = _over_evals(cfg, data, verdict, plan)
+    streams = rng_state()
+    try:
+        if verdict.kind in STEP_GUARDS:
+            found = decide(_Replay(cfg, data, device, plan).evidence(verdict))
+        else:
+            found = _over_evals(cfg, data, verdict, plan)
+    finally:
+        set_rng_state(streams)
     return dataclasses.replace(found, replay_s=time.perf_counter() - t0)
 
 

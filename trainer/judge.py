@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 
 from trainer.config import GuardConfig
+from trainer.diagnosis import Diagnosis
 from trainer.evaluate import DecodeMetrics, EvalMetrics
 from trainer.guards import ALIGNED_CHECK, DECODE_CHECK, Verdict, judged_after
 from trainer.outcome import Outcome
@@ -52,6 +53,9 @@ class Judgement:
     unaligned: float = math.nan
     no_stop: float = math.nan
     guards_off: tuple[str, ...] = ()  # the run's guards and checks that were off (a missing signal)
+    # Why it diverged (trainer/diagnosis.py): set beside the verdict by the caller that replays the run
+    # (studies/execution/runs.py); None for a run that did not diverge or was not replayed.
+    diagnosis: Diagnosis | None = None
 
     @property
     def diverged(self) -> bool:

@@ -20,6 +20,7 @@ import optuna
 from common.errors import UserError
 from studies.evidence import (
     conclusions,
+    diagnoses,
     fp16,
     lr_probe,
     margin,
@@ -162,6 +163,16 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
         page.raw(html_table(tables.boundary(boundary), table_id="boundary-table") + note)
     if project:
         report_parts.probe(page, probe, tele, study_def, out)
+
+    # --- why the diverged trials diverged (each replayed after its divergence: trainer/diagnosis.py) ------
+    if project:
+        page.section("why", "Why it diverged")
+        why = diagnoses.why_diverged(records)
+        if why.rows:
+            page.raw(html_table(why, table_id="why-table"))
+            page.para("<br>".join(html.escape(line) for line in diagnoses.cause_lines(records)))
+        else:
+            page.para("No trial diverged.")
 
     # --- curves ----------------------------------------------------------------------------------------
     page.section("curves", "Learning curves")

@@ -7,7 +7,7 @@ from collections import Counter
 import optuna
 from rich.console import Console
 
-from studies.evidence import tables
+from studies.evidence import diagnoses, tables
 from studies.evidence.conclusions import marked_trials
 from studies.evidence.importance import importances
 from studies.evidence.rung_agreement import rung_agreement
@@ -43,6 +43,9 @@ def print_summary(study: optuna.Study, study_def: AnyStudy, console: Console) ->
             f"out of memory (not retried): trial {r.number} at step {r.oom_step}: {r.oom_detail}",
             soft_wrap=True,
         )
+    if project:
+        for line in diagnoses.cause_lines(finished):
+            console.print(line, soft_wrap=True)
     half = len(finished) // 2
     if half >= 2:
         early = sum(r.diverged for r in finished[:half]) / half

@@ -8,6 +8,7 @@ study's telemetry, and keeps its last eval's sample beside them, the same way.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from studies.registry import StudyDef
 from trainer.artifacts import save_sample
 from trainer.config import TrainConfig
 from trainer.data import TrainData, load_train_data
+from trainer.diagnosis import Edge
+from trainer.diagnosis_replay import ReplayPlan, diagnose
 from trainer.evaluate import EvalMetrics, EvalSample
 from trainer.hooks import RunHooks
 from trainer.judge import Judgement, judge
@@ -77,12 +80,20 @@ def run_config(
     on_step: Callable[[StepMetrics], None] | None = None,
     on_eval: Callable[[EvalMetrics, EvalSample], bool] | None = None,
     on_rung: Callable[[EvalMetrics], bool] | None = None,
+    edge: Edge | None = None,
 ) -> StudyRun:
     """Train ``cfg`` as run ``run_id`` of the study, keep its sample, and judge it (by ``cfg.guards``:
-    the study's, as ``studies.binding`` builds every config)."""
+    the study's, as ``studies.binding`` builds every config). A run that diverged is replayed for its
+    diagnosis (``trainer.diagnosis_replay``; ``edge``: the lr at which the study measured training to
+    break, when it has), which the verdict carries; a healthy run pays nothing for it."""
     hooks = RunHooks(
         on_step=on_step, on_eval=on_eval, on_rung=on_rung, telemetry=setup.paths.telemetry, run_id=run_id
     )
     result = train(cfg, setup.data, device=setup.device, plan=plan, hooks=hooks)
     save_sample(setup.paths.sample(run_id), result)
-    return StudyRun(result, judge(result, cfg.guards, warmup_steps=cfg.warmup_steps))
+    verdict = judge(result, cfg.guards, warmup_steps=cfg.warmup_steps)
+    if verdict.divergence is not None and not plan.heals:
+        replay = ReplayPlan(lr_schedule=plan.lr_schedule, edge=edge)
+        found = diagnose(cfg, setup.data, verdict.divergence, device=setup.device, plan=replay)
+        verdict = dataclasses.replace(verdict, diagnosis=found)
+    return StudyRun(result, verdict)

@@ -1,0 +1,84 @@
+"""Why the study's runs diverged: the diagnoses its trials carry, as a table and as one line per cause.
+
+A diverged trial's record holds its diagnosis (``trainer/diagnosis.py``: a cause class and its evidence,
+from a replay of the run). The report shows them run by run; the terminal summary counts them, one line
+per cause class, so "12 trials diverged" becomes "9 at the lr edge, 3 in the data". The lr edge a study
+measured (its lr probe, or the lowest lr a margin ladder diverged at) is what a trial's lr is compared
+with when it is diagnosed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import optuna
+
+from studies.evidence import lr_probe, margin
+from studies.evidence.tables import Rows
+from studies.record import TrialRecord
+from trainer.diagnosis import Cause, Edge
+
+_WORDS = {
+    Cause.LR_EDGE: "the lr edge",
+    Cause.FP16_OVERFLOW: "an fp16 overflow",
+    Cause.DATA: "a data item",
+    Cause.LOSS_TERM: "a loss term",
+    Cause.UNKNOWN: "no cause the evidence points to",
+}
+
+
+def why_diverged(records: Sequence[TrialRecord]) -> Rows:
+    """One row per diverged trial: run, step, cause (with its module, item or term), evidence."""
+    rows = []
+    for r in records:
+        if not r.outcome.diverged:
+            continue
+        d = r.diagnosis
+        if d is None:
+            step = r.divergence.step if r.divergence is not None else None
+            rows.append(
+                (f"trial {r.number}", "-" if step is None else str(step), "not diagnosed", _undiagnosed(r))
+            )
+            continue
+        named = d.module or d.term or ", ".join(d.items)
+        cause = d.cause.value + (f" ({named})" if named else "")
+        rows.append((f"trial {r.number}", str(d.step), cause, d.evidence))
+    return Rows("Why it diverged", ("run", "step", "cause", "evidence"), tuple(rows))
+
+
+def cause_lines(records: Sequence[TrialRecord]) -> list[str]:
+    """One line per cause class among the diverged trials, most trials first; the trials without a
+    diagnosis (stored before the diagnosis existed, or a trainer that cannot be replayed) get one too."""
+    by: dict[str, list[int]] = {}
+    for r in records:
+        if r.outcome.diverged:
+            key = r.diagnosis.cause.value if r.diagnosis is not None else "not diagnosed"
+            by.setdefault(key, []).append(r.number)
+    lines = []
+    for key, numbers in sorted(by.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        words = (
+            _WORDS[Cause(key)] if key in {c.value for c in Cause} else "not diagnosed (no replay recorded)"
+        )
+        trials = ", ".join(str(n) for n in numbers)
+        n = len(numbers)
+        lines.append(f"diverged from {words} ({key}): {n} trial{'s' if n != 1 else ''} ({trials})")
+    return lines
+
+
+def measured_edge(study: optuna.Study) -> Edge | None:
+    """The lowest lr at which this study measured training to break: the lr probe's divergence, or a
+    margin ladder's first diverged rung; None when neither has run (or neither diverged)."""
+    found: list[Edge] = []
+    probe = lr_probe.stored(study)
+    if probe is not None and probe.diverged and probe.divergence_lr:
+        found.append(Edge(float(probe.divergence_lr), "lr probe"))
+    for m in margin.stored(study).values():
+        edge = m.first_diverged
+        if edge is not None:
+            found.append(Edge(edge.lr, f"margin of {m.label}"))
+    return min(found, key=lambda e: e.lr) if found else None
+
+
+def _undiagnosed(r: TrialRecord) -> str:
+    detail = r.divergence.detail if r.divergence is not None and r.divergence.detail else ""
+    return f"no diagnosis stored (a study from before the diagnosis); the guard said: {detail}".rstrip(": ")
