@@ -130,7 +130,7 @@ def build_parser() -> OneLineParser:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="each recipe at lr x1, x2, x4 ... until a guard fires",
+        help="each recipe's lr edge: the lr x 2^k that survived next to the one that diverged",
     )
     g.add_argument(
         "--margin-max",

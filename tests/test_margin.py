@@ -14,7 +14,7 @@ import pytest
 import search
 from common.cli import run_cli
 from space.stability import preset_params
-from studies.evidence import margin, seed_answer
+from studies.evidence import edge_hint, lr_probe, margin, seed_answer
 from studies.evidence.fp16 import HeadroomCurve
 from studies.evidence.margin import Margin, Rung, climb, lr_sensitivity
 from studies.execution.storage import default_storage_url
@@ -102,6 +102,73 @@ def test_the_ladder_stops_at_its_cap_and_at_lr_1() -> None:
     asked, run = edge_at(math.inf)
     climb(run, base_lr=0.3)  # 0.3 x 4 = 1.2: past TrainConfig's lr <= 1
     assert asked == [1, 2]
+
+
+@pytest.mark.parametrize("edge", [0.004, 0.3, 1.5, 3.0, 100.0, 1000.0, 3000.0, 5000.0])
+@pytest.mark.parametrize(
+    ("start", "stride"), [(1.0, 8.0), (1.0, 2.0), (64.0, 2.0), (1024.0, 2.0), (0.25, 8.0)]
+)
+def test_the_bracket_gives_the_ladders_answer_from_any_start(
+    edge: float, start: float, stride: float
+) -> None:
+    """Wherever the search starts and however far it strides, the rung that survived next to the one
+    that diverged is the full ladder's (the ladder assumes what the bisection does: the edge is one lr)."""
+    _, run = edge_at(edge)
+    ladder = Margin(name="x", trial=None, base_lr=BASIC_LR, steps=300, rungs=climb(run, base_lr=BASIC_LR))
+    asked, run = edge_at(edge)
+    rungs = margin.bracket(run, base_lr=BASIC_LR, start=start, stride=stride)
+    found = Margin(name="x", trial=None, base_lr=BASIC_LR, steps=300, rungs=rungs)
+    assert len(asked) == len(set(asked)) == len(rungs)  # no rung runs twice
+    assert [r.multiplier for r in rungs] == sorted(asked)
+    for m in (ladder, found):
+        assert (m.largest_survived is None) == (ladder.largest_survived is None)
+    if ladder.largest_survived is not None and ladder.first_diverged is not None:
+        assert found.largest_survived.multiplier == ladder.largest_survived.multiplier
+        assert found.first_diverged.multiplier == ladder.first_diverged.multiplier
+    assert found.edge_found == ladder.edge_found
+
+
+def test_started_next_to_the_edge_two_rungs_answer_where_the_ladder_ran_twelve() -> None:
+    asked, run = edge_at(1500.0)  # basic's edge in the quick study: survived 1024x, diverged 2048x
+    climb(run, base_lr=BASIC_LR)
+    assert len(asked) == 12
+    asked, run = edge_at(1500.0)
+    rungs = margin.bracket(run, base_lr=BASIC_LR, start=1024.0)
+    assert asked == [1024, 2048] and [r.multiplier for r in rungs] == [1024, 2048]
+    asked, run = edge_at(1500.0)
+    margin.bracket(run, base_lr=BASIC_LR, stride=edge_hint.COARSE_STRIDE)  # no hint: x8 strides, then bisect
+    assert asked == [1, 8, 64, 512, 4096, 1024, 2048]
+    # the search near the edge has no x1 rung: no LR sensitivity (it is a mean over lrs from the recipe's own)
+    found = Margin(name="basic", trial=None, base_lr=BASIC_LR, steps=390, rungs=rungs)
+    assert found.sensitivity is None and "LR sensitivity -" in found.summary()
+
+
+def test_the_edge_hint_reads_margins_then_trials_then_the_probe() -> None:
+    trials = [
+        (1e-4, Outcome("stable")),
+        (8e-3, Outcome("unaligned")),
+        (2e-2, Outcome.diverged_by("collapse")),
+        (5e-2, Outcome.diverged_by("explosion")),
+        (3e-2, Outcome("stable")),  # above the lowest divergence: not the edge's lower side
+        (1e-2, Outcome("unjudged")),  # neither side
+    ]
+    hint = edge_hint.from_trials(trials)
+    assert hint.lr == pytest.approx(math.sqrt(8e-3 * 2e-2)) and "survived up to lr 0.008" in hint.source
+    assert hint.start(BASIC_LR) == 1024.0  # 1.26e-2 / 1e-5 = 1265: the largest 2^k at or below
+    assert edge_hint.from_trials([(5e-2, Outcome.diverged_by("spike"))]).lr == pytest.approx(2.5e-2)
+    assert edge_hint.from_trials([(5e-2, Outcome("stable"))]) is None  # nothing diverged: no edge seen
+    margins = {"basic": _margin("basic", 1000.0), "enhanced": _margin("enhanced", 200.0)}
+    both = edge_hint.edge_hint(margins, trials, None)
+    # basic: survived 512x, diverged 1024x (lr 5.1e-3, 1.02e-2); enhanced 128x/256x: the median of the two
+    assert both.lr == pytest.approx((math.sqrt(5.12e-3 * 1.024e-2) + math.sqrt(1.28e-3 * 2.56e-3)) / 2)
+    assert both.source == "the margins already measured (basic, enhanced)"
+    probe = lr_probe.ProbeResult(
+        steps=400, steps_run=345, start_lr=1e-7, end_lr=10.0, diverged=True, verdict="ceiling",
+        divergence_step=345, divergence_lr=0.79, detail=None, min_loss_lr=9.4e-3, grad_clip=1.0,
+        mel_weight=1.0, kl_weight=1.0,
+    )  # fmt: skip
+    assert edge_hint.edge_hint({}, [], probe).lr == 9.4e-3
+    assert edge_hint.edge_hint({}, [(1e-3, Outcome("stable"))], None) is None
 
 
 def test_lr_sensitivity_is_wortsmans_mean_gap_to_the_best_rung() -> None:

@@ -68,7 +68,8 @@ def test_the_margin_and_the_validation_of_your_presets(study) -> None:
 
     stored = optuna.load_study(study_name="toy", storage=f"sqlite:///{runs / 'toy' / 'study.db'}")
     m = margin.stored(stored)["basic"]
-    assert [r.multiplier for r in m.rungs] == [1, 2, 4, 8, 16, 32]  # lr 0.01 .. 0.32: 0.32 explodes
+    # lr 0.32 explodes: the full ladder ran x1 .. x32 (6 runs); the search gives its answer in fewer
+    assert len(m.rungs) < 6 and [r.multiplier for r in m.rungs] == sorted(r.multiplier for r in m.rungs)
     assert m.largest_survived.multiplier == 16 and m.first_diverged.multiplier == 32
     assert m.first_diverged.divergence_kind == "explosion" and m.first_diverged.divergence_step < 40
     v = validate.stored_results(stored)["basic"]

@@ -1,20 +1,22 @@
-"""How far from the edge: a recipe's lr margin, stepped out in short runs, and its LR sensitivity.
+"""How far from the edge: a recipe's lr margin, found in a few short runs, and its LR sensitivity.
 
 A study says whether a recipe trained stably; it does not say how close it stood to the edge. So each
-named recipe (``basic``, ``enhanced``, ``best``...) runs again at lr x 1, 2, 4, 8, ... until a divergence
-guard fires (or, if x1 already diverges, at x 1/2, 1/4, ... until one does not), every rung a short run
-with the study's guards and the trials' horizon (``studies.execution.margin_runs``). The answer per
-recipe: the largest multiplier that survived (``Outcome.survived``: every guard judged the run and
-none fired; an unaligned rung survives too, the margin is about blowing up), the first that diverged and how (guard, step), and
-the LR sensitivity of Wortsman et al. 2023 ("Small-scale proxies for large-scale Transformer training
-instabilities") over the rungs tried:
+named recipe (``basic``, ``enhanced``, ``best``...) runs again at its lr x 2^k for a few k, every rung a
+short run with the study's guards and the trials' horizon (``studies.execution.margin_runs``), until a
+rung that survived sits next to one that diverged. The search starts where the study's runs say the
+edge lies (``edge_hint``) and bisects on log2(lr) (``bracket``); with no hint it walks up from x1 by
+x8. The answer per recipe: the largest multiplier that survived (``Outcome.survived``: every guard
+judged the run and none fired; an unaligned rung survives too, the margin is about blowing up), the
+first that diverged and how (guard, step), and, when the rungs start at x1, the LR sensitivity of
+Wortsman et al. 2023 ("Small-scale proxies for large-scale Transformer training instabilities") over
+the rungs tried:
 
     sensitivity = mean over rungs of [ min(L(rung), L0) - min over rungs of min(L(rung), L0) ]
 
 with L the last eval's val mel (teacher forced, unweighted, so recipes with different loss weights
 compare), L(rung) = infinity for a rung that diverged, and L0 the untrained model's val mel (the same
 for every rung: same seed, same initial weights). 0: every lr tried trains as well as the best one;
-L0 - L*: none trains at all. This module holds the stepping (pure: ``climb``), the typed result and
+L0 - L*: none trains at all. This module holds the search (pure: ``bracket``), the typed result and
 its storage (study user attribute ``margin:<name>``).
 """
 
@@ -151,6 +153,10 @@ class Margin:
 
     @property
     def sensitivity(self) -> float | None:
+        """Wortsman's figure is a mean over lrs from the recipe's own up to the edge: None for a search
+        that started near the edge and never ran x1 (its few rungs would make a different number)."""
+        if not any(r.multiplier == 1.0 for r in self.rungs):
+            return None
         return lr_sensitivity(self.rungs)
 
     def summary(self) -> str:
@@ -217,29 +223,92 @@ def climb(
     min_multiplier: float = MIN_MULTIPLIER,
     max_lr: float = MAX_LR,
 ) -> tuple[Rung, ...]:
+    """The full ladder: from x1, up by ``factor`` while each rung survives, or down while each diverges
+    (``bracket`` from x1 with a stride of one rung)."""
+    return bracket(
+        run,
+        base_lr=base_lr,
+        factor=factor,
+        max_multiplier=max_multiplier,
+        min_multiplier=min_multiplier,
+        max_lr=max_lr,
+    )
+
+
+def bracket(
+    run: Callable[[float], Rung],
+    *,
+    base_lr: float,
+    start: float = 1.0,
+    stride: float = FACTOR,
+    factor: float = FACTOR,
+    max_multiplier: float = MAX_MULTIPLIER,
+    min_multiplier: float = MIN_MULTIPLIER,
+    max_lr: float = MAX_LR,
+) -> tuple[Rung, ...]:
     """The rungs of one recipe, lowest multiplier first: ``run(multiplier)`` trains (or, in a test,
-    pretends to) one rung. From x1, up by ``factor`` while each rung survives, up to ``max_multiplier``
-    (and never past ``max_lr``: TrainConfig's bound for the project's trainer); if x1 diverged, down by ``factor`` until a rung does not, down to
-    ``min_multiplier``. An out-of-memory rung ends the ladder: it says nothing about stability."""
+    pretends to) one rung. The multipliers are powers of ``factor``; the answer is a rung that survived
+    next to one that diverged, one ``factor`` apart.
+
+    From ``start`` (snapped to the grid: a guess of where the edge lies, so two rungs can answer),
+    up by ``stride`` while each rung survives (never past ``max_multiplier``, nor ``max_lr``:
+    TrainConfig's bound for the project's trainer), or down while each diverges (down to
+    ``min_multiplier``); then bisection on log(multiplier) between the last rung that survived and the
+    first that diverged, until they are one ``factor`` apart. It assumes what the ladder assumed: above
+    an lr that diverged, a higher one diverges too. A rung that neither survived nor diverged (out of
+    memory, unjudged) ends the search: it says nothing about stability."""
     if factor <= 1.0:
         raise ValueError(f"factor must be > 1, got {factor}")
-    rungs = [run(1.0)]
-    multiplier = 1.0
-    if rungs[0].outcome.survived:
-        while multiplier * factor <= max_multiplier * (1 + 1e-9):
-            multiplier *= factor
-            if base_lr * multiplier > max_lr * (1 + 1e-9):
-                break
-            rungs.append(run(multiplier))
-            if not rungs[-1].outcome.survived:
-                break
-    elif rungs[0].diverged:
-        while multiplier / factor >= min_multiplier * (1 - 1e-9):
-            multiplier /= factor
-            rungs.append(run(multiplier))
-            if not rungs[-1].diverged:
-                break
-    return tuple(sorted(rungs, key=lambda r: r.multiplier))
+    if stride < factor * (1 - 1e-9):
+        raise ValueError(f"stride must be >= factor ({factor:g}), got {stride:g}")
+
+    def grid(m: float) -> float:
+        return math.log(m) / math.log(factor)
+
+    top = math.floor(grid(min(max_multiplier, max_lr / base_lr)) + 1e-9)
+    bottom = math.ceil(grid(min_multiplier) - 1e-9)
+    step = max(1, round(grid(stride)))
+    tried: dict[int, Rung] = {}
+
+    def at(k: int) -> Rung:
+        if k not in tried:
+            tried[k] = run(factor**k)
+        return tried[k]
+
+    k = min(max(round(grid(start)), bottom), max(top, 0))
+    survived: int | None = None
+    diverged: int | None = None
+    first = at(k)
+    if first.outcome.survived:
+        survived = k
+        while k < top:
+            k = min(k + step, top)
+            rung = at(k)
+            if rung.outcome.survived:
+                survived = k
+                continue
+            diverged = k if rung.diverged else None
+            break
+    elif first.diverged:
+        diverged = k
+        while k > bottom:
+            k = max(k - step, bottom)
+            rung = at(k)
+            if rung.diverged:
+                diverged = k
+                continue
+            survived = k if rung.outcome.survived else None
+            break
+    while survived is not None and diverged is not None and diverged - survived > 1:
+        mid = (survived + diverged) // 2
+        rung = at(mid)
+        if rung.outcome.survived:
+            survived = mid
+        elif rung.diverged:
+            diverged = mid
+        else:
+            break
+    return tuple(tried[k] for k in sorted(tried))
 
 
 def lr_sensitivity(rungs: Sequence[Rung]) -> float | None:

@@ -225,7 +225,7 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
         return path
 
     # --- the margin and the fp16 headroom ---------------------------------------------------------------
-    page.section("margin", "Margin: each recipe at lr x 1, 2, 4 ... until a guard fires")
+    page.section("margin", "Margin: how far each recipe's lr sits below the lr where a guard fires")
     if margins:
         page.raw(html_table(tables.margin(margins), table_id="margin-table"))
         page.image(margin_plots.margin_plot(margins, out / "margin.png"), "margin")
@@ -287,7 +287,7 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
 def _your_evidence(page: Page, margins: dict, results: dict, metric: str) -> None:
     """A study of your trainer: its margin and validation, when --margin / --validate have run."""
     if margins:
-        page.section("margin", "Margin: each recipe at lr x 1, 2, 4 ... until a guard fires")
+        page.section("margin", "Margin: how far each recipe's lr sits below the lr where a guard fires")
         page.raw(html_table(tables.margin(margins, project=False), table_id="margin-table"))
     if results:
         page.section("validation", "Validation over several seeds")

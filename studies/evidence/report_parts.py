@@ -66,10 +66,12 @@ def rediscovery(page: Page, pts: list[Point], study_def: AnyStudy) -> None:
 
 
 MARGIN_NOTE = (
-    "Each rung is a short run of the recipe (the trials' horizon, the study's guards) at its lr times the "
-    "multiplier; the ladder stops at the first rung a guard stops. LR sensitivity (Wortsman et al. 2023) is "
-    "the mean over the rungs of min(val mel, untrained val mel) minus the best rung's val mel (a diverged "
-    "rung counts as untrained): 0 when every lr tried trains as well as the best one."
+    "Each rung is a short run of the recipe (the trials' horizon, the study's guards) at its lr times a "
+    "power of 2. The search starts where the study's runs say the edge lies and stops when a rung that "
+    "survived sits next to one that diverged (docs/margin.md). LR sensitivity (Wortsman et al. 2023), "
+    "measured when the rungs start at x1, is the mean over the rungs of min(val mel, untrained val mel) "
+    "minus the best rung's val mel (a diverged rung counts as untrained): 0 when every lr tried trains as "
+    "well as the best one."
 )
 FP16_NOTE = (
     "Headroom is log2(65504 / the step's largest |value|) of the cross-attention scores q.k^T and of any "

@@ -286,5 +286,5 @@ def margin(margins: Mapping[str, Margin], *, project: bool = True) -> Rows:
         "LR sensitivity",
         "fp16 headroom at x1 (log2)",
     )[: None if project else -2]
-    title = "margin: the recipe at lr x 1, 2, 4 ... until a guard fires (survived: every guard judged, none fired)"
+    title = "margin: the recipe at lr x 2^k, the largest that survived next to the first that diverged (survived: every guard judged, none fired)"
     return Rows(title, head, tuple(rows))

@@ -19,7 +19,7 @@ import optuna
 
 from common.errors import UserError
 from studies import ranking
-from studies.evidence import margin, validate
+from studies.evidence import edge_hint, margin, validate
 from studies.execution.command_trial import make_command_objective
 from studies.execution.foreign_trial import say_once
 from studies.foreign import ForeignStudy
@@ -84,10 +84,15 @@ def run_margin(
     max_multiplier: float,
     say: Callable[[str], None],
 ) -> dict[str, margin.Margin]:
-    """Each named recipe's lr ladder (``margin.climb``), each rung a run of the command; stored."""
+    """Each named recipe's lr edge (``margin.bracket``, started where the study's trials say the edge
+    lies: ``edge_hint``), each rung a run of the command; stored."""
     lr = study_def.lr_param
     assert lr is not None  # search.py refuses --margin without one
     say, found = say_once(say), {}  # what is off for lack of a signal: once, not once a run
+    trials = [(float(r.params[lr]), r.verdict) for r in load_records(study) if r.verdict and lr in r.params]
+    hint = edge_hint.edge_hint(margin.stored(study), trials, None)
+    if hint is not None:
+        say(f"margin: starting next to the edge that {hint.source} suggest ({lr} ~{hint.lr:.2g})")
     for name in names:
         params, number = recipe(study, study_def, name)
         base = float(params[lr])
@@ -110,7 +115,10 @@ def run_margin(
                 val_mel=_finite(r.value),
             )
 
-        rungs = margin.climb(rung, base_lr=base, max_multiplier=max_multiplier, max_lr=math.inf)
+        start, stride = (1.0, edge_hint.COARSE_STRIDE) if hint is None else (hint.start(base), margin.FACTOR)
+        rungs = margin.bracket(
+            rung, base_lr=base, start=start, stride=stride, max_multiplier=max_multiplier, max_lr=math.inf
+        )
         steps = study_def.steps or max(r.steps_run for r in rungs)
         found[name] = margin.summarize(name, rungs, trial=number, base_lr=base, steps=steps)
         margin.store(study, found[name])

@@ -1,7 +1,8 @@
-"""`--margin NAME...`: each recipe's lr ladder, one recipe per worker process, stored in the study.
+"""`--margin NAME...`: each recipe's lr edge, one recipe per worker process, stored in the study.
 
-A recipe's rungs run one after another (each rung decides whether there is a next: ``margin.climb``),
-so the parallel unit is the recipe: with ``--workers 2`` two recipes climb at once (``pool.run_jobs``).
+Every recipe starts next to the edge the study's runs suggest (``edge_hint``), the same guess for all,
+so with ``--workers 2`` two recipes search at once (``pool.run_jobs``). A recipe's rungs run one after
+another (each rung decides the next: ``margin.bracket``).
 Every rung trains through ``runs.run_config`` (the study's telemetry, the one judge) under its own run id
 (``paths.margin_run``), so its steps and fp16 peaks stay in the telemetry beside the trials'.
 """
@@ -15,14 +16,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 from rich.console import Console
 
 from common.console import make_console
 from studies.binding import recipe_config, trial_steps
-from studies.evidence import margin, validate
+from studies.evidence import edge_hint, lr_probe, margin, validate
 from studies.execution.pool import run_jobs
 from studies.execution.runs import RunSetup, SetupSpec, run_config
 from studies.paths import margin_run
+from studies.record import load_records
 from trainer.headroom import TENSORS
 from trainer.telemetry import step_series
 
@@ -36,6 +39,8 @@ class MarginJob:
     trial: int | None
     steps: int
     max_multiplier: float = margin.MAX_MULTIPLIER
+    start: float = 1.0  # the first multiplier tried (edge_hint's guess), and the stride away from it
+    stride: float = edge_hint.COARSE_STRIDE
 
 
 def ladder(setup: RunSetup, job: MarginJob) -> margin.Margin:
@@ -71,8 +76,20 @@ def ladder(setup: RunSetup, job: MarginJob) -> margin.Margin:
         )
         return out
 
-    rungs = margin.climb(rung, base_lr=base_lr, max_multiplier=job.max_multiplier)
+    rungs = margin.bracket(
+        rung, base_lr=base_lr, start=job.start, stride=job.stride, max_multiplier=job.max_multiplier
+    )
     return margin.summarize(job.name, rungs, trial=job.trial, base_lr=base_lr, steps=job.steps)
+
+
+def study_hint(study: optuna.Study) -> edge_hint.EdgeHint | None:
+    """Where the study's own runs say the edge lies (``edge_hint``), before any margin rung runs."""
+    trials = [
+        (float(r.params["lr"]), r.verdict)
+        for r in load_records(study, [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL])
+        if r.verdict is not None and "lr" in r.params
+    ]
+    return edge_hint.edge_hint(margin.stored(study), trials, lr_probe.stored(study))
 
 
 def last_peaks(setup: RunSetup, run_id: str) -> dict[str, float]:
@@ -99,15 +116,23 @@ def run_margin(
 ) -> dict[str, margin.Margin]:
     """Every named recipe's margin (``workers`` recipes at a time), each stored in the study as it ends."""
     study_def = setup.study
+    hint = study_hint(study)
     jobs = []
     for name in dict.fromkeys(names):
         params, trial = validate.resolve(study, study_def, name)
         n = steps or trial_steps(study_def, int(params[study_def.space.warmup_param]))
-        jobs.append(MarginJob(name, dict(params), trial, n, max_multiplier))
+        lr = float(params["lr"])
+        start, stride = (1.0, edge_hint.COARSE_STRIDE) if hint is None else (hint.start(lr), margin.FACTOR)
+        jobs.append(MarginJob(name, dict(params), trial, n, max_multiplier, start, stride))
     at_once = f", {workers} at a time" if workers > 1 else ""
+    where = (
+        f"from x1 by x{edge_hint.COARSE_STRIDE:g} (no run of the study has diverged yet)"
+        if hint is None
+        else f"from next to the edge that {hint.source} suggest (lr ~{hint.lr:.2g})"
+    )
     console.print(
-        f"margin: {', '.join(j.name for j in jobs)}: lr x1, x2, x4 ... until a guard fires (at most "
-        f"x{max_multiplier:g}) "
+        f"margin: {', '.join(j.name for j in jobs)}: the lr x 2^k that survived next to the one that "
+        f"diverged, {where}, at most x{max_multiplier:g} "
         f"({', '.join(f'{j.name} {j.steps}' for j in jobs)} steps a run{at_once})"
     )
     t0 = time.perf_counter()
