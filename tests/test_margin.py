@@ -146,28 +146,26 @@ def test_started_next_to_the_edge_two_rungs_answer_where_the_ladder_ran_twelve()
 def test_the_edge_hint_reads_margins_then_trials_then_the_probe() -> None:
     trials = [
         (1e-4, Outcome("stable")),
-        (8e-3, Outcome("unaligned")),
         (2e-2, Outcome.diverged_by("collapse")),
         (5e-2, Outcome.diverged_by("explosion")),
-        (3e-2, Outcome("stable")),  # above the lowest divergence: not the edge's lower side
         (1e-2, Outcome("unjudged")),  # neither side
     ]
     hint = edge_hint.from_trials(trials)
-    assert hint.lr == pytest.approx(math.sqrt(8e-3 * 2e-2)) and "survived up to lr 0.008" in hint.source
-    assert hint.start(BASIC_LR) == 1024.0  # 1.26e-2 / 1e-5 = 1265: the largest 2^k at or below
-    assert edge_hint.from_trials([(5e-2, Outcome.diverged_by("spike"))]).lr == pytest.approx(2.5e-2)
+    assert hint.lr == 2e-2 and "the lowest lr that diverged: 0.02" in hint.source
+    assert hint.start(BASIC_LR) == 1024.0  # 2e-2 / 1e-5 = 2000: the largest 2^k strictly below
+    assert edge_hint.EdgeHint(lr=2.048e-2, source="").start(BASIC_LR) == 1024.0  # 2048x diverged: not it
     assert edge_hint.from_trials([(5e-2, Outcome("stable"))]) is None  # nothing diverged: no edge seen
     margins = {"basic": _margin("basic", 1000.0), "enhanced": _margin("enhanced", 200.0)}
     both = edge_hint.edge_hint(margins, trials, None)
-    # basic: survived 512x, diverged 1024x (lr 5.1e-3, 1.02e-2); enhanced 128x/256x: the median of the two
-    assert both.lr == pytest.approx((math.sqrt(5.12e-3 * 1.024e-2) + math.sqrt(1.28e-3 * 2.56e-3)) / 2)
+    # basic first diverged at 1024x (lr 1.024e-2), enhanced at 256x (2.56e-3): the median of the two
+    assert both.lr == pytest.approx((1.024e-2 + 2.56e-3) / 2)
     assert both.source == "the margins already measured (basic, enhanced)"
     probe = lr_probe.ProbeResult(
         steps=400, steps_run=345, start_lr=1e-7, end_lr=10.0, diverged=True, verdict="ceiling",
         divergence_step=345, divergence_lr=0.79, detail=None, min_loss_lr=9.4e-3, grad_clip=1.0,
         mel_weight=1.0, kl_weight=1.0,
     )  # fmt: skip
-    assert edge_hint.edge_hint({}, [], probe).lr == 9.4e-3
+    assert edge_hint.edge_hint({}, [], probe).lr == pytest.approx(1.88e-2)
     assert edge_hint.edge_hint({}, [(1e-3, Outcome("stable"))], None) is None
 
 

@@ -7,10 +7,13 @@ quick study broke at about the same absolute lr: docs/measurements.md), so any r
 diverged says where to start:
 
 1. the margins already stored (their rungs are the recipe's own runs at known lrs);
-2. the study's trials: the smallest lr that diverged, and the largest below it that survived;
+2. the study's trials: the smallest lr that diverged;
 3. the lr probe's lowest-loss lr (fastai's marker: the divergence lies above it).
 
-A hint only decides where the search starts: a wrong one costs rungs, never a wrong answer.
+A diverged rung stops early (the quick study's broke at step 150 of 390), a rung that survives runs to
+its end: so the search starts just below the lowest lr seen to diverge, the rung most likely to survive
+of those that may not, and steps down while rungs diverge. A hint only decides where the search starts:
+a wrong one costs rungs, never a wrong answer.
 """
 
 from __future__ import annotations
@@ -29,25 +32,24 @@ COARSE_STRIDE = 8.0  # with no hint: x1, x8, x64 ... then bisection (7 rungs for
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EdgeHint:
-    """An lr near the edge and what it was read from (said when the margin starts)."""
+    """The lowest lr seen to diverge (or, from the probe, an estimate of it) and what it was read from."""
 
     lr: float
     source: str
 
     def start(self, base_lr: float) -> float:
-        """The largest power-of-2 multiplier of ``base_lr`` at or below the hint: the rung expected to
+        """The largest power-of-2 multiplier of ``base_lr`` strictly below the hint: the rung expected to
         survive, whose double is expected to diverge."""
-        return 2.0 ** math.floor(math.log2(self.lr / base_lr) + 1e-9)
+        return 2.0 ** (math.ceil(math.log2(self.lr / base_lr) - 1e-9) - 1)
 
 
 def from_margins(margins: Mapping[str, Margin]) -> EdgeHint | None:
-    """The median of the stored margins' edges (the geometric middle of each one's largest rung that
-    survived and first that diverged)."""
+    """The median over the stored margins of the first lr that diverged."""
     edges = {}
     for name, m in margins.items():
-        top, edge = m.largest_survived, m.first_diverged
-        if top is not None and edge is not None:
-            edges[name] = math.sqrt(top.lr * edge.lr)
+        edge = m.first_diverged
+        if edge is not None and m.largest_survived is not None:
+            edges[name] = edge.lr
     if not edges:
         return None
     names = ", ".join(edges)
@@ -55,27 +57,19 @@ def from_margins(margins: Mapping[str, Margin]) -> EdgeHint | None:
 
 
 def from_trials(trials: Iterable[tuple[float, Outcome]]) -> EdgeHint | None:
-    """From (lr, outcome) of the study's finished trials: between the smallest lr that diverged and the
-    largest below it that survived; half the first when none below survived. None when none diverged."""
-    pairs = list(trials)
-    diverged = [lr for lr, o in pairs if o.diverged]
+    """The smallest lr of a finished trial that diverged; None when none did."""
+    diverged = [lr for lr, o in trials if o.diverged]
     if not diverged:
         return None
     low = min(diverged)
-    below = [lr for lr, o in pairs if o.survived and lr < low]
-    if not below:
-        return EdgeHint(lr=low / 2, source=f"the study's trials (the lowest lr that diverged: {low:.2g})")
-    high = max(below)
-    return EdgeHint(
-        lr=math.sqrt(high * low),
-        source=f"the study's trials (survived up to lr {high:.2g}, diverged from {low:.2g})",
-    )
+    return EdgeHint(lr=low, source=f"the study's trials (the lowest lr that diverged: {low:.2g})")
 
 
 def from_probe(probe: ProbeResult | None) -> EdgeHint | None:
+    """Twice the probe's lowest-loss lr: fastai's rule puts the divergence above that marker."""
     if probe is None or probe.min_loss_lr is None or not probe.min_loss_lr > 0:
         return None
-    return EdgeHint(lr=probe.min_loss_lr, source="the lr probe's lowest-loss lr")
+    return EdgeHint(lr=2 * probe.min_loss_lr, source="the lr probe (twice its lowest-loss lr)")
 
 
 def edge_hint(

@@ -92,7 +92,7 @@ def run_margin(
     trials = [(float(r.params[lr]), r.verdict) for r in load_records(study) if r.verdict and lr in r.params]
     hint = edge_hint.edge_hint(margin.stored(study), trials, None)
     if hint is not None:
-        say(f"margin: starting next to the edge that {hint.source} suggest ({lr} ~{hint.lr:.2g})")
+        say(f"margin: from just below {lr} {hint.lr:.2g}, where {hint.source} put the edge")
     for name in names:
         params, number = recipe(study, study_def, name)
         base = float(params[lr])

@@ -128,7 +128,7 @@ def run_margin(
     where = (
         f"from x1 by x{edge_hint.COARSE_STRIDE:g} (no run of the study has diverged yet)"
         if hint is None
-        else f"from next to the edge that {hint.source} suggest (lr ~{hint.lr:.2g})"
+        else f"from just below lr {hint.lr:.2g}, where {hint.source} put the edge"
     )
     console.print(
         f"margin: {', '.join(j.name for j in jobs)}: the lr x 2^k that survived next to the one that "
