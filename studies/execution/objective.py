@@ -19,6 +19,7 @@ from collections.abc import Callable
 import optuna
 
 from studies.binding import trial_config, trial_steps
+from studies.evidence.diagnoses import measured_edge
 from studies.execution.cores import CoreShare, Takeover
 from studies.execution.runs import RunSetup, run_config
 from studies.paths import trial_run
@@ -94,6 +95,7 @@ def make_objective(
                 trial_run(study.name, trial.number),
                 plan=plan,
                 on_step=step_cb,
+                edge=measured_edge(trial.study),  # a divergence's lr against the study's edge
                 on_eval=on_eval,
                 on_rung=on_rung if rung is not None else None,
             )
