@@ -79,7 +79,8 @@ class StudyPaths:
         return self.dir / "train-best"
 
     def trial_dir(self, number: int) -> Path:
-        """A foreign trainer's trial folder: its config copy and its ``{run_dir}``."""
+        """A trial's folder: a foreign trainer's config copy and its ``{run_dir}``; the project trainer's
+        screen state (``checkpoints/``), kept for a later promotion (``studies.promotion``)."""
         return self.dir / "trials" / f"trial-{number}"
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -20,6 +20,7 @@ from studies.record_keys import (
     ATTEMPT,
     C_DIVERGED,
     COMMAND,
+    CONTINUES,
     DECODE_DTW,
     DECODE_LENGTH_RATIO,
     DECODE_RATIO,
@@ -49,6 +50,7 @@ from studies.record_keys import (
     PID,
     PRESET,
     PROMOTED,
+    RESUMED_FROM,
     RETRY_OF,
     RUNG,
     SCALER_SKIPS,
@@ -133,6 +135,9 @@ class TrialRecord:
     screen: RungFacts | None = None
     promoted: bool | None = None
     rung: int | None = None
+    continues: int | None = None  # a continuation trial: the trial whose screen it resumes (folded)
+    resumed_from: int | None = None  # the step a promoted run's long rung resumed its screen at
+    continued_as: int | None = None  # a folded record: the continuation trial that ran its long rung
     # a trainer this project did not write
     guards_off: tuple[str, ...] | None = None  # None: the project's trainer, every guard on
     command: str | None = None
@@ -218,6 +223,8 @@ class TrialRecord:
             OOM_DETAIL: self.oom_detail,
             PROMOTED: self.promoted,
             RUNG: self.rung,
+            CONTINUES: self.continues,
+            RESUMED_FROM: self.resumed_from,
             GUARDS_OFF: None if self.guards_off is None else list(self.guards_off),
             COMMAND: self.command,
             EXIT_CODE: self.exit_code,
@@ -308,6 +315,8 @@ class TrialRecord:
             screen=RungFacts.from_attrs(a),
             promoted=a[PROMOTED] if isinstance(a.get(PROMOTED), bool) else None,
             rung=_int(a.get(RUNG)),
+            continues=_int(a.get(CONTINUES)),
+            resumed_from=_int(a.get(RESUMED_FROM)),
             guards_off=tuple(map(str, a[GUARDS_OFF])) if isinstance(a.get(GUARDS_OFF), list) else None,
             command=_str(a.get(COMMAND)),
             exit_code=_int(a.get(EXIT_CODE)),
@@ -320,9 +329,50 @@ class TrialRecord:
 
 
 def load_records(study: optuna.Study, states: Iterable[TrialState] | None = None) -> list[TrialRecord]:
-    """The study's trials as records, in trial-number order."""
-    trials = study.get_trials(deepcopy=False, states=tuple(states) if states is not None else None)
-    return [TrialRecord.from_trial(t) for t in sorted(trials, key=lambda t: t.number)]
+    """The study's trials as records, in trial-number order, each promoted screen folded with the
+    continuation trial that ran its long rung (``fold_continuations``): one trial, one identity."""
+    trials = study.get_trials(deepcopy=False)
+    records = fold_continuations([TrialRecord.from_trial(t) for t in sorted(trials, key=lambda t: t.number)])
+    wanted = None if states is None else set(states)
+    return [r for r in records if wanted is None or r.state in wanted]
+
+
+def is_continuation(t: FrozenTrial) -> bool:
+    """A trial that runs another trial's long rung: not one more trial of ``--trials N``."""
+    return CONTINUES in t.user_attrs
+
+
+def fold_continuations(records: list[TrialRecord]) -> list[TrialRecord]:
+    """Optuna cannot reopen a finished trial, so a screen promoted after it ended runs its long rung in a
+    continuation trial (``studies.promotion``). Readers see one trial: the screen's number, params, preset
+    and screen, with the continuation's state, result and curve past the screen. A continuation that
+    failed (interrupted, or a claim that lost a race) is left out: the screen stands as it ended."""
+    by_number = {r.number: r for r in records}
+    live: dict[int, TrialRecord] = {}  # screen number -> its newest continuation that did not fail
+    for r in records:
+        if r.continues is not None and r.state != TrialState.FAIL and r.continues in by_number:
+            live[r.continues] = r
+    out: list[TrialRecord] = []
+    for r in records:
+        if r.continues is not None:
+            continue
+        c = live.get(r.number)
+        if c is not None:
+            r = replace(
+                c,
+                number=r.number,
+                params=r.params,
+                intermediate={**r.intermediate, **c.intermediate},
+                preset=r.preset,
+                retry_of=r.retry_of,
+                attempt=r.attempt,
+                screen=r.screen,
+                promoted=True,
+                continues=None,
+                continued_as=c.number,
+            )
+        out.append(r)
+    return out
 
 
 def preset_trials(

@@ -48,6 +48,10 @@ RUNG = "rung"  # the rung the trial ended at: 0 the screen, 1 the long (speech) 
 PROMOTED = "promoted"  # at the screen's end: did it go on to the long rung?
 SCREEN_STEP, SCREEN_VALUE, SCREEN_VERDICT = "screen_step", "screen_val_mel", "screen_verdict"
 SCREEN_RATIO, SCREEN_SPEAKS = "screen_decode_ratio", "screen_speaks"
+# A screen promoted late runs its long rung in a continuation trial (studies/promotion.py):
+CONTINUES = "continues"  # the number of the trial whose screen it resumes (its one identity)
+SLOT = "promotion_slot"  # which of the rung's promotions it holds (claims race on it)
+RESUMED_FROM = "resumed_from"  # the step its training resumed at: the screen's, never trained twice
 # A trainer this project did not write (trainer/reporter.py, studies/execution/command_trial.py):
 GUARDS_OFF = "guards_off"  # guards and checks that were off because the trainer lacks their signal
 COMMAND = "command"  # the command line the trial ran, filled with its params

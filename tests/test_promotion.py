@@ -14,6 +14,8 @@ from optuna.trial import TrialState
 from studies.evidence.rung_agreement import rung_agreement
 from studies.execution.launch import SearchRun, run_search
 from studies.execution.storage import default_storage_url
+from studies.paths import trial_run
+from studies.presets_seed import enqueue_presets
 from studies.promotion import promote
 from studies.ranking import screen_rank
 from studies.record import DecodeFacts, TrialRecord, load_records
@@ -22,12 +24,14 @@ from studies.rung_facts import RungFacts
 from studies.trial_writes import write_record
 from tests.corpus_fixture import cache_env, corpus_paths, subset, train_data  # noqa: F401  (fixtures)
 from tests.test_report import short_corpus
+from trainer.checkpoints import checkpoint_name
 from trainer.config import with_overrides
 from trainer.data import TrainData
 from trainer.hooks import RunHooks
 from trainer.judge import Outcome, judge
 from trainer.loop import RunPlan, train
 from trainer.presets import preset
+from trainer.telemetry import read_run
 
 RUNG = SpeechRung(horizon=1000, eta=3, min_peers=3)
 
@@ -153,17 +157,31 @@ def test_rank_agreement_says_why_it_ranks_nothing() -> None:
     assert "val mel not computable (fewer than 3 pairs)" in two.line()
 
 
-def test_a_small_study_promotes_its_best_screens_in_the_same_trial(
+def test_a_small_study_promotes_by_rank_and_resumes_each_screen(
     tmp_path: Path,
     cache_env: Path,  # noqa: F811
 ) -> None:
-    """Screens of 20 steps, a long rung of 30: with every finished screen feasible (loose thresholds, so
-    the rule, not this tiny model, decides), the trials after the first two that rank on top go on."""
+    """Screens of 20 steps past the warmup, a long rung of 30, eta 2 after 2 peers: with every finished
+    screen feasible (loose thresholds, so the rule, not this tiny model, decides) and no pruning, the top
+    half of all the screens goes on. The preset ``basic`` (trial 0, lr 1e-5) is the first screen to end
+    and, by design, the second best: peer 1 (lr 1e-4) learns faster in 35 steps, peers 2 and 3 (lr 1e-6)
+    slower. So at 3 screens only peer 1 goes on; at 4 the preset, passed over before, goes on too, after
+    all its peers, and both resume their screen's saved state rather than train it again.
+
+    Before promotion by rank, a screen went on only at its own end and only once it had 2 peers: the
+    preset, first to end, could never go on (the arrival rule the old version of this test encoded)."""
     smoke = get_study("stability-smoke")
-    loose = (*smoke.scoring.guard_overrides, ("collapse_diagonality", 0.0), ("decode_max_bad_fraction", 1.0))
+    loose = (
+        *smoke.scoring.guard_overrides,
+        ("collapse_diagonality", 0.0),
+        ("decode_max_bad_fraction", 1.0),
+        ("aligned_over_prior", -1.0),  # 35 steps at lr 1e-6 align nothing: the rule is under test here
+    )
     study_def = dataclasses.replace(
         smoke,
         name="rung-check",
+        presets=("basic",),
+        pruner=dataclasses.replace(smoke.pruner, keep_fraction=1.0),  # every trial ends its screen
         speech_rung=SpeechRung(horizon=30, eta=2, min_peers=2),
         scoring=ScoringSpec(decode_sentences=1, guard_overrides=(*loose, ("decode_length_ratio", 1e6))),
     )
@@ -171,22 +189,53 @@ def test_a_small_study_promotes_its_best_screens_in_the_same_trial(
     runs = tmp_path / "runs"
     (runs / study_def.name).mkdir(parents=True)
     url = default_storage_url(study_def.name, runs)
+    seeded = optuna.create_study(study_name=study_def.name, storage=url, direction="minimize")
+    assert enqueue_presets(seeded, study_def.preset_values(), study_def.space) == ["basic"]
+    basic = seeded.trials[0].system_attrs["fixed_params"]
+    for lr in (1e-4, 1e-6, 1e-6):  # the peers, in the order they run: trials 1, 2, 3
+        seeded.enqueue_trial({**basic, "lr": lr})
     torch.set_num_threads(1)
     run = SearchRun(
-        study=study_def, url=url, trials=5, threads=1, device="cpu", runs_dir=runs,
+        study=study_def, url=url, trials=4, threads=1, device="cpu", runs_dir=runs,
         train_data=paths.train, val_data=paths.eval,
     )  # fmt: skip
-    assert run_search(run, []) == 0
-    records = load_records(optuna.load_study(study_name=study_def.name, storage=url))
+    assert run_search(run, []) == 0  # 4 trials: the continuations are not among them
+    study = optuna.load_study(study_name=study_def.name, storage=url)
+    records = load_records(study)
+    trials = {t.number: t for t in study.get_trials()}
+    assert [r.number for r in records] == [0, 1, 2, 3], [(r.number, r.continues) for r in records]
     screened = [r for r in records if r.screen is not None]
     promoted = [r for r in screened if r.promoted]
-    assert len(screened) >= 3 and promoted, [(r.number, r.outcome, r.screen) for r in records]
+    assert len(screened) == 4 and promoted, [(r.number, r.outcome, r.screen) for r in records]
+    # The top floor(4 / 2) of all the screens by the one ranking went on, whatever order they ended in.
+    top = sorted(screened, key=lambda r: (screen_rank(r.screen), r.number))[:2]
+    assert {r.number for r in promoted} == {r.number for r in top}
+    # By design: the preset ranks second, behind peer 1.
+    assert [r.number for r in top] == [1, 0], [(r.number, r.screen.val_mel) for r in screened]
+    preset = records[0]
+    assert preset.preset == "basic" and preset.promoted
+    # It ended first, was passed over at 3 screens, and went on after every peer had ended its screen.
+    started = trials[preset.continued_as].datetime_start
+    assert all(trials[n].datetime_complete <= started for n in (1, 2, 3))
+    assert records[1].continued_as < preset.continued_as
+    telemetry = runs / study_def.name / "telemetry.db"
     for r in promoted:
-        assert r.rung == 1 and r.steps_run > r.screen.step  # the same trial trained on
-        assert max(r.intermediate) > r.screen.step  # its curve goes on past the screen
+        assert r.rung == 1 and r.steps_run > r.screen.step  # one identity, trained on past its screen
+        assert max(r.intermediate) > r.screen.step and min(r.intermediate) <= r.screen.step  # one curve
+        # Resumed, not re-run: the long rung trained only the steps past its screen, once.
+        assert r.resumed_from == r.screen.step
+        assert read_run(telemetry, trial_run(study_def.name, r.number))["resumes"] == 1
+        assert not (runs / study_def.name / "trials" / f"trial-{r.number}" / "checkpoints").exists()
     for r in screened:
         if not r.promoted:
             assert r.rung == 0 and r.steps_run == r.screen.step
+            # its state stays for a later promotion (a study resumed with more trials)
+            ckpt = runs / study_def.name / "trials" / f"trial-{r.number}" / "checkpoints"
+            assert (ckpt / checkpoint_name(r.screen.step)).exists()
+            assert read_run(telemetry, trial_run(study_def.name, r.number))["resumes"] == 0
+    a = rung_agreement(records)
+    assert (a.screened, a.promoted, a.reached) == (4, 2, 2)
+    assert "too few pairs because 2 of 4 aligned screens promoted" in a.line()
 
 
 def test_the_one_ranking_orders_screens_as_the_promotion_rule_always_did() -> None:

@@ -56,6 +56,8 @@ class RunPlan:
     rungs: steps before ``max_steps`` where a rung ends (successive halving inside one run): each gets an
     eval with a free-running decode, then the ``on_rung`` hook says whether the run goes on; a run that
     stops there has finished, judged at that rung.
+    out_dir of a trial: where a run that stops at a rung leaves its state (one checkpoint, no periodic
+    ones), so a later promotion resumes it there (``resume``) instead of training its rung again.
     """
 
     mode: Mode = "trial"
@@ -253,10 +255,13 @@ def _train(
                 if stopped_by_callback:
                     break
                 if is_rung and not hooks.rung(ev):  # the run ends here, finished at this rung
+                    if ckpt_dir is not None:  # kept for a later promotion to resume (studies.promotion)
+                        state = parts.state_dict(pos, cfg)
+                        save_checkpoint(ckpt_dir, step, state, keep=cfg.keep_checkpoints, val_mel=ev.val_mel)
                     break
 
             # --- checkpoint: every checkpoint_every steps, atomically, keeping the last K and the best ---
-            if ckpt_dir is not None and (step % cfg.checkpoint_every == 0 or is_last):
+            if plan.mode == "full" and ckpt_dir is not None and (step % cfg.checkpoint_every == 0 or is_last):
                 best = evals[-1].val_mel if evals and evals[-1].step == step else None
                 state = parts.state_dict(pos, cfg)
                 save_checkpoint(ckpt_dir, step, state, keep=cfg.keep_checkpoints, val_mel=best)

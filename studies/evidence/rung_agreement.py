@@ -19,6 +19,7 @@ class RungAgreement:
     decode ran to the length cap, ratio 1.00)."""
 
     screened: int  # trials that finished their screen
+    aligned: int  # of those, how many screens aligned: only an aligned screen may go on
     promoted: int
     reached: int  # promoted trials that finished the long rung
     speak: int  # of those, how many speak there
@@ -37,17 +38,43 @@ class RungAgreement:
             return f"not computable ({why})"
 
         speak = "speaks" if self.speak == 1 else "speak"
+        why = self.why_too_few()
         return (
             f"speech rung: {self.promoted} of {self.screened} screened trials promoted, {self.reached} finished "
             f"the long rung, {self.speak} {speak} there; rank agreement screen -> long rung over those "
             f"{self.reached}: val mel {rho(self.rho_val_mel, self.val_mel_pairs)}, "
-            f"decode ratio {rho(self.rho_decode_ratio, self.decode_ratio_pairs)} "
-            f"({rests_on(self.reached, more='more promotions need more trials (--trials 20)')})"
+            f"decode ratio {rho(self.rho_decode_ratio, self.decode_ratio_pairs)}"
+            + (f"; too few pairs because {why}" if why else "")
+            + f" ({rests_on(self.reached, more='more promotions need more trials (--trials 20)')})"
         )
+
+    def why_too_few(self) -> str | None:
+        """Why a rho lacks pairs, the first cause that explains it; None when both have enough."""
+        if min(self.val_mel_pairs, self.decode_ratio_pairs) >= MIN_PAIRS:
+            return None
+        if self.aligned < MIN_PAIRS:
+            return (
+                f"only {self.aligned} of {self.screened} screens aligned, and only an aligned screen goes on "
+                "(its val mel is an average frame's, not a recipe nearer speech)"
+            )
+        if self.promoted < MIN_PAIRS:
+            return (
+                f"{self.promoted} of {self.aligned} aligned screens promoted: the study's screens opened "
+                "too few slots (the top 1/eta of them, at most the rung's cap)"
+            )
+        if self.reached < MIN_PAIRS:
+            return (
+                f"{self.promoted - self.reached} of the {self.promoted} promoted runs have no long-rung value "
+                "(diverged there, or still running)"
+            )
+        if self.val_mel_pairs >= MIN_PAIRS:
+            return f"only {self.decode_ratio_pairs} of the {self.reached} have a decode ratio at both rungs"
+        return None
 
 
 def rung_agreement(records: Sequence[TrialRecord]) -> RungAgreement:
     screened = [r for r in records if r.screen is not None]
+    aligned = sum(r.screen is not None and r.screen.verdict.aligned for r in screened)
     promoted = [r for r in screened if r.promoted]
     reached = [r for r in promoted if r.finished and r.value is not None and r.rung == 1]
     pairs = [(r.screen.val_mel, r.value) for r in reached if r.screen is not None and r.value is not None]
@@ -61,6 +88,7 @@ def rung_agreement(records: Sequence[TrialRecord]) -> RungAgreement:
     ]
     return RungAgreement(
         screened=len(screened),
+        aligned=aligned,
         promoted=len(promoted),
         reached=len(reached),
         speak=sum(r.speaks for r in reached),

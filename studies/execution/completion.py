@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from studies.execution.runner import DUPLICATE, SURPLUS, retried_numbers
-from studies.record import FINISHED
+from studies.record import FINISHED, is_continuation
 from studies.record_keys import FAILED_BY as FAILED_BY_ATTR
 from studies.record_keys import HOST as HOST_ATTR
 from studies.record_keys import PID as PID_ATTR
@@ -73,7 +73,7 @@ def completion(study: optuna.Study, n: int, pids: Iterable[int] = ()) -> Complet
             failed[reason] = failed.get(reason, 0) + 1
     return Completion(
         n=n,
-        finished=sum(t.state in FINISHED for t in trials),
+        finished=sum(t.state in FINISHED and not is_continuation(t) for t in trials),
         running=running,
         failed=tuple(sorted(failed.items())),
     )

@@ -21,31 +21,35 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from studies.record import FINISHED
+from studies.record import FINISHED, is_continuation
 
 
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """A study's trials by state, as every worker reads them before it acts."""
+    """A study's trials by state, as every worker reads them before it acts: the N of ``--trials N``
+    (continuation trials, which run a screen's long rung, are not among them: ``continuing``)."""
 
     finished: int
     running: int
     waiting: int
+    continuing: int = 0  # continuation trials running now
 
 
 def counts(study: optuna.Study) -> Counts:
-    trials = study.get_trials(deepcopy=False)
+    every = study.get_trials(deepcopy=False)
+    trials = [t for t in every if not is_continuation(t)]
     return Counts(
         finished=sum(t.state in FINISHED for t in trials),
         running=sum(t.state == TrialState.RUNNING for t in trials),
         waiting=sum(t.state == TrialState.WAITING for t in trials),
+        continuing=sum(t.state == TrialState.RUNNING and is_continuation(t) for t in every),
     )
 
 
 def is_alone(c: Counts, n_trials: int) -> bool:
     """The asking trial (itself running) is the only one running, none is queued, and the study needs
     no other trial started: finished + running already make ``n_trials``."""
-    return c.running <= 1 and c.waiting == 0 and c.finished + c.running >= n_trials
+    return c.running + c.continuing <= 1 and c.waiting == 0 and c.finished + c.running >= n_trials
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,34 +6,44 @@ The trainer knows nothing of Optuna; this module adapts its eval hook to `trial.
 that, so no verdict travels as an exception.
 
 In a study with a speech rung, the run is planned to the long rung and its screen's end is a rung of
-the trainer (``RunPlan.rungs``): there the screen is judged, recorded, and ``studies.promotion``
-decides whether the same run goes on (the same trial, the same model: no restart) or ends there.
+the trainer (``RunPlan.rungs``): there the screen is judged and recorded, and the run ends, leaving its
+state in the trial's folder. ``studies.promotion`` decides, by rank among all the study's screens, which
+screens go on: the objective's ``claim`` (called by the worker before it asks for a trial) makes the
+continuation trial of one that is due, and this objective runs it by resuming the screen's state (the
+same model, optimizer and data position: its screen is not trained again) to the long rung, under the
+screen's trial number (telemetry, sample, live view) so the study shows one trial.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 
 from studies.binding import trial_config, trial_steps
 from studies.evidence.diagnoses import measured_edge
+from studies.execution import continuation
 from studies.execution.cores import CoreShare, Takeover
 from studies.execution.runs import RunSetup, run_config
 from studies.paths import trial_run
-from studies.promotion import promote
-from studies.record import TrialRecord, load_records
+from studies.record import TrialRecord
+from studies.record_keys import CONTINUES
 from studies.rung_facts import RungFacts
 from studies.scoring import record_of
 from studies.trial_writes import record_eval, record_screen, record_start, write_record
+from trainer.checkpoints import checkpoint_name
 from trainer.evaluate import EvalMetrics
 from trainer.judge import finished_at
 from trainer.loop import RunPlan
 from trainer.results import StepMetrics
 
 Objective = Callable[[optuna.Trial], TrialRecord]
+NO_SCREEN_STATE = "no screen state"  # the FAILED_BY of a continuation whose screen's checkpoint is gone
 
 
 def make_objective(
@@ -43,17 +53,32 @@ def make_objective(
     share: CoreShare | None = None,
 ) -> Objective:
     """``share``: a local worker's cores, taken when its trial is the last one running
-    (``studies.execution.cores``)."""
+    (``studies.execution.cores``). In a study with a speech rung the objective has a ``claim``
+    (``studies.execution.continuation.claim``) that the runner calls before it asks for a trial."""
     study = setup.study
     rung = study.speech_rung
 
+    def state_dir(number: int) -> Path:
+        """Where trial ``number``'s screen leaves its state for a later promotion."""
+        return setup.paths.trial_dir(number)
+
     def objective(trial: optuna.Trial) -> TrialRecord:
+        continues = trial.user_attrs.get(CONTINUES) if rung is not None else None
+        number = trial.number if continues is None else int(continues)  # the trial the study shows
         overrides = study.space.suggest(trial)
         warmup = int(overrides[study.space.warmup_param])
         screen_end = trial_steps(study, warmup)
         steps = screen_end if rung is None else warmup + rung.horizon
-        cfg = trial_config(study, overrides, seed=setup.seed, where=f"trial {trial.number}", steps=steps)
-        record_start(trial, screen_end)
+        cfg = trial_config(study, overrides, seed=setup.seed, where=f"trial {number}", steps=steps)
+        record_start(trial, screen_end if continues is None else steps)
+        if (
+            continues is not None
+            and not (state_dir(number) / "checkpoints" / checkpoint_name(screen_end)).exists()
+        ):
+            # claimed for a checkpoint that has gone since: never train the screen again from step 0
+            gone = TrialRecord(state=TrialState.FAIL, failed_by=NO_SCREEN_STATE, continues=number)
+            write_record(trial, gone)
+            return gone
         screen: list[RungFacts] = []  # set at the screen's end when the study has a speech rung
         takeover = Takeover(share, trial.study, trial.number) if share is not None else None
 
@@ -62,8 +87,8 @@ def make_objective(
                 takeover.check(ev.step)
             trial.report(ev.val_mel, ev.step)
             record_eval(trial, ev.step, ev.stop_end_margin)  # read by the pruner
-            # Past the screen, a promoted trial is judged at its rung's end, not pruned on mel on the way.
-            return ev.step <= screen_end and trial.should_prune()
+            # On the long rung a promoted run is judged at its end, not pruned on mel on the way.
+            return continues is None and ev.step <= screen_end and trial.should_prune()
 
         def on_rung(ev: EvalMetrics) -> bool:
             assert rung is not None
@@ -76,39 +101,52 @@ def make_objective(
                 decode_ratio=_finite(decode.ratio) if decode is not None else None,
                 speaks=verdict.speaks,
             )
-            others = [r for r in load_records(trial.study) if r.number != trial.number]
-            peers = [r.screen for r in others if r.screen is not None]
-            promoted_so_far = sum(r.promoted is True for r in others)
-            go_on = promote(facts, peers, rung, promoted_so_far=promoted_so_far)
-            record_screen(trial, facts, go_on)
+            record_screen(trial, facts, False)
             screen.append(facts)
-            return go_on
+            return False  # the screen ends here, its state saved; a promotion resumes it (studies.promotion)
 
-        plan = RunPlan(
-            decode_sentences=study.scoring.decode_sentences, rungs=(screen_end,) if rung is not None else ()
-        )
-        step_cb = (lambda m: on_step(trial.number, cfg.max_steps, m)) if on_step is not None else None
+        decode = study.scoring.decode_sentences
+        if rung is None:
+            plan = RunPlan(decode_sentences=decode)
+        elif continues is None:
+            plan = RunPlan(decode_sentences=decode, rungs=(screen_end,), out_dir=state_dir(number))
+        else:
+            plan = RunPlan(decode_sentences=decode, out_dir=state_dir(number), resume=True)
+        step_cb = (lambda m: on_step(number, cfg.max_steps, m)) if on_step is not None else None
         try:
             run = run_config(
                 setup,
                 cfg,
-                trial_run(study.name, trial.number),
+                trial_run(study.name, number),
                 plan=plan,
                 on_step=step_cb,
                 edge=measured_edge(trial.study),  # a divergence's lr against the study's edge
                 on_eval=on_eval,
-                on_rung=on_rung if rung is not None else None,
+                on_rung=on_rung if rung is not None and continues is None else None,
             )
         finally:
             if takeover is not None:
                 takeover.restore()
         record = record_of(run.verdict, run.result.summary)
         if screen:
-            promoted = run.result.steps > screen[0].step
-            record = dataclasses.replace(record, screen=screen[0], promoted=promoted, rung=int(promoted))
+            record = dataclasses.replace(record, screen=screen[0], promoted=False, rung=0)
+        if continues is not None:
+            # The steps trained here: the run's last step less those it resumed past (its screen's).
+            resumed = run.result.steps - run.result.summary.steps
+            record = dataclasses.replace(
+                record, continues=number, promoted=True, rung=1, resumed_from=resumed
+            )
+            if record.finished:  # its screen's state has served; an unpromoted screen keeps its own
+                shutil.rmtree(state_dir(number) / "checkpoints", ignore_errors=True)
         write_record(trial, record)
         return record
 
+    def claim(s: optuna.Study) -> optuna.Trial | None:
+        assert rung is not None
+        return continuation.claim(s, rung, lambda n: state_dir(n) / "checkpoints")
+
+    if rung is not None:
+        objective.claim = claim  # type: ignore[attr-defined]
     return objective
 
 

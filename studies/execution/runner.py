@@ -18,6 +18,9 @@ followed by a small write, safe to run from many processes at once:
   (two workers raced) gives its slot back at once; a worker waits while the last slots are held by
   running trials, because one of them may be stale and need a retry.
 - Trials run with ask/tell here, not ``study.optimize`` (why: ``studies.execution.resilience``).
+- A study with a speech rung promotes screens late, in continuation trials (``studies.promotion``):
+  before it asks for a trial a worker lets the objective ``claim`` one that is due, and runs it first.
+  Continuations are not among the N (``is_continuation``), and are claimed again, not re-queued.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from studies.execution.cores import counts
 from studies.execution.objective import Objective
 from studies.execution.resilience import DatabaseUnavailable, ResilientRDBStorage, heartbeat
 from studies.execution.trainer_process import reap
-from studies.record import FINISHED
+from studies.record import FINISHED, is_continuation
 
 # The attribute keys live in studies.record_keys (defined once); the runner knows them by these names.
 from studies.record_keys import ATTEMPT as ATTEMPT_ATTR
@@ -121,7 +124,7 @@ def requeue_interrupted(study: optuna.Study, *, dead_pids: Iterable[int] = ()) -
     requeued = []
     for t in trials:
         reason = t.user_attrs.get(FAILED_BY_ATTR)
-        if t.state != TrialState.FAIL or t.number in retried or reason in NOT_RETRIED:
+        if t.state != TrialState.FAIL or t.number in retried or reason in NOT_RETRIED or is_continuation(t):
             continue
         params = {**t.system_attrs.get(FIXED, {}), **t.params}
         attempt = _attempt(t)
@@ -175,13 +178,15 @@ def run_worker(
     # worker's trial RUNNING.
     limit = None if beat else max(10 * poll, 30.0)
     waiting_since: float | None = None
+    claim = getattr(objective, "claim", None)  # a promotion due now (studies.execution.continuation)
     with _interrupt_once():
         while True:
             requeue_interrupted(study)
+            claimed = claim(study) if claim is not None else None
             c = counts(study)
-            if c.finished >= n_trials:
+            if claimed is None and c.finished >= n_trials:
                 return
-            if c.finished + c.running >= n_trials:
+            if claimed is None and c.finished + c.running >= n_trials:
                 waiting_since = waiting_since or time.monotonic()
                 if limit is not None and time.monotonic() - waiting_since >= limit:
                     return
@@ -189,14 +194,16 @@ def run_worker(
             else:
                 waiting_since = None
                 try:
-                    run_trial(study, objective, n_trials)
+                    run_trial(study, objective, n_trials, trial=claimed)
                 finally:
                     gc.collect()  # what optimize(gc_after_trial=True) did: many trials in one process
             if on_trial_end is not None:
                 on_trial_end()
 
 
-def run_trial(study: optuna.Study, objective: Objective, n_trials: int) -> None:
+def run_trial(
+    study: optuna.Study, objective: Objective, n_trials: int, *, trial: optuna.Trial | None = None
+) -> None:
     """Ask for one trial, tag it with this process, beat while it runs, tell how it ended.
 
     The order is the point: the host and pid go on the trial first (a local parent that sees this
@@ -204,20 +211,23 @@ def run_trial(study: optuna.Study, objective: Objective, n_trials: int) -> None:
     it stale). A trial failed under us meanwhile (a heartbeat held up past the grace period) was
     re-queued by whoever failed it: its result is dropped, not told twice. An objective that may stop
     its worker (a user's trainer that failed N in a row) says so in ``ready``, before a trial exists:
-    raised from inside the trial, it would leave a FAIL trial with no params.
+    raised from inside the trial, it would leave a FAIL trial with no params. ``trial``: a continuation
+    this worker claimed (created RUNNING with its host and pid): not one of the N, never surplus.
     """
-    ready = getattr(objective, "ready", None)
-    if ready is not None:
-        ready()
-    with warnings.catch_warnings():
-        # "Heartbeat of storage is supposed to be used with Study.optimize": this loop beats itself.
-        warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
-        trial = study.ask()
-    trial.set_user_attr(HOST_ATTR, socket.gethostname())
-    trial.set_user_attr(PID_ATTR, os.getpid())
+    claimed = trial is not None
+    if trial is None:
+        ready = getattr(objective, "ready", None)
+        if ready is not None:
+            ready()
+        with warnings.catch_warnings():
+            # "Heartbeat of storage is supposed to be used with Study.optimize": this loop beats itself.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+            trial = study.ask()
+        trial.set_user_attr(HOST_ATTR, socket.gethostname())
+        trial.set_user_attr(PID_ATTR, os.getpid())
     try:
         with heartbeat(study._storage, trial._trial_id):
-            if _surplus(study, trial._trial_id, n_trials):
+            if not claimed and _surplus(study, trial._trial_id, n_trials):
                 trial.set_user_attr(FAILED_BY_ATTR, SURPLUS)
                 study.tell(trial, state=TrialState.FAIL)
                 return
@@ -299,7 +309,8 @@ def _surplus(study: optuna.Study, trial_id: int, n_trials: int) -> bool:
     Two workers that both saw N-1 both start a trial; each then sees the other, and the younger one
     (higher trial id) steps back, so the study ends with exactly N.
     """
-    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+    states = (*FINISHED, TrialState.RUNNING)
+    trials = [t for t in study.get_trials(deepcopy=False, states=states) if not is_continuation(t)]
     finished = sum(t.state in FINISHED for t in trials)
     older = sum(t.state == TrialState.RUNNING and t._trial_id < trial_id for t in trials)
     return finished + older >= n_trials

@@ -1,0 +1,123 @@
+"""A late promotion claimed in the study's storage: the continuation trial that runs a screen's long rung.
+
+Optuna cannot reopen a finished trial, so a promotion (``studies.promotion``) runs in a new trial: the
+screen's params (fixed, as an enqueued trial's), ``continues`` = the screen's trial number, and
+``promotion_slot`` = which of the rung's promotions it holds. A worker about to start a trial first
+calls ``claim``: if a screen is due and its saved state is on this machine, it creates that trial
+already RUNNING with its host and pid (never WAITING: another machine's worker would pop it, and the
+checkpoint is here), and runs it itself.
+
+Two workers may claim at once (SQLite or PostgreSQL, one machine or many). Each claim is one insert,
+then a read: a claim that finds an older live continuation of the same screen or the same slot steps
+back at once (FAIL, ``failed_by`` "duplicate", never retried), so the oldest copy stays, as with
+queued trials (``runner.drop_duplicates``) and surplus trials (``runner._surplus``). A continuation
+interrupted or killed is not re-queued: its slot is free again and the screen, still due, is claimed
+anew (``retry_of`` the one that failed) by a worker of the machine that holds its checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from collections.abc import Callable, Sequence
+from itertools import count
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from studies.promotion import Screen, due
+from studies.record import FINISHED, is_continuation
+from studies.record_keys import ATTEMPT, CONTINUES, FAILED_BY, HOST, PID, PROMOTED, RETRY_OF, SLOT
+from studies.registry import SpeechRung
+from studies.rung_facts import RungFacts
+from trainer.checkpoints import checkpoint_name
+
+MAX_ATTEMPTS = 4  # a screen whose continuation failed this often is not claimed again
+FIXED = "fixed_params"  # Optuna's system attr of an enqueued trial: the start-up sampler skips it
+# runner.DUPLICATE (not imported: the runner imports the objective, which imports this): never retried,
+# and not counted as a failure by the exit status
+DUPLICATE_CLAIM = "duplicate"
+
+
+def screens(trials: Sequence[FrozenTrial]) -> list[Screen]:
+    """The study's finished screens, each marked promoted when a continuation that did not fail holds
+    it (or, in a study from before continuations, it went on in its own trial)."""
+    held = {t.user_attrs[CONTINUES] for t in trials if is_continuation(t) and t.state != TrialState.FAIL}
+    out = []
+    for t in trials:
+        facts = RungFacts.from_attrs(t.user_attrs)
+        if facts is None or is_continuation(t) or t.state not in FINISHED:
+            continue
+        promoted = t.number in held or t.user_attrs.get(PROMOTED) is True
+        out.append(Screen(number=t.number, facts=facts, promoted=promoted))
+    return out
+
+
+def claim(study: optuna.Study, rung: SpeechRung, state_dir: Callable[[int], Path]) -> optuna.Trial | None:
+    """The continuation trial of the best screen due now whose state is in ``state_dir(number)``
+    (a checkpoint at its screen's step), created RUNNING for this process; None when none is due here,
+    or another worker's claim came first."""
+    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    failed = [t for t in trials if is_continuation(t) and t.state == TrialState.FAIL]
+    facts = {s.number: s.facts for s in screens(trials)}
+    for number in due(screens(trials), rung):
+        tries = [
+            t
+            for t in failed
+            if t.user_attrs[CONTINUES] == number and t.user_attrs.get(FAILED_BY) != DUPLICATE_CLAIM
+        ]
+        if (
+            len(tries) >= MAX_ATTEMPTS
+            or not (state_dir(number) / checkpoint_name(facts[number].step)).exists()
+        ):
+            continue
+        return _create(
+            study, by_number[number], _free_slot(trials), tries[-1].number if tries else None, len(tries) + 1
+        )
+    return None
+
+
+def _free_slot(trials: Sequence[FrozenTrial]) -> int:
+    taken = {t.user_attrs.get(SLOT) for t in trials if is_continuation(t) and t.state != TrialState.FAIL}
+    return next(k for k in count() if k not in taken)
+
+
+def _create(
+    study: optuna.Study, screen: FrozenTrial, slot: int, retry_of: int | None, attempt: int
+) -> optuna.Trial | None:
+    attrs = {
+        CONTINUES: screen.number,
+        SLOT: slot,
+        HOST: socket.gethostname(),
+        PID: os.getpid(),
+        ATTEMPT: attempt,
+    }
+    if retry_of is not None:
+        attrs[RETRY_OF] = retry_of
+    template = FrozenTrial(
+        number=-1,
+        state=TrialState.RUNNING,
+        value=None,
+        datetime_start=dt.datetime.now(),
+        datetime_complete=None,
+        params=dict(screen.params),
+        distributions=dict(screen.distributions),
+        user_attrs=attrs,
+        system_attrs={FIXED: {**screen.system_attrs.get(FIXED, {}), **screen.params}},
+        intermediate_values={},
+        trial_id=-1,
+    )
+    storage = study._storage
+    trial_id = storage.create_new_trial(study._study_id, template_trial=template)
+    # The race: an older live claim of the same screen or the same slot wins; this one steps back.
+    for t in storage.get_all_trials(study._study_id, deepcopy=False):
+        if not is_continuation(t) or t.state == TrialState.FAIL or t._trial_id >= trial_id:
+            continue
+        if t.user_attrs[CONTINUES] == screen.number or t.user_attrs.get(SLOT) == slot:
+            storage.set_trial_user_attr(trial_id, FAILED_BY, DUPLICATE_CLAIM)
+            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+            return None
+    return optuna.Trial(study, trial_id)
