@@ -7,7 +7,10 @@ without zero_infinity on a clip cut shorter than its text, and a run with no fau
 name the injected cause (and its module, item or term), and none for the run without a fault. Prints:
 control, diverged at step, cause named, right?, and what the run and its replay cost.
 
-    python bench/bench_diagnosis_controls.py [--threads 1] [--work DIR]
+With ``--study-run M``, instead: what the replay costs on a study's run, ``stability-quick``'s ``basic``
+recipe at M times its lr on the embedded corpus, trained and diagnosed as a trial is (``run_config``).
+
+    python bench/bench_diagnosis_controls.py [--threads 1] [--work DIR] [--study-run 4096]
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -37,9 +41,12 @@ def main() -> int:
     ap.add_argument(
         "--work", type=Path, default=None, help="where the corpus and its copies go (default: a temp dir)"
     )
+    ap.add_argument("--study-run", type=float, default=None, metavar="M", help="time one study run at M x lr")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     console = Console(width=160)
+    if args.study_run is not None:
+        return study_run(args.study_run, console)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         paths = ensure_corpus(SMALL, work / "corpus", console=console)
@@ -56,6 +63,37 @@ def main() -> int:
                 console.print(f"{name}: {r.diagnosis.line()}", soft_wrap=True)
         console.print(table)
     return 1 if wrong else 0
+
+
+def study_run(multiplier: float, console: Console) -> int:
+    """One run of stability-quick's basic recipe at ``multiplier`` x its lr, through ``run_config``."""
+    from studies.binding import recipe_config
+    from studies.execution.runs import RunSetup, load_data, run_config
+    from studies.paths import StudyPaths
+    from studies.registry import get_study
+    from trainer.config import with_overrides
+    from trainer.loop import RunPlan
+
+    study = get_study("stability-quick")
+    params = study.space.preset_params(study.preset_values()["basic"])
+    steps = int(params[study.space.warmup_param]) + study.horizon
+    cfg = recipe_config(study, params, seed=0, steps=steps, where="bench")
+    cfg = with_overrides(cfg, lr=cfg.lr * multiplier)
+    data = load_data(None, None)
+    with tempfile.TemporaryDirectory() as tmp:
+        setup = RunSetup(study, data, torch.device("cpu"), StudyPaths(Path(tmp), study.name), 0)
+        t0 = time.perf_counter()
+        run = run_config(setup, cfg, f"{study.name}/bench", plan=RunPlan(decode_sentences=0))
+        total = time.perf_counter() - t0
+    d = run.verdict.diagnosis
+    console.print(
+        f"basic x{multiplier:g}: lr {cfg.lr:.3g}, {run.verdict.outcome} after {run.result.steps} steps"
+    )
+    if d is None:
+        console.print(f"no divergence, no replay: {total:.1f} s")
+        return 0
+    console.print(f"run {total - d.replay_s:.1f} s, replay {d.replay_s:.1f} s; {d.line()}", soft_wrap=True)
+    return 0
 
 
 if __name__ == "__main__":
