@@ -169,12 +169,16 @@ def test_a_diverged_study_run_carries_its_diagnosis_into_the_trial_record(train_
     cfg = with_overrides(
         BASE, lr=0.1, warmup_steps=0, scheduler="constant", grad_clip=0.0, guards={"ceiling_min_steps": 0}
     )
-    run = run_config(setup, cfg, "s/trial-0", plan=NO_DECODE, edge=Edge(0.05, "lr probe"))
+    run = run_config(
+        setup, cfg, "s/trial-0", plan=NO_DECODE, with_diagnosis=True, edge=Edge(0.05, "lr probe")
+    )
     d = run.verdict.diagnosis
     assert d is not None and d.cause is Cause.LR_EDGE and d.reproduced
     assert "lr probe" in d.evidence  # the study's measured edge is named beside the lower-lr replay
-    healthy = run_config(setup, BASE, "s/trial-1", plan=NO_DECODE)
+    healthy = run_config(setup, BASE, "s/trial-1", plan=NO_DECODE, with_diagnosis=True)
     assert healthy.verdict.diagnosis is None
+    # runs whose records have no place for it (margin rungs, validation, the probe) are not replayed
+    assert run_config(setup, cfg, "s/rung-0", plan=NO_DECODE).verdict.diagnosis is None
 
     record = record_of(run.verdict, run.result.summary)
     study = optuna.create_study()

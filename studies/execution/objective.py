@@ -120,6 +120,7 @@ def make_objective(
                 trial_run(study.name, number),
                 plan=plan,
                 on_step=step_cb,
+                with_diagnosis=True,
                 edge=measured_edge(trial.study),  # a divergence's lr against the study's edge
                 on_eval=on_eval,
                 on_rung=on_rung if rung is not None and continues is None else None,

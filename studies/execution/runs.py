@@ -80,19 +80,22 @@ def run_config(
     on_step: Callable[[StepMetrics], None] | None = None,
     on_eval: Callable[[EvalMetrics, EvalSample], bool] | None = None,
     on_rung: Callable[[EvalMetrics], bool] | None = None,
+    with_diagnosis: bool = False,
     edge: Edge | None = None,
 ) -> StudyRun:
     """Train ``cfg`` as run ``run_id`` of the study, keep its sample, and judge it (by ``cfg.guards``:
-    the study's, as ``studies.binding`` builds every config). A run that diverged is replayed for its
-    diagnosis (``trainer.diagnosis_replay``; ``edge``: the lr at which the study measured training to
-    break, when it has), which the verdict carries; a healthy run pays nothing for it."""
+    the study's, as ``studies.binding`` builds every config). ``with_diagnosis``: a run that diverged is
+    replayed for its diagnosis (``trainer.diagnosis_replay``; ``edge``: the lr at which the study
+    measured training to break, when it has), which the verdict carries; a healthy run pays nothing for
+    it. Off for the runs whose records have no place for it yet (margin rungs, validation, the lr probe,
+    long runs), so they do not pay for a replay nobody reads."""
     hooks = RunHooks(
         on_step=on_step, on_eval=on_eval, on_rung=on_rung, telemetry=setup.paths.telemetry, run_id=run_id
     )
     result = train(cfg, setup.data, device=setup.device, plan=plan, hooks=hooks)
     save_sample(setup.paths.sample(run_id), result)
     verdict = judge(result, cfg.guards, warmup_steps=cfg.warmup_steps)
-    if verdict.divergence is not None and not plan.heals:
+    if with_diagnosis and verdict.divergence is not None and not plan.heals:
         replay = ReplayPlan(lr_schedule=plan.lr_schedule, edge=edge)
         found = diagnose(cfg, setup.data, verdict.divergence, device=setup.device, plan=replay)
         verdict = dataclasses.replace(verdict, diagnosis=found)
