@@ -83,7 +83,9 @@ def study_run(multiplier: float, console: Console) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         setup = RunSetup(study, data, torch.device("cpu"), StudyPaths(Path(tmp), study.name), 0)
         t0 = time.perf_counter()
-        run = run_config(setup, cfg, f"{study.name}/bench", plan=RunPlan(decode_sentences=0))
+        run = run_config(
+            setup, cfg, f"{study.name}/bench", plan=RunPlan(decode_sentences=0), with_diagnosis=True
+        )
         total = time.perf_counter() - t0
     d = run.verdict.diagnosis
     console.print(
