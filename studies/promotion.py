@@ -10,8 +10,11 @@ read the text.
 
 The rule, re-read whenever a worker is about to start a trial (so it needs no trial to wait for):
 
-- with n finished screens, n >= ``min_peers`` + 1, the top floor(n / eta) of them by the one ranking
-  (``studies.ranking.screen_rank``; ties: the lower trial number) may go on;
+- once n >= ``min_peers`` + 1 trials have ended, the screens among the top floor(n / eta) of them may
+  go on, ranked by the one ranking (``studies.ranking.screen_rank``; ties: the lower trial number).
+  A trial pruned or diverged before its screen's end counts among the n and ranks below every screen
+  (it lost its screen): 1/eta of the trials, as successive halving means, not 1/eta of the pruner's
+  survivors, which would give a 10-trial study fewer promotions than its cap;
 - while fewer than ``max_promoted`` screens hold a promotion, the best of those not yet promoted takes
   the next one.
 
@@ -19,7 +22,8 @@ So the order screens finish in does not matter: a screen that finished before it
 always the first trials) or was passed over while a better one held the top goes on later, as soon as
 the study's screens make room for it (floor(n / eta) grows with n) and it ranks there. A promotion once
 made stands (ASHA's too): a better screen later takes the next slot, never a held one. With eta 3 and a
-cap of 3, slots open at the 4th, 6th and 9th screen, each to the best screen not yet promoted then.
+cap of 3, slots open at the 4th, 6th and 9th trial to end, each to the best screen not yet promoted
+then; so a study of 10 trials promotes 3 screens whenever 3 of its screens aligned.
 
 How it maps onto Optuna, which cannot reopen a finished trial (``studies.execution.continuation``):
 every screen ends its trial at the screen and leaves its state in its trial folder (one checkpoint); a
@@ -48,29 +52,39 @@ class Screen:
     promoted: bool = False
 
 
-def promote(screen: RungFacts, peers: Sequence[RungFacts], rung: SpeechRung, *, promoted_so_far: int) -> bool:
+def promote(
+    screen: RungFacts,
+    peers: Sequence[RungFacts],
+    rung: SpeechRung,
+    *,
+    promoted_so_far: int,
+    ended: int | None = None,
+) -> bool:
     """May ``screen`` go on? When it is aligned (``Outcome.aligned``: an unaligned screen's low val mel
-    is the average frame's, not a recipe nearer speech), at least ``rung.min_peers`` other screens have
-    finished, fewer than ``rung.max_promoted`` hold a promotion, and fewer than floor(n / eta) of the n
-    screens (its own included) rank above it in the study's one ranking."""
-    if not screen.verdict.aligned or len(peers) < rung.min_peers:
+    is the average frame's, not a recipe nearer speech), at least ``rung.min_peers`` other trials have
+    ended, fewer than ``rung.max_promoted`` hold a promotion, and fewer than floor(n / eta) screens
+    rank above it in the study's one ranking. n: the trials that have ended, its own included
+    (``ended``: screens or not; by default the screens)."""
+    n = max(ended or 0, len(peers) + 1)
+    if not screen.verdict.aligned or n - 1 < rung.min_peers:
         return False
     if rung.max_promoted is not None and promoted_so_far >= rung.max_promoted:
         return False
-    keep = (len(peers) + 1) // rung.eta
+    keep = n // rung.eta
     better = sum(screen_rank(p) < screen_rank(screen) for p in peers)
     return better < keep
 
 
-def due(screens: Sequence[Screen], rung: SpeechRung) -> list[int]:
+def due(screens: Sequence[Screen], rung: SpeechRung, *, ended: int | None = None) -> list[int]:
     """The trial numbers of the screens to promote now, best first: each unpromoted screen that
-    ``promote`` lets go on against all the others, as long as the cap has room."""
+    ``promote`` lets go on against all the others, as long as the cap has room. ``ended``: the
+    study's trials that have ended, screens or not (by default the screens)."""
     taken = sum(s.promoted for s in screens)
     out: list[int] = []
     for s in sorted(screens, key=lambda s: (screen_rank(s.facts), s.number)):
         if s.promoted:
             continue
         peers = [o.facts for o in screens if o.number != s.number]
-        if promote(s.facts, peers, rung, promoted_so_far=taken + len(out)):
+        if promote(s.facts, peers, rung, promoted_so_far=taken + len(out), ended=ended):
             out.append(s.number)
     return out

@@ -31,16 +31,19 @@ def facts(val: float, verdict: Outcome = Outcome.STABLE) -> RungFacts:
     return RungFacts(step=300, val_mel=val, verdict=verdict, decode_ratio=1.0)
 
 
-def arrive(vals: Sequence[float | tuple[float, Outcome]], rung: SpeechRung) -> dict[int, int]:
-    """Screens ending one by one in trial-number order, a worker calling ``due`` after each: for each
-    screen promoted, how many screens had ended when it was."""
+def arrive(
+    vals: Sequence[float | tuple[float, Outcome] | None], rung: SpeechRung, *, count_pruned: bool = True
+) -> dict[int, int]:
+    """Trials ending one by one in trial-number order (None: pruned before its screen's end), a worker
+    calling ``due`` after each: for each screen promoted, how many trials had ended when it was."""
     ended: list[Screen] = []
     when: dict[int, int] = {}
-    for number, v in enumerate(vals):
-        f = facts(*v) if isinstance(v, tuple) else facts(v)
-        ended.append(Screen(number=number, facts=f))
-        for n in due(ended, rung):
-            when[n] = len(ended)
+    for number, v in enumerate(vals, start=1):
+        if v is not None:
+            f = facts(*v) if isinstance(v, tuple) else facts(v)
+            ended.append(Screen(number=number - 1, facts=f))
+        for n in due(ended, rung, ended=number if count_pruned else None):
+            when[n] = number
             ended = [
                 Screen(number=s.number, facts=s.facts, promoted=s.promoted or s.number == n) for s in ended
             ]
@@ -79,6 +82,15 @@ def test_only_aligned_screens_go_on_and_the_cap_counts_every_promotion() -> None
     assert due(held, QUICK) == []  # 3 held (e.g. promoted in their own trial, before this rule)
     assert due(held, SpeechRung(horizon=10, eta=3, min_peers=3)) == []  # the top 3 of 9 hold theirs
     assert due(held, SpeechRung(horizon=10, eta=2, min_peers=3)) == [3]  # the top 4 of 9: one more
+
+
+def test_trials_pruned_before_their_screen_count_among_the_n_and_rank_last() -> None:
+    # make run's shape: 10 trials, the pruner stops 4 before their screen's end, 3 screens align.
+    u = Outcome.UNALIGNED
+    vals = [2.0, None, (1.0, u), None, 2.5, None, (1.1, u), 2.2, None, (1.2, u)]
+    assert arrive(vals, QUICK) == {0: 4, 4: 6, 7: 8}  # 3 pairs for the rung agreement
+    # Counted among the survivors only, 6 screens would open 2 slots: 2 pairs, no agreement.
+    assert len(arrive(vals, QUICK, count_pruned=False)) == 2
 
 
 # -- the claim, in a real storage ----------------------------------------------------------------------

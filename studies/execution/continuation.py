@@ -63,7 +63,9 @@ def claim(study: optuna.Study, rung: SpeechRung, state_dir: Callable[[int], Path
     by_number = {t.number: t for t in trials}
     failed = [t for t in trials if is_continuation(t) and t.state == TrialState.FAIL]
     facts = {s.number: s.facts for s in screens(trials)}
-    for number in due(screens(trials), rung):
+    # n: every trial of the N that has ended; one pruned or diverged before its screen's end ranks last
+    ended = sum(t.state in FINISHED and not is_continuation(t) for t in trials)
+    for number in due(screens(trials), rung, ended=ended):
         tries = [
             t
             for t in failed
