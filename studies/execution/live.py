@@ -66,7 +66,10 @@ class LiveView:
     def render(self) -> Group:
         records = load_records(self.study)
         done = [r for r in records if r.finished]
-        self.progress.update(self.task, completed=len(done))
+        # A screen on its long rung (a continuation, studies.promotion) has ended its screen: one of the N.
+        self.progress.update(
+            self.task, completed=sum(r.finished or r.continued_as is not None for r in records)
+        )
         table = Table(title="running and recent trials", expand=False)
         for col in (
             "#",
