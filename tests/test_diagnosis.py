@@ -12,6 +12,7 @@ import torch
 from corpus_fixture import cache_env, corpus_paths, train_data  # noqa: F401  (pytest fixtures)
 
 from studies.evidence import diagnoses
+from studies.evidence.validate import Validation, ValidationRun
 from studies.execution.runs import RunSetup, run_config
 from studies.paths import StudyPaths
 from studies.record import Divergence, TrialRecord, load_records
@@ -222,3 +223,26 @@ def test_cause_lines_count_each_class_and_the_undiagnosed():
     ]
     rows = diagnoses.why_diverged(records).rows
     assert rows[2][2] == "not diagnosed" and "loss is nan at step 3" in rows[2][3]
+
+
+def test_a_validation_seed_keeps_its_diagnosis_and_the_report_table_lists_it():
+    d = Diagnosis(step=9, cause=Cause.FP16_OVERFLOW, evidence="e", module="decoder.0.cross_attn")
+    run = ValidationRun(
+        seed=1,
+        run_id="v/1",
+        verdict=Outcome.NONFINITE,
+        steps_run=9,
+        divergence_step=9,
+        detail="x",
+        diagnosis=d,
+    )
+    assert ValidationRun.from_attr(run.to_attr()) == run
+    old = ValidationRun(
+        seed=2, run_id="v/2", verdict=Outcome.EXPLOSION, steps_run=5, divergence_step=5, detail="y"
+    )
+    v = Validation(name="basic", trial=None, params={}, steps=10, runs=(run, old))
+    rows = diagnoses.why_diverged([], {"basic": v}).rows
+    assert rows == (
+        ("validation basic, seed 1", "9", "fp16-overflow (decoder.0.cross_attn)", "e"),
+        ("validation basic, seed 2", "5", "not diagnosed", "no diagnosis stored; the guard said: y"),
+    )

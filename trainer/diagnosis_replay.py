@@ -255,13 +255,13 @@ class _Replay:
         pos, history = Position(), StepHistory(cfg.guards)
         mean = adaptive.initial_mean(None, self.device)
         self.model.train()
-        for step in range(1, start + 1):  # at the loop's speed, no instrumentation
+        # up to the window at the loop's speed, no instrumentation; the guards see these steps as the
+        # run's did (one firing here means the replay will not reproduce the run, and will say so)
+        for step in range(1, start + 1):
             batch = self.batch(self.indices(pos))
             metrics, mean = self.step(step, batch, self.lr(step, pos), mean)
             pos.step = step
-            self.guard(
-                history, metrics
-            )  # the run's guards saw these steps too (a verdict here: not reproduced)
+            self.guard(history, metrics)
         at_start = self.snapshot(pos, mean, history)
 
         # the last steps, every module and every term watched

@@ -9,14 +9,15 @@ with when it is diagnosed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import optuna
 
 from studies.evidence import lr_probe, margin
 from studies.evidence.tables import Rows
+from studies.evidence.validate import Validation
 from studies.record import TrialRecord
-from trainer.diagnosis import Cause, Edge
+from trainer.diagnosis import Cause, Diagnosis, Edge
 
 _WORDS = {
     Cause.LR_EDGE: "the lr edge",
@@ -27,8 +28,9 @@ _WORDS = {
 }
 
 
-def why_diverged(records: Sequence[TrialRecord]) -> Rows:
-    """One row per diverged trial: run, step, cause (with its module, item or term), evidence."""
+def why_diverged(records: Sequence[TrialRecord], validations: Mapping[str, Validation] | None = None) -> Rows:
+    """One row per diverged trial, then per diverged validation seed: run, step, cause (with its module,
+    item or term), evidence."""
     rows = []
     for r in records:
         if not r.outcome.diverged:
@@ -40,9 +42,20 @@ def why_diverged(records: Sequence[TrialRecord]) -> Rows:
                 (f"trial {r.number}", "-" if step is None else str(step), "not diagnosed", _undiagnosed(r))
             )
             continue
-        named = d.module or d.term or ", ".join(d.items)
-        cause = d.cause.value + (f" ({named})" if named else "")
-        rows.append((f"trial {r.number}", str(d.step), cause, d.evidence))
+        rows.append((f"trial {r.number}", str(d.step), _cause(d), d.evidence))
+    for v in (validations or {}).values():
+        for run in v.runs:
+            if not run.diverged:
+                continue
+            where = f"validation {v.label}, seed {run.seed}"
+            d = run.diagnosis
+            if d is None:
+                step = "-" if run.divergence_step is None else str(run.divergence_step)
+                rows.append(
+                    (where, step, "not diagnosed", f"no diagnosis stored; the guard said: {run.detail}")
+                )
+            else:
+                rows.append((where, str(d.step), _cause(d), d.evidence))
     return Rows("Why it diverged", ("run", "step", "cause", "evidence"), tuple(rows))
 
 
@@ -77,6 +90,11 @@ def measured_edge(study: optuna.Study) -> Edge | None:
         if edge is not None:
             found.append(Edge(edge.lr, f"margin of {m.label}"))
     return min(found, key=lambda e: e.lr) if found else None
+
+
+def _cause(d: Diagnosis) -> str:
+    named = d.module or d.term or ", ".join(d.items)
+    return d.cause.value + (f" ({named})" if named else "")
 
 
 def _undiagnosed(r: TrialRecord) -> str:

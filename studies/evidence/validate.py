@@ -24,6 +24,7 @@ from studies import ranking
 from studies.record import load_records
 from studies.registry import StudyDef
 from trainer.config import config_to_dict
+from trainer.diagnosis import Diagnosis
 from trainer.judge import Judgement
 from trainer.outcome import Outcome
 from trainer.presets import PRESETS, preset
@@ -79,6 +80,7 @@ class ValidationRun:
     divergence_step: int | None = None
     detail: str | None = None  # why it diverged
     last_val_mel: float | None = None  # a diverged run's last finite val mel
+    diagnosis: Diagnosis | None = None  # why it diverged (trainer/diagnosis.py), from a replay of the run
 
     @property
     def diverged(self) -> bool:
@@ -97,6 +99,7 @@ class ValidationRun:
                 divergence_step=d.step,
                 detail=d.detail,
                 last_val_mel=last,
+                diagnosis=verdict.diagnosis,
             )
         return cls(
             seed=seed,
@@ -121,6 +124,8 @@ class ValidationRun:
             row["detail"] = self.detail
         if self.last_val_mel is not None:
             row["last_val_mel"] = self.last_val_mel
+        if self.diagnosis is not None:
+            row["diagnosis"] = self.diagnosis.to_attr()
         return row
 
     @classmethod
@@ -135,6 +140,9 @@ class ValidationRun:
             divergence_step=row.get("divergence_step"),
             detail=row.get("detail"),
             last_val_mel=row.get("last_val_mel"),
+            diagnosis=Diagnosis.from_attr(row["diagnosis"])
+            if isinstance(row.get("diagnosis"), dict)
+            else None,
         )
 
 

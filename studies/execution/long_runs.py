@@ -20,6 +20,7 @@ from common.errors import UserError
 from studies import ranking
 from studies.binding import recipe_config, trial_config
 from studies.evidence import lr_probe, transfer, validate
+from studies.evidence.diagnoses import measured_edge
 from studies.execution.pool import run_jobs
 from studies.execution.runs import RunSetup, SetupSpec, run_config
 from studies.paths import probe_run, transfer_run, validation_run
@@ -97,18 +98,22 @@ def run_validation(
     steps = steps or validate.default_steps(study_def)
     resolved = {name: validate.resolve(study, study_def, name) for name in dict.fromkeys(names)}  # all first
     results: dict[str, validate.Validation] = {}
+    edge = measured_edge(study)  # a diverged seed's lr against the study's edge
     for name, (params, trial) in resolved.items():
         runs = []
         for seed in range(base_seed, base_seed + seeds):
             run_id = validation_run(study_def.name, name, seed)
             t0 = time.perf_counter()
             cfg = recipe_config(study_def, params, seed=seed, steps=steps, where=run_id)
-            row = validate.ValidationRun.of(seed, run_id, run_config(setup, cfg, run_id).verdict)
+            run = run_config(setup, cfg, run_id, with_diagnosis=True, edge=edge)
+            row = validate.ValidationRun.of(seed, run_id, run.verdict)
             runs.append(row)
             mel = "" if row.val_mel is None else f", val mel {row.val_mel:.4f}"
+            why = "" if row.diagnosis is None else f"; {row.diagnosis.line()}"
             console.print(
                 f"validate {name} seed {seed}: {row.verdict}{mel} "
-                f"({row.steps_run} of {steps} steps, {time.perf_counter() - t0:.0f} s)"
+                f"({row.steps_run} of {steps} steps, {time.perf_counter() - t0:.0f} s){why}",
+                soft_wrap=True,
             )
         results[name] = validate.summarize(name, runs, steps=steps, trial=trial, params=params)
         validate.store(study, results[name])
