@@ -76,9 +76,10 @@ class ScoringSpec:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SpeechRung:
-    """The long rung of successive halving (``studies.promotion``): the best feasible screens go on to
-    ``horizon`` steps past their warmup, where speech can show; the top 1/``eta`` of the trials that
-    finished their screen, once ``min_peers`` others have, and at most ``max_promoted`` in a study."""
+    """The long rung of successive halving (``studies.promotion``): the best aligned screens go on to
+    ``horizon`` steps past their warmup, where speech can show; the screens among the top 1/``eta`` of
+    the study's trials that have ended, once ``min_peers`` + 1 have (by rank among all, not by arrival),
+    and at most ``max_promoted`` in a study."""
 
     horizon: int
     eta: int = 3
