@@ -36,9 +36,9 @@ from trainer import adaptive
 from trainer.checkpoints import rng_state, set_rng_state
 from trainer.config import TrainConfig, with_overrides
 from trainer.data import TrainData
-from trainer.diagnosis import Diagnosis, Edge, Evidence, ModuleEvent, TermValues, decide
+from trainer.diagnosis import Cause, Diagnosis, Edge, Evidence, ModuleEvent, TermValues, decide
 from trainer.guards import StepHistory, Verdict, check_step
-from trainer.loop import build_model
+from trainer.loop import build_model, device_settings
 from trainer.peaks import PeakMeter
 from trainer.results import StepMetrics
 from trainer.run_state import Position, Trainables
@@ -79,9 +79,15 @@ def diagnose(
     streams = rng_state()
     try:
         if verdict.kind in STEP_GUARDS:
-            found = decide(_Replay(cfg, data, device, plan).evidence(verdict))
+            with device_settings(device):  # the run's own matmul precision (TF32 on CUDA)
+                found = decide(_Replay(cfg, data, device, plan).evidence(verdict))
         else:
             found = _over_evals(cfg, data, verdict, plan)
+    except torch.cuda.OutOfMemoryError as exc:  # the replay holds a few copies of the run's state
+        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        found = Diagnosis(
+            step=verdict.step, cause=Cause.UNKNOWN, evidence=f"the replay ran out of device memory ({line})"
+        )
     finally:
         set_rng_state(streams)
     return dataclasses.replace(found, replay_s=time.perf_counter() - t0)
