@@ -59,7 +59,7 @@ class RungAgreement:
             )
         if self.promoted < MIN_PAIRS:
             return (
-                f"{self.promoted} of {self.aligned} aligned screens promoted: the study's screens opened "
+                f"{self.promoted} of {self.aligned} aligned screens promoted: the study's trials opened "
                 "too few slots (the top 1/eta of them, at most the rung's cap)"
             )
         if self.reached < MIN_PAIRS:
