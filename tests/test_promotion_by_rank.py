@@ -12,12 +12,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from studies.evidence.rung_agreement import rung_agreement
 from studies.execution import continuation
 from studies.execution.completion import completion
 from studies.execution.cores import counts
 from studies.execution.storage import default_storage_url, open_storage
 from studies.promotion import Screen, due, promote
-from studies.record import load_records
+from studies.record import DecodeFacts, TrialRecord, load_records
 from studies.record_keys import CONTINUES, FAILED_BY, PRESET, SLOT
 from studies.registry import SpeechRung
 from studies.rung_facts import RungFacts
@@ -188,3 +189,24 @@ def test_workers_claiming_at_once_never_exceed_the_cap_or_claim_a_screen_twice(
     live = [t for t in studies[0].get_trials() if CONTINUES in t.user_attrs and t.state != TrialState.FAIL]
     assert len(live) == 2 == len(claimed)
     assert {t.user_attrs[CONTINUES] for t in live} == {0, 1} and {t.user_attrs[SLOT] for t in live} == {0, 1}
+
+
+def test_the_rung_agreement_says_why_it_has_too_few_pairs() -> None:
+    def trial(n: int, verdict: Outcome, *, promoted: bool = False, long: float | None = None) -> TrialRecord:
+        decode = (
+            DecodeFacts(stop_rate=1.0, length_ratio=1.0, dtw=1.0, ratio=0.6) if long is not None else None
+        )
+        state = TrialState.COMPLETE if long is not None or not promoted else TrialState.PRUNED
+        return TrialRecord(
+            number=n, state=state, value=long if promoted else 2.0 + n, screen=facts(2.0 + n, verdict),
+            promoted=promoted, rung=int(promoted), decode=decode,
+        )  # fmt: skip
+
+    u, s = Outcome.UNALIGNED, Outcome.STABLE
+    two_aligned = [trial(0, s, promoted=True, long=1.0), trial(1, s, promoted=True, long=1.2), trial(2, u)]
+    assert "too few pairs because only 2 of 3 screens aligned" in rung_agreement(two_aligned).line()
+    diverged = [trial(0, s, promoted=True, long=1.0), trial(1, s, promoted=True, long=1.2)]
+    diverged += [trial(2, s, promoted=True), trial(3, s)]  # trial 2 went on and diverged there
+    assert "1 of the 3 promoted runs have no long-rung value" in rung_agreement(diverged).line()
+    three = [trial(n, s, promoted=True, long=1.0 + n / 10) for n in range(3)]
+    assert "too few pairs" not in rung_agreement(three).line()
