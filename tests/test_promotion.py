@@ -31,6 +31,7 @@ from trainer.hooks import RunHooks
 from trainer.judge import Outcome, judge
 from trainer.loop import RunPlan, train
 from trainer.presets import preset
+from trainer.results import StepMetrics
 from trainer.telemetry import read_run
 
 RUNG = SpeechRung(horizon=1000, eta=3, min_peers=3)
@@ -99,6 +100,33 @@ def test_a_run_not_promoted_ends_finished_at_its_rung(train_data: TrainData) -> 
         hooks=RunHooks(on_rung=lambda ev: True, warn=lambda _: None),
     )
     assert going_on.steps == 10 and [e.step for e in going_on.evals] == [4, 6, 8, 10]
+
+
+def test_a_screen_resumed_later_trains_on_as_if_it_had_gone_on_at_once(
+    train_data: TrainData,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """What a late promotion rests on: a run that stops at its rung leaves its state (one checkpoint,
+    none before), and a run resumed from it trains only the steps past the rung and repeats, step for
+    step, the run that went on at once."""
+    data = subset(train_data, 8)
+    cfg = with_overrides(preset("basic"), model_size="tiny", max_steps=10, eval_every=4, warmup_steps=2)
+
+    def run(plan: RunPlan, go_on: bool, steps: list[StepMetrics]):
+        hooks = RunHooks(on_rung=lambda ev: go_on, on_step=steps.append, warn=lambda _: None)
+        return train(cfg, data, device=torch.device("cpu"), plan=plan, hooks=hooks)
+
+    at_once: list[StepMetrics] = []
+    went_on = run(RunPlan(rungs=(6,), decode_sentences=1), True, at_once)
+    screen = run(RunPlan(rungs=(6,), decode_sentences=1, out_dir=tmp_path), False, [])
+    assert screen.steps == 6
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*.pt")) == [checkpoint_name(6)]
+    later: list[StepMetrics] = []
+    resumed = run(RunPlan(decode_sentences=1, out_dir=tmp_path, resume=True), True, later)
+    assert [m.step for m in later] == [7, 8, 9, 10] and resumed.summary.steps == 4  # the screen not again
+    assert [m.loss for m in later] == [m.loss for m in at_once[6:]]
+    assert [e.step for e in resumed.evals] == [4, 6, 8, 10]
+    assert [e.val_mel for e in resumed.evals] == [e.val_mel for e in went_on.evals]
 
 
 def test_a_promoted_record_keeps_its_screen_through_storage() -> None:
