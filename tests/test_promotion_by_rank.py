@@ -163,6 +163,10 @@ def test_a_claim_that_loses_the_race_steps_back(tmp_path: Path) -> None:
     assert completion(b, 4).failed == ()  # a lost claim is no failure of the study
     # ... or another screen for the same slot: the older claim keeps it.
     assert continuation._create(b, b.get_trials()[1], 0, None, 1) is None
+    # On PostgreSQL the older claim's insert may land after the younger's read: the younger, already
+    # running, asks again at its first eval (the objective) and stops there.
+    late = b._storage.create_new_trial(b._study_id, template_trial=b._storage.get_trial(won._trial_id))
+    assert continuation.outranked(b, late) and not continuation.outranked(b, won._trial_id)
 
 
 @pytest.mark.parametrize("workers", [2, 4])

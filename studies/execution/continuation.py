@@ -10,7 +10,11 @@ checkpoint is here), and runs it itself.
 Two workers may claim at once (SQLite or PostgreSQL, one machine or many). Each claim is one insert,
 then a read: a claim that finds an older live continuation of the same screen or the same slot steps
 back at once (FAIL, ``failed_by`` "duplicate", never retried), so the oldest copy stays, as with
-queued trials (``runner.drop_duplicates``) and surplus trials (``runner._surplus``). A continuation
+queued trials (``runner.drop_duplicates``) and surplus trials (``runner._surplus``). On SQLite trial
+ids follow commit order, so the read always sees the older claim. On PostgreSQL ids come from a sequence
+and an older claim's insert may commit after the younger one's read: so the objective asks again at the
+continuation's first eval (``outranked``), when such a commit has long landed, and the younger one stops
+there, a few steps into its long rung, as a duplicate. A continuation
 interrupted or killed is not re-queued: its slot is free again and the screen, still due, is claimed
 anew (``retry_of`` the one that failed) by a worker of the machine that holds its checkpoint.
 """
@@ -114,12 +118,23 @@ def _create(
     )
     storage = study._storage
     trial_id = storage.create_new_trial(study._study_id, template_trial=template)
-    # The race: an older live claim of the same screen or the same slot wins; this one steps back.
-    for t in storage.get_all_trials(study._study_id, deepcopy=False):
-        if not is_continuation(t) or t.state == TrialState.FAIL or t._trial_id >= trial_id:
-            continue
-        if t.user_attrs[CONTINUES] == screen.number or t.user_attrs.get(SLOT) == slot:
-            storage.set_trial_user_attr(trial_id, FAILED_BY, DUPLICATE_CLAIM)
-            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
-            return None
+    if outranked(study, trial_id):
+        storage.set_trial_user_attr(trial_id, FAILED_BY, DUPLICATE_CLAIM)
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        return None
     return optuna.Trial(study, trial_id)
+
+
+def outranked(study: optuna.Study, trial_id: int) -> bool:
+    """Continuation ``trial_id`` lost its claim: an older one that did not fail holds the same screen or
+    the same slot (the oldest copy stays)."""
+    trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+    mine = next(t for t in trials if t._trial_id == trial_id)
+    screen, slot = mine.user_attrs[CONTINUES], mine.user_attrs.get(SLOT)
+    return any(
+        is_continuation(t)
+        and t.state != TrialState.FAIL
+        and t._trial_id < trial_id
+        and (t.user_attrs[CONTINUES] == screen or t.user_attrs.get(SLOT) == slot)
+        for t in trials
+    )

@@ -80,9 +80,16 @@ def make_objective(
             write_record(trial, gone)
             return gone
         screen: list[RungFacts] = []  # set at the screen's end when the study has a speech rung
+        asked: list[bool] = []  # a continuation: has it asked whether an older claim holds its screen?
+        lost: list[bool] = []  # ... and one did: it stops as a duplicate
         takeover = Takeover(share, trial.study, trial.number) if share is not None else None
 
         def on_eval(ev: EvalMetrics, _sample) -> bool:
+            if continues is not None and not asked:  # a claim's race, asked again once it has surely landed
+                asked.append(True)
+                if continuation.outranked(trial.study, trial._trial_id):
+                    lost.append(True)
+                    return True
             if takeover is not None:
                 takeover.check(ev.step)
             trial.report(ev.val_mel, ev.step)
@@ -128,6 +135,12 @@ def make_objective(
         finally:
             if takeover is not None:
                 takeover.restore()
+        if lost:
+            duplicate = TrialRecord(
+                state=TrialState.FAIL, failed_by=continuation.DUPLICATE_CLAIM, continues=number
+            )
+            write_record(trial, duplicate)
+            return duplicate
         record = record_of(run.verdict, run.result.summary)
         if screen:
             record = dataclasses.replace(record, screen=screen[0], promoted=False, rung=0)
