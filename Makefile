@@ -43,7 +43,7 @@ run: setup
 # The suite with the `coqui`, `lightning` and `hf` extras installed, so tests/test_coqui.py runs its Coqui
 # study and the adapters' tests run their trainers.
 test: setup-coqui
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 lint: setup
 	$(VENV)/bin/ruff check .

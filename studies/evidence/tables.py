@@ -260,8 +260,9 @@ def margin(margins: Mapping[str, Margin], *, project: bool = True) -> Rows:
             f"{fmt_multiplier(r.multiplier)}{'' if r.outcome.survived else ('!' if r.diverged else '?')}"
             for r in m.rungs
         )
-        own = next((r for r in m.rungs if r.multiplier == 1.0), None)
-        room = min((h for h in own.headroom.values() if math.isfinite(h)), default=None) if own else None
+        # at the largest lr that survived: how near fp16's range the recipe trains at its edge (the x1
+        # figure is the seed's answer's, from the recipe's trial)
+        room = min((h for h in top.headroom.values() if math.isfinite(h)), default=None) if top else None
         rows.append(
             (
                 m.label,
@@ -284,7 +285,10 @@ def margin(margins: Mapping[str, Margin], *, project: bool = True) -> Rows:
         "largest that survived",
         "first diverged",
         "LR sensitivity",
-        "fp16 headroom at x1 (log2)",
+        "fp16 headroom there (log2)",
     )[: None if project else -2]
-    title = "margin: the recipe at lr x 2^k, the largest that survived next to the first that diverged (survived: every guard judged, none fired)"
+    title = (
+        "margin: the recipe at lr x 2^k, the largest that survived next to the first that diverged "
+        "(survived: every guard judged, none fired)"
+    )
     return Rows(title, head, tuple(rows))
