@@ -155,6 +155,11 @@ def test_each_positive_control_is_diagnosed_right(name: str, train_data, tmp_pat
     result = run_control(name, train_data, tmp_path)
     if name == "no-fault":
         assert result.diverged_at is None and result.diagnosis is None
+        assert (
+            result.forced is not None
+            and result.forced.cause is Cause.UNKNOWN
+            and not result.forced.reproduced
+        )
         return
     d = result.diagnosis
     assert d is not None and result.diverged_at is not None

@@ -24,6 +24,7 @@ from trainer.data import TrainData
 from trainer.diagnosis import Cause, Diagnosis
 from trainer.diagnosis_replay import diagnose
 from trainer.faults import corrupt_clip, cut_clip, double_mask, fragile_forward_sum, loader_lets_through
+from trainer.guards import Verdict
 from trainer.loop import RunPlan, train
 from tts_model.batching import BucketBatchSampler
 from tts_model.dataset import load_dataset
@@ -57,6 +58,9 @@ class ControlResult:
     target: str  # the module, item or term the cause must name ("" where the cause alone is checked)
     diverged_at: int | None
     diagnosis: Diagnosis | None
+    # the no-fault control: its healthy run replayed as if a guard had fired at its last step, which
+    # must name no cause (unknown): the rules do not find a cause in a run that has none
+    forced: Diagnosis | None = None
     right: bool
     train_s: float
     replay_s: float
@@ -64,6 +68,8 @@ class ControlResult:
     def row(self) -> tuple[str, str, str, str]:
         d = self.diagnosis
         named = "none" if d is None else d.cause.value + (f" ({_named(d)})" if _named(d) else "")
+        if self.forced is not None:
+            named += f"; forced replay: {self.forced.cause.value}"
         step = "-" if self.diverged_at is None else str(self.diverged_at)
         return (self.control, step, named, "yes" if self.right else "NO")
 
@@ -82,19 +88,23 @@ def run_control(name: str, data: TrainData, work: Path, *, device: torch.device 
         t0 = time.perf_counter()
         result = train(cfg, run_data, device=device, plan=NO_DECODE)
         train_s = time.perf_counter() - t0
-        found = None
+        found = forced = None
         if result.verdict is not None:
             found = diagnose(cfg, run_data, result.verdict, device=device)
-    right = _right(found, expected, target)
+        elif expected is None:
+            fake = Verdict(kind="nonfinite", step=result.steps, detail="forced: no guard fired")
+            forced = diagnose(cfg, run_data, fake, device=device)
+    right = _right(found, expected, target) and (forced is None or not forced.named)
     return ControlResult(
         control=name,
         expected=expected,
         target=target,
         diverged_at=None if result.verdict is None else result.verdict.step,
         diagnosis=found,
+        forced=forced,
         right=right,
         train_s=train_s,
-        replay_s=0.0 if found is None else found.replay_s,
+        replay_s=next((d.replay_s for d in (found, forced) if d is not None), 0.0),
     )
 
 
