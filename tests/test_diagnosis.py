@@ -12,6 +12,7 @@ import torch
 from corpus_fixture import cache_env, corpus_paths, train_data  # noqa: F401  (pytest fixtures)
 
 from studies.evidence import diagnoses
+from studies.evidence.lr_probe import ProbeResult
 from studies.evidence.validate import Validation, ValidationRun
 from studies.execution.runs import RunSetup, run_config
 from studies.paths import StudyPaths
@@ -251,3 +252,26 @@ def test_a_validation_seed_keeps_its_diagnosis_and_the_report_table_lists_it():
         ("validation basic, seed 1", "9", "fp16-overflow (decoder.0.cross_attn)", "e"),
         ("validation basic, seed 2", "5", "not diagnosed", "no diagnosis stored; the guard said: y"),
     )
+
+
+def test_the_lr_probe_keeps_its_diagnosis_and_old_probes_still_load():
+    d = Diagnosis(step=40, cause=Cause.LR_EDGE, evidence="lr 2 at step 40: ...", lr=2.0)
+    fields = {
+        "steps": 50,
+        "steps_run": 40,
+        "start_lr": 1e-7,
+        "end_lr": 10.0,
+        "diverged": True,
+        "verdict": "explosion",
+        "divergence_step": 40,
+        "divergence_lr": 2.0,
+        "detail": "x",
+        "min_loss_lr": 0.01,
+        "grad_clip": 1.0,
+        "mel_weight": 1.0,
+        "kl_weight": 0.5,
+    }
+    probe = ProbeResult(**fields, diagnosis=d)
+    assert ProbeResult.from_attr(probe.to_attr()) == probe
+    assert ProbeResult.from_attr(fields).diagnosis is None  # stored before the diagnosis existed
+    assert diagnoses.why_diverged([], None, probe).rows == (("lr probe", "40", "lr-edge", d.evidence),)

@@ -28,9 +28,13 @@ _WORDS = {
 }
 
 
-def why_diverged(records: Sequence[TrialRecord], validations: Mapping[str, Validation] | None = None) -> Rows:
-    """One row per diverged trial, then per diverged validation seed: run, step, cause (with its module,
-    item or term), evidence."""
+def why_diverged(
+    records: Sequence[TrialRecord],
+    validations: Mapping[str, Validation] | None = None,
+    probe: lr_probe.ProbeResult | None = None,
+) -> Rows:
+    """One row per diverged trial, then per diverged validation seed, then the lr probe: run, step,
+    cause (with its module, item or term), evidence."""
     rows = []
     for r in records:
         if not r.outcome.diverged:
@@ -56,6 +60,9 @@ def why_diverged(records: Sequence[TrialRecord], validations: Mapping[str, Valid
                 )
             else:
                 rows.append((where, str(d.step), _cause(d), d.evidence))
+    if probe is not None and probe.diagnosis is not None:
+        d = probe.diagnosis
+        rows.append(("lr probe", str(d.step), _cause(d), d.evidence))
     return Rows("Why it diverged", ("run", "step", "cause", "evidence"), tuple(rows))
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 
 from studies.registry import StudyDef
+from trainer.diagnosis import Diagnosis
 
 ATTR = "lr_probe"
 START_LR, END_LR = 1e-7, 10.0
@@ -53,14 +54,21 @@ class ProbeResult:
     mel_weight: float
     kl_weight: float
     date: str = ""
+    # why it diverged (trainer/diagnosis.py): the probe's lr rises until training breaks, so on a sound
+    # trainer this names the lr edge, a positive control on the study's own data
+    diagnosis: Diagnosis | None = None
 
     def to_attr(self) -> dict[str, Any]:
-        return asdict(self)
+        found = asdict(self)
+        found["diagnosis"] = None if self.diagnosis is None else self.diagnosis.to_attr()
+        return found
 
     @classmethod
     def from_attr(cls, d: Mapping[str, Any]) -> ProbeResult:
         values = {name: d.get(name) for name in cls.__dataclass_fields__}
-        return cls(**{**values, "date": str(d.get("date", ""))})
+        raw = values.pop("diagnosis")
+        diagnosis = Diagnosis.from_attr(raw) if isinstance(raw, dict) else None
+        return cls(**{**values, "date": str(d.get("date", "")), "diagnosis": diagnosis})
 
 
 def store(study: optuna.Study, probe: ProbeResult) -> None:

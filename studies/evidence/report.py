@@ -167,7 +167,7 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
     # --- why the diverged trials diverged (each replayed after its divergence: trainer/diagnosis.py) ------
     if project:
         page.section("why", "Why it diverged")
-        why = diagnoses.why_diverged(records, results)
+        why = diagnoses.why_diverged(records, results, probe)
         if why.rows:
             page.raw(html_table(why, table_id="why-table"))
             page.para("<br>".join(html.escape(line) for line in diagnoses.cause_lines(records)))

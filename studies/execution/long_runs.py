@@ -49,9 +49,8 @@ def run_probe(
     console.print(f"lr probe: lr from {start:g} to {end:g} over {steps} steps, until a guard fires")
     t0 = time.perf_counter()
     run_id = probe_run(setup.study.name)
-    run = run_config(
-        setup, cfg, run_id, plan=RunPlan(lr_schedule=lambda step: lr_probe.probe_lr(step, steps))
-    )
+    plan = RunPlan(lr_schedule=lambda step: lr_probe.probe_lr(step, steps))
+    run = run_config(setup, cfg, run_id, plan=plan, with_diagnosis=True)
     lrs = [lr for _, lr in step_series(setup.paths.telemetry, run_id, "lr")]
     losses = [loss for _, loss in step_series(setup.paths.telemetry, run_id, "loss")]
     v = run.verdict.divergence
@@ -70,6 +69,7 @@ def run_probe(
         mel_weight=cfg.mel_weight,
         kl_weight=cfg.kl_weight,
         date=_now(),
+        diagnosis=run.verdict.diagnosis,
     )
     lr_probe.store(study, probe)
     took = time.perf_counter() - t0
@@ -78,6 +78,8 @@ def run_probe(
             f"lr probe: diverged ({v.kind}) at step {v.step}, lr {probe.divergence_lr:.3g}; "
             f"lowest smoothed loss at lr {probe.min_loss_lr:.3g} ({took:.0f} s)"
         )
+        if probe.diagnosis is not None:
+            console.print(f"lr probe: why: {probe.diagnosis.line()}", soft_wrap=True)
     else:
         console.print(f"lr probe: no guard fired up to lr {lrs[-1] if lrs else end:.3g} ({took:.0f} s)")
     return probe
