@@ -11,7 +11,7 @@ import pytest
 import torch
 from corpus_fixture import cache_env, corpus_paths, train_data  # noqa: F401  (pytest fixtures)
 
-from studies.evidence import diagnoses
+from studies.evidence import diagnoses, lr_probe, margin
 from studies.evidence.lr_probe import ProbeResult
 from studies.evidence.validate import Validation, ValidationRun
 from studies.execution.runs import RunSetup, run_config
@@ -275,3 +275,31 @@ def test_the_lr_probe_keeps_its_diagnosis_and_old_probes_still_load():
     assert ProbeResult.from_attr(probe.to_attr()) == probe
     assert ProbeResult.from_attr(fields).diagnosis is None  # stored before the diagnosis existed
     assert diagnoses.why_diverged([], None, probe).rows == (("lr probe", "40", "lr-edge", d.evidence),)
+
+
+def test_the_measured_edge_is_the_lowest_lr_the_study_saw_break():
+    study = optuna.create_study()
+    assert diagnoses.measured_edge(study) is None
+    fields = {
+        "steps": 50,
+        "steps_run": 40,
+        "start_lr": 1e-7,
+        "end_lr": 10.0,
+        "diverged": True,
+        "verdict": "explosion",
+        "divergence_step": 40,
+        "divergence_lr": 0.4,
+        "detail": "x",
+        "min_loss_lr": 0.01,
+        "grad_clip": 1.0,
+        "mel_weight": 1.0,
+        "kl_weight": 0.5,
+    }
+    lr_probe.store(study, ProbeResult(**fields))
+    assert diagnoses.measured_edge(study) == Edge(0.4, "lr probe")
+    rungs = (
+        margin.Rung(multiplier=8.0, lr=0.008, outcome=Outcome.STABLE, steps_run=50),
+        margin.Rung(multiplier=16.0, lr=0.016, outcome=Outcome.EXPLOSION, steps_run=20, divergence_step=20),
+    )
+    margin.store(study, margin.Margin(name="basic", trial=None, base_lr=1e-3, steps=50, rungs=rungs))
+    assert diagnoses.measured_edge(study) == Edge(0.016, "margin of basic")

@@ -170,9 +170,11 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
         why = diagnoses.why_diverged(records, results, probe)
         if why.rows:
             page.raw(html_table(why, table_id="why-table"))
-            page.para("<br>".join(html.escape(line) for line in diagnoses.cause_lines(records)))
+            lines = diagnoses.cause_lines(records)  # the trials' causes (a seed or the probe alone: none)
+            if lines:
+                page.para("<br>".join(html.escape(line) for line in lines))
         else:
-            page.para("No trial diverged.")
+            page.para("No trial, validation seed or lr probe diverged.")
 
     # --- curves ----------------------------------------------------------------------------------------
     page.section("curves", "Learning curves")
