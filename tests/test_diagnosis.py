@@ -94,6 +94,19 @@ def test_fp16_overflow_needs_fp16_a_finite_fp32_step_and_a_module():
     )
 
 
+def test_gradients_that_overflow_fp16_at_every_scale_are_an_fp16_overflow_without_a_module():
+    finite = tuple(TermValues(n, 1.0, 1.0) for n in ("mel", "align (KL)", "stop"))
+    found = evidence(fp16=True, fp32_finite=True, forward_finite=True, skipped_in_a_row=17, terms=finite)
+    d = decide(found)
+    assert d.cause is Cause.FP16_OVERFLOW and d.module is None and "skipped 17 steps in a row" in d.evidence
+    assert (
+        decide(
+            evidence(fp16=True, fp32_finite=False, forward_finite=True, skipped_in_a_row=17, terms=finite)
+        ).cause
+        is Cause.UNKNOWN
+    )
+
+
 def test_a_term_that_breaks_alone_over_a_finite_forward_is_the_loss_term():
     terms = (
         TermValues("mel", 3.0, 2.9),

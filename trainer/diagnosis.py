@@ -12,7 +12,8 @@ model. ``decide`` is the only place a cause is chosen; the rules, in the order t
 1. **data**: an item of the divergent step's batch has non-finite or flat (all one value) features:
    the input was broken before the model saw it;
 2. **fp16 overflow**: the run was fp16, the same step at the same weights is finite in fp32, and a
-   module's fp16 tensor passed 65,504 (or turned non-finite from finite inputs): that module;
+   module's fp16 tensor passed 65,504 (or turned non-finite from finite inputs): that module; or the
+   forward was finite and the GradScaler skipped step after step (the gradients overflow at any scale);
 3. **loss term**: the forward was finite everywhere, and a loss term went non-finite (or grew more
    than ``TERM_JUMP`` times its value of the step before) while the others did not: that term;
 4. **lr edge**: the same last steps replayed at a lower lr (``Evidence.lower_lr``) ran without a guard
@@ -107,6 +108,7 @@ class Evidence:
     fp32_finite: bool | None = None  # fp16 runs: the step's batch in fp32 at the same weights is finite
     first_module: ModuleEvent | None = None
     forward_finite: bool = True  # every module output of the divergent step was finite
+    skipped_in_a_row: int = 0  # fp16: GradScaler skips in a row up to the step (finite loss, Inf grads)
     terms: tuple[TermValues, ...] = ()
 
 
@@ -194,6 +196,17 @@ def decide(e: Evidence) -> Diagnosis:
             evidence=(
                 f"{m.module} overflowed first: its output {how} at step {m.step} under fp16 (fp16's largest "
                 f"value is 65,504); the same step in fp32 at the same weights is finite{note}"
+            ),
+            **base,
+        )
+
+    if e.fp16 and e.fp32_finite and e.forward_finite and e.skipped_in_a_row > 0:
+        return Diagnosis(
+            cause=Cause.FP16_OVERFLOW,
+            evidence=(
+                f"the forward was finite, its gradients overflowed fp16 at every loss scale (the GradScaler "
+                f"skipped {e.skipped_in_a_row} steps in a row up to step {e.step}); the same step in fp32 "
+                f"at the same weights is finite{note}"
             ),
             **base,
         )

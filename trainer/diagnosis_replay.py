@@ -337,6 +337,7 @@ class _Replay:
             fp32_finite=fp32_finite,
             first_module=first,
             forward_finite=forward_finite,
+            skipped_in_a_row=history.consecutive_skips,
             terms=terms,
         )
 
