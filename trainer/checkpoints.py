@@ -104,6 +104,19 @@ def load_latest(
     )
 
 
+def copy_checkpoint(path: Path, dir: Path) -> Path:
+    """Put checkpoint ``path`` and its checksum file in ``dir`` (a hard link where the file system allows
+    it, else a copy), so a run can resume from it there and leave the original as it was."""
+    dir.mkdir(parents=True, exist_ok=True)
+    for src in (path, _sidecar(path)):
+        dst = dir / src.name
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+    return dir / path.name
+
+
 def rng_state() -> dict[str, Any]:
     """Every RNG a training step draws from, as plain types (numpy's key as a tensor)."""
     _, key, pos, has_gauss, cached = np.random.get_state(legacy=True)

@@ -37,12 +37,37 @@ from studies.record_keys import ATTEMPT, CONTINUES, FAILED_BY, HOST, PID, PROMOT
 from studies.registry import SpeechRung
 from studies.rung_facts import RungFacts
 from trainer.checkpoints import checkpoint_name
+from trainer.loop import RunPlan
+from trainer.results import TrainResult
 
 MAX_ATTEMPTS = 4  # a screen whose continuation failed this often is not claimed again
 FIXED = "fixed_params"  # Optuna's system attr of an enqueued trial: the start-up sampler skips it
 # runner.DUPLICATE (not imported: the runner imports the objective, which imports this): never retried,
 # and not counted as a failure by the exit status
 DUPLICATE_CLAIM = "duplicate"
+
+
+def rung_end(rung: SpeechRung, warmup: int) -> int:
+    """The step a run's long rung ends at: the rung's horizon past the run's own warmup. Its screen was
+    planned to there (its lr schedule runs to this end), so only a run to this step resumes a screen."""
+    return warmup + rung.horizon
+
+
+def screen_state(trial_dir: Path, step: int) -> Path:
+    """The checkpoint a screen that ended at ``step`` left in its trial's folder."""
+    return trial_dir / "checkpoints" / checkpoint_name(step)
+
+
+def resume_plan(decode_sentences: int, out_dir: Path) -> RunPlan:
+    """How a screen's long rung goes on from the state in ``out_dir`` (its screen's checkpoint): the same
+    model, optimizer, data position and RNG, to the config's end, decoded at its last eval. The
+    continuation trial runs it, and so does the transfer check (``studies.execution.long_runs``)."""
+    return RunPlan(decode_sentences=decode_sentences, out_dir=out_dir, resume=True)
+
+
+def resumed_at(result: TrainResult) -> int:
+    """The step a resumed run went on from: its last step less the steps it trained itself."""
+    return result.steps - result.summary.steps
 
 
 def screens(trials: Sequence[FrozenTrial]) -> list[Screen]:

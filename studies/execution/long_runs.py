@@ -2,31 +2,36 @@
 
 Each trains through ``runs.run_config`` (the study's telemetry, its sample, the one judge) and stores a
 typed result that the evidence room defines and reads (``studies.evidence.lr_probe``, ``.validate``,
-``.transfer``). The transfer check's runs go to worker processes with ``--workers`` (``pool``).
+``.transfer``). The transfer check's runs go to worker processes with ``--workers`` (``pool``); in a
+study with a speech rung they are its rung, and reuse what the study already ran (``run_transfer``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
 from rich.console import Console
 
 from common.errors import UserError
-from studies import ranking
 from studies.binding import recipe_config, trial_config
 from studies.evidence import lr_probe, transfer, validate
 from studies.evidence.diagnoses import measured_edge
+from studies.execution import continuation
 from studies.execution.pool import run_jobs
 from studies.execution.runs import RunSetup, SetupSpec, run_config
 from studies.paths import probe_run, transfer_run, validation_run
-from studies.record import load_records
+from studies.record import TrialRecord, load_records
+from studies.registry import StudyDef
+from trainer.checkpoints import copy_checkpoint
 from trainer.config import apply_overrides, config_to_dict
-from trainer.loop import RunPlan
+from trainer.loop import TRIAL, RunPlan
 from trainer.presets import preset
 from trainer.telemetry import step_series
 
@@ -130,15 +135,61 @@ class LongRun:
     params: dict[str, Any]
     steps: int
     run_id: str
+    # The checkpoint its screen left: resumed there (a copy: the screen's own state stays as it was,
+    # for a later promotion). None: from scratch.
+    screen_state: Path | None = None
+    to_rung: bool = False  # the study's long rung: planned and decoded as its continuation trials are
 
 
 def long_run(setup: RunSetup, job: LongRun) -> transfer.LongOutcome:
-    """Train one trial's params for the long horizon and judge it (a typed record: it crosses a process
-    boundary)."""
+    """Train one trial's params for the long horizon, from its screen's state or from scratch, and
+    judge it (a typed record: it crosses a process boundary)."""
     t0 = time.perf_counter()
     cfg = recipe_config(setup.study, dict(job.params), seed=setup.seed, steps=job.steps, where=job.run_id)
-    run = run_config(setup, cfg, job.run_id)
-    return transfer.LongOutcome.of(run.verdict, time.perf_counter() - t0)
+    decode = setup.study.scoring.decode_sentences
+    if job.screen_state is None:
+        plan = RunPlan(decode_sentences=decode) if job.to_rung else TRIAL
+        run = run_config(setup, cfg, job.run_id, plan=plan)
+        return transfer.LongOutcome.of(run.verdict, time.perf_counter() - t0)
+    setup.paths.dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=setup.paths.dir, prefix=".transfer-") as tmp:
+        plan = continuation.resume_plan(decode, Path(tmp))  # the continuation trial's resume, to the rung
+        assert plan.ckpt_dir is not None
+        copy_checkpoint(job.screen_state, plan.ckpt_dir)
+        run = run_config(setup, cfg, job.run_id, plan=plan)
+    resumed = continuation.resumed_at(run.result)
+    return transfer.LongOutcome.of(run.verdict, time.perf_counter() - t0, resumed_from=resumed)
+
+
+def _warmup(study_def: StudyDef, params: dict[str, Any]) -> int:
+    return int(study_def.space.to_overrides(dict(params))[study_def.space.warmup_param])
+
+
+def plan_long_run(
+    r: TrialRecord, setup: RunSetup, *, steps: int, to_rung: bool
+) -> tuple[transfer.Source, LongRun]:
+    """Where trial ``r``'s long run comes from (``transfer.source``), and the run to train when it is
+    not its long rung: to the study's speech rung (``to_rung``: ``steps`` past its warmup), resumed
+    from its screen's state when the screen left one, else from scratch."""
+    study_def = setup.study
+    rung = study_def.speech_rung if to_rung else None
+    end = steps if rung is None else continuation.rung_end(rung, _warmup(study_def, r.params))
+    state = (
+        continuation.screen_state(setup.paths.trial_dir(r.number), r.screen.step)
+        if r.screen is not None
+        else None
+    )
+    saved = state is not None and state.exists()
+    source = transfer.source(r, rung_end=None if rung is None else end, saved=saved)
+    job = LongRun(
+        r.number,
+        dict(r.params),
+        end,
+        transfer_run(study_def.name, r.number),
+        screen_state=state if source is transfer.Source.RESUMED else None,
+        to_rung=to_rung,
+    )
+    return source, job
 
 
 def run_transfer(
@@ -152,10 +203,18 @@ def run_transfer(
     spec: SetupSpec | None = None,
     threads_each: int = 1,
 ) -> transfer.TransferCheck:
-    """Run the check (``workers`` long runs at a time), record it in the study, and return it."""
+    """Run the check (``workers`` long runs at a time), record it in the study, and return it.
+
+    Without ``steps``, a study with a speech rung runs each trial to its rung, and trains only what the
+    study has not: a trial promoted to the rung has its long run already, a screen's saved state goes on
+    from its screen's end. Otherwise every long run is ``steps`` from scratch."""
     study_def = setup.study
+    to_rung = steps is None and study_def.speech_rung is not None
+    if to_rung:
+        assert study_def.speech_rung is not None
+        steps = study_def.speech_rung.horizon
     steps = steps or transfer.default_steps(study_def)
-    ranked = ranking.ranked(load_records(study))
+    ranked = transfer.short_ranked(load_records(study))
     if len(ranked) < transfer.MIN_TRIALS:
         raise UserError(
             f"--transfer-check: study {study.study_name!r} has {len(ranked)} finished trials; "
@@ -163,29 +222,43 @@ def run_transfer(
         )
     chosen = transfer.pick(ranked, k, study_def.presets)
     position = {r.number: i + 1 for i, r in enumerate(ranked)}
-    at_once = f", {workers} at a time" if workers > 1 else ""
-    console.print(f"transfer check: {len(chosen)} trials of {len(ranked)}, {steps} steps each{at_once}")
-    jobs = [LongRun(r.number, dict(r.params), steps, transfer_run(study_def.name, r.number)) for r in chosen]
     done: dict[int, transfer.TransferRun] = {}
-    outcomes = run_jobs(long_run, jobs, setup=setup, workers=workers, spec=spec, threads_each=threads_each)
-    for i, long in outcomes:
-        r = chosen[i]
+
+    def record(i: int, long: transfer.LongOutcome) -> None:
+        r, short = chosen[i], transfer.short_outcome(chosen[i])
         done[i] = transfer.TransferRun(
             number=r.number,
             preset=r.preset,
-            short_outcome=r.outcome,
+            short_outcome=short,
             short_rank=position[r.number],
-            short_diverged=r.diverged,
+            short_diverged=transfer.short_diverged(r),
             long=long,
         )
         ratio = long.decode_ratio
         console.print(
-            f"transfer trial {r.number} (rank {position[r.number]}, short {r.outcome}): long {long.verdict}, "
+            f"transfer trial {r.number} (rank {position[r.number]}, short {short}): long {long.verdict}, "
             f"decode ratio {'-' if ratio is None else f'{ratio:.2f}'}"
-            f"{', speaks' if long.speaks else ''} ({long.seconds:.0f} s; {len(done)} of {len(jobs)} done)"
+            f"{', speaks' if long.speaks else ''}; {long.where} ({long.seconds:.0f} s; "
+            f"{len(done)} of {len(chosen)} done)"
         )
-    check = transfer.summarize([done[i] for i in range(len(jobs))], steps=steps)
-    transfer.store(study, check)
+
+    planned = [plan_long_run(r, setup, steps=steps, to_rung=to_rung) for r in chosen]
+    at = [i for i, (source, _) in enumerate(planned) if source is not transfer.Source.RUNG]
+    jobs = [planned[i][1] for i in at]
+    horizon = f"to the speech rung ({steps} steps past each warmup)" if to_rung else f"{steps} steps each"
+    at_once = f", {workers} at a time" if workers > 1 else ""
+    console.print(
+        f"transfer check: {len(chosen)} trials of {len(ranked)}, {horizon}; "
+        f"{len(chosen) - len(jobs)} have their long rung already, {len(jobs)} to train{at_once}"
+    )
+    for i, (source, _) in enumerate(planned):
+        if source is transfer.Source.RUNG:
+            record(i, transfer.LongOutcome.of_rung(chosen[i]))
+    outcomes = run_jobs(long_run, jobs, setup=setup, workers=workers, spec=spec, threads_each=threads_each)
+    for j, long in outcomes:
+        record(at[j], long)
+    check = transfer.summarize([done[i] for i in range(len(chosen))], steps=steps, to_rung=to_rung)
+    transfer.store(study, check)  # its lines (the caller prints them) say where each long run came from
     return check
 
 

@@ -36,7 +36,6 @@ from studies.record_keys import CONTINUES
 from studies.rung_facts import RungFacts
 from studies.scoring import record_of
 from studies.trial_writes import record_eval, record_screen, record_start, write_record
-from trainer.checkpoints import checkpoint_name
 from trainer.evaluate import EvalMetrics
 from trainer.judge import finished_at
 from trainer.loop import RunPlan
@@ -68,13 +67,10 @@ def make_objective(
         overrides = study.space.suggest(trial)
         warmup = int(overrides[study.space.warmup_param])
         screen_end = trial_steps(study, warmup)
-        steps = screen_end if rung is None else warmup + rung.horizon
+        steps = screen_end if rung is None else continuation.rung_end(rung, warmup)
         cfg = trial_config(study, overrides, seed=setup.seed, where=f"trial {number}", steps=steps)
         record_start(trial, screen_end if continues is None else steps)
-        if (
-            continues is not None
-            and not (state_dir(number) / "checkpoints" / checkpoint_name(screen_end)).exists()
-        ):
+        if continues is not None and not continuation.screen_state(state_dir(number), screen_end).exists():
             # claimed for a checkpoint that has gone since: never train the screen again from step 0
             gone = TrialRecord(state=TrialState.FAIL, failed_by=NO_SCREEN_STATE, continues=number)
             write_record(trial, gone)
@@ -118,7 +114,7 @@ def make_objective(
         elif continues is None:
             plan = RunPlan(decode_sentences=decode, rungs=(screen_end,), out_dir=state_dir(number))
         else:
-            plan = RunPlan(decode_sentences=decode, out_dir=state_dir(number), resume=True)
+            plan = continuation.resume_plan(decode, state_dir(number))
         step_cb = (lambda m: on_step(number, cfg.max_steps, m)) if on_step is not None else None
         try:
             run = run_config(
@@ -145,8 +141,7 @@ def make_objective(
         if screen:
             record = dataclasses.replace(record, screen=screen[0], promoted=False, rung=0)
         if continues is not None:
-            # The steps trained here: the run's last step less those it resumed past (its screen's).
-            resumed = run.result.steps - run.result.summary.steps
+            resumed = continuation.resumed_at(run.result)  # its screen's step
             record = dataclasses.replace(
                 record, continues=number, promoted=True, rung=1, resumed_from=resumed
             )
