@@ -34,7 +34,7 @@ from studies.evidence.transfer import (
     spearman,
     summarize,
 )
-from studies.execution.long_runs import run_transfer
+from studies.execution.long_runs import LongRun, run_transfer, steps_to_train
 from studies.execution.objective import make_objective
 from studies.execution.runner import run_trial
 from studies.execution.runs import RunSetup
@@ -303,6 +303,17 @@ def test_a_long_rung_is_read_as_the_long_run_and_counts_its_steps_as_saved() -> 
     # A check stored before long runs had a source: every one of them ran from scratch.
     old = {k: v for k, v in stored["runs"][0].items() if k not in ("long_source", "resumed_from")}
     assert TransferRun.from_attr(old).long.source is Source.SCRATCH
+
+
+def test_the_longest_long_runs_go_first() -> None:
+    # With --workers, the runs are started longest first: a resumed screen trains past its screen only,
+    # a trial that diverged short is expected to stop about where it did (step 40 here).
+    scratch = LongRun(3, {}, END, "t3")
+    resumed = LongRun(2, {}, END, "t2", screen_state=Path("step_00000390.pt"), to_rung=True)
+    assert steps_to_train(screen_record(3), scratch) == END
+    assert steps_to_train(screen_record(2), resumed) == END - 390
+    diverged = rec(4, value=None, constraints=DIVERGED, verdict=Outcome.SPIKE)
+    assert steps_to_train(diverged, LongRun(4, {}, END, "t4")) == 40
 
 
 def test_the_short_ranking_is_each_trial_at_its_screens_end() -> None:

@@ -192,6 +192,16 @@ def plan_long_run(
     return source, job
 
 
+def steps_to_train(r: TrialRecord, job: LongRun) -> int:
+    """The steps a long run is expected to train: past its screen when resumed; about as many as its
+    short run when that diverged (same recipe, same seed, same warmup)."""
+    if job.screen_state is not None and r.screen is not None:
+        return job.steps - r.screen.step
+    if transfer.short_diverged(r) and r.divergence is not None and r.divergence.step is not None:
+        return r.divergence.step
+    return job.steps
+
+
 def run_transfer(
     study: optuna.Study,
     setup: RunSetup,
@@ -244,6 +254,8 @@ def run_transfer(
 
     planned = [plan_long_run(r, setup, steps=steps, to_rung=to_rung) for r in chosen]
     at = [i for i, (source, _) in enumerate(planned) if source is not transfer.Source.RUNG]
+    # Longest first, so with --workers no long run starts last and holds the check up alone.
+    at.sort(key=lambda i: -steps_to_train(chosen[i], planned[i][1]))
     jobs = [planned[i][1] for i in at]
     horizon = f"to the speech rung ({steps} steps past each warmup)" if to_rung else f"{steps} steps each"
     at_once = f", {workers} at a time" if workers > 1 else ""
