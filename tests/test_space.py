@@ -65,6 +65,33 @@ def test_lr_range_reaches_past_the_edge_of_stability() -> None:
     assert LOG_FLOATS["lr"][1] >= 1e-1
 
 
+# Screens of the quick study in the "prior" form, one per alignment weight
+# (bench/bench_alignment_weight_sweep.py; docs/measurements.md, "The alignment weight's range"):
+# (lr, mel weight) -> (the highest weight that screened unaligned, the lowest that aligned).
+ALIGNMENT_EDGE = {
+    (5e-4, 1.0): (0.02, 0.05),
+    (5e-4, 8.2): (0.1, 0.2),
+    (5e-4, 25.0): (0.2, 0.4),
+    (1e-4, 8.2): (0.4, 0.8),
+}
+MEL_SUFFERS_AT = 1.6  # at lr 5e-4, mel weight 1: val mel +27% on its best weight's
+
+
+def test_alignment_weight_range_covers_both_sides_of_its_edge() -> None:
+    low, high = LOG_FLOATS["kl_weight"]
+    for lr, mel in ALIGNMENT_EDGE:
+        assert LOG_FLOATS["lr"][0] <= lr <= LOG_FLOATS["lr"][1]
+        assert LOG_FLOATS["mel_weight"][0] <= mel <= LOG_FLOATS["mel_weight"][1]
+    # Where the mel weight is high or the lr lower, the edge lies inside: both sides are sampled.
+    for recipe in ((5e-4, 8.2), (5e-4, 25.0), (1e-4, 8.2)):
+        unaligned, aligned = ALIGNMENT_EDGE[recipe]
+        assert low <= unaligned and aligned <= high, recipe
+    # ...but the low end is not far below it: within a factor 3 of the top mel weight's unaligned one.
+    assert low >= ALIGNMENT_EDGE[(5e-4, 25.0)][0] / 3
+    # The high end reaches where the mel pays for the alignment loss, and holds the presets (below).
+    assert high >= MEL_SUFFERS_AT
+
+
 @pytest.mark.parametrize("spec", [FULL, QUICK])
 @pytest.mark.parametrize("preset", [BASIC, ENHANCED])
 def test_enqueued_presets_land_inside_the_distributions(spec: SpaceSpec, preset: dict) -> None:
