@@ -155,6 +155,7 @@ def transfer(check: TransferCheck) -> Rows:
             _dash(r.long.divergence_step),
             _dash(r.long.decode_ratio),
             "yes" if r.long.speaks else "no",
+            r.long.where,
         )
         for r in check.runs
     )
@@ -167,8 +168,9 @@ def transfer(check: TransferCheck) -> Rows:
         "divergence step",
         "decode ratio",
         "speaks",
+        "long run",
     )
-    return Rows(f"transfer check: {check.steps} steps a run", head, rows)
+    return Rows(f"transfer check: long runs of {check.horizon}", head, rows)
 
 
 def boundary(buckets: Sequence[ClipBucket]) -> Rows:
