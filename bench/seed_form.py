@@ -12,6 +12,7 @@ fp16 on a CPU is emulated (~9x slower than fp32), so the runs are short (``--ste
 whether enhanced goes NaN and basic does not, as the seed reported.
 
     python bench/seed_form.py [--recipes basic enhanced] [--defect off on] [--steps 150] [--threads 1]
+                              [--runs-dir runs]
 """
 
 from __future__ import annotations
@@ -25,14 +26,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import optuna
 import torch
 from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.errors import UserError  # noqa: E402
 from studies.binding import recipe_config  # noqa: E402
+from studies.evidence import seed_form  # noqa: E402
+from studies.evidence.seed_form import SeedFormRun  # noqa: E402
 from studies.execution.runs import RunSetup, load_data, run_config  # noqa: E402
+from studies.execution.storage import default_storage_url, require_study_file  # noqa: E402
 from studies.paths import StudyPaths  # noqa: E402
 from studies.registry import get_study  # noqa: E402
 from trainer.faults import double_mask  # noqa: E402
@@ -47,9 +53,20 @@ def main() -> int:
     ap.add_argument("--defect", nargs="+", default=["off", "on"], choices=["off", "on"])
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=None,
+        help="store the runs in this folder's stability-quick study (the report's first section says them)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     console = Console(width=160)
+    try:
+        target = None if args.runs_dir is None else target_study(args.runs_dir)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     quick = get_study("stability-quick")
     study = dataclasses.replace(quick, name="seed-form", alignment_loss="kl", precision="fp16")
     data = load_data(None, None)
@@ -65,6 +82,7 @@ def main() -> int:
         "s",
     ):
         table.add_column(col)
+    found: list[SeedFormRun] = []
     with tempfile.TemporaryDirectory() as tmp:
         setup = RunSetup(study, data, torch.device("cpu"), StudyPaths(Path(tmp), study.name), 0)
         for name in args.recipes:
@@ -80,6 +98,18 @@ def main() -> int:
                     )
                 v, d = run.verdict, run.verdict.diagnosis
                 room = least_headroom(setup.paths.telemetry, run_id)
+                where = "" if d is None else (d.module or d.term or ", ".join(d.items))
+                found.append(
+                    SeedFormRun(
+                        recipe=name,
+                        defect=defect == "on",
+                        outcome=v.outcome,
+                        diverged_at=None if v.divergence is None else v.divergence.step,
+                        cause=None if d is None else d.cause.value + (f" in {where}" if where else ""),
+                        val_mel=v.val_mel if v.val_mel is not None and math.isfinite(v.val_mel) else None,
+                        headroom=None if room is None else round(room, 2),
+                    )
+                )
                 table.add_row(
                     name,
                     defect,
@@ -102,7 +132,17 @@ def main() -> int:
                     soft_wrap=True,
                 )
     console.print(table)
+    if target is not None:
+        seed_form.store(target, seed_form.summarize(args.steps, found))
+        console.print(f"stored in study {target.study_name!r}: {seed_form.stored(target).sentence()}")
     return 0
+
+
+def target_study(runs_dir: Path) -> optuna.Study:
+    """The stability-quick study under ``runs_dir``, which must exist (the bench stores, never creates)."""
+    url = default_storage_url("stability-quick", runs_dir)
+    require_study_file("stability-quick", url)
+    return optuna.load_study(study_name="stability-quick", storage=url)
 
 
 def least_headroom(telemetry: Path, run_id: str) -> float | None:

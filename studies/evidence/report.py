@@ -28,6 +28,7 @@ from studies.evidence import (
     plots,
     report_parts,
     seed_answer,
+    seed_form,
     tables,
     transfer,
 )
@@ -98,7 +99,8 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
     if project:
         page.section("seed", "The seed's question: how far from the edge are basic and enhanced?")
         found = seed_answer.facts(preset_trials(records, seed_answer.PRESETS), margins, headroom_curves)
-        page.para("<br>".join(html.escape(line) for line in seed_answer.lines(found)))
+        said = seed_answer.lines(found, seed_form.stored(study))
+        page.para("<br>".join(html.escape(line) for line in said))
     else:
         page.section("yours", "Your presets: did they diverge?")
         lines = [

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from studies.evidence.fp16 import HeadroomCurve
 from studies.evidence.margin import Margin, fmt_multiplier
 from studies.evidence.rests_on import rests_on
+from studies.evidence.seed_form import SeedForm
 from studies.record import TrialRecord
 
 PRESETS = ("basic", "enhanced")
@@ -155,11 +156,13 @@ def implication(found: list[PresetFacts]) -> str:
     return lr_words[0].upper() + lr_words[1:] + fp16_words + "."
 
 
-def lines(found: list[PresetFacts]) -> list[str]:
-    """A line per preset, what it implies, and what that rests on: the presets' trials and margin rungs."""
+def lines(found: list[PresetFacts], form: SeedForm | None = None) -> list[str]:
+    """A line per preset, what it implies, and what that rests on: the presets' trials and margin rungs;
+    then, when ``bench/seed_form.py`` stored it, what the seed's own form did."""
     runs = sum(f.trial is not None for f in found) + sum(len(f.margin.rungs) for f in found if f.margin)
     rests = rests_on(runs, "run", more="run --margin basic enhanced")
-    return [f.line() for f in found] + [
+    said = [f.line() for f in found] + [
         implication(found),
         f"This answer {rests} (the presets' trials and margin rungs).",
     ]
+    return said if form is None else [*said, form.sentence()]

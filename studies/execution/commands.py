@@ -18,7 +18,7 @@ from common.console import make_console
 from common.device import resolve_device
 from common.errors import UserError
 from studies import ranking
-from studies.evidence import fp16, margin, seed_answer, tables
+from studies.evidence import fp16, margin, seed_answer, seed_form, tables
 from studies.evidence.conclusions import marked_trials
 from studies.evidence.export import export_best, export_foreign
 from studies.evidence.margin import MAX_MULTIPLIER
@@ -149,7 +149,8 @@ def seed_lines(study: optuna.Study, study_def: StudyDef, paths: StudyPaths) -> l
     tele = paths.telemetry if paths.telemetry.exists() else None
     margins = margin.stored(study)
     curves = fp16.curves(study_def.name, marked_trials(records), margins, tele)
-    return seed_answer.lines(seed_answer.facts(preset_trials(records, seed_answer.PRESETS), margins, curves))
+    found = seed_answer.facts(preset_trials(records, seed_answer.PRESETS), margins, curves)
+    return seed_answer.lines(found, seed_form.stored(study))
 
 
 def export_or_train(
