@@ -189,6 +189,9 @@ class TrainConfig:
     huber_loss: bool = False
     huber_delta: float = 1.0
     precision: Precision = "fp32"  # fp16 uses a GradScaler
+    # The first this many steps train on the shortest utterances only, their share growing from 30% to all
+    # (tts_model/curriculum.py); 0 = off, every epoch sees all of the data, as the seed trained.
+    length_curriculum_steps: int = 0
     # run length and bookkeeping
     batch_size: int = 16
     epochs: int = 100
@@ -223,7 +226,7 @@ class TrainConfig:
         _check_range("huber_delta", self.huber_delta, gt=0.0)
         for name in ("batch_size", "epochs", "eval_every", "checkpoint_every", "keep_checkpoints"):
             _check_range(name, getattr(self, name), ge=1)
-        for name in ("max_steps", "seed", "max_recoveries"):
+        for name in ("max_steps", "seed", "max_recoveries", "length_curriculum_steps"):
             _check_range(name, getattr(self, name), ge=0)
         _check_range("recovery_lr_factor", self.recovery_lr_factor, gt=0.0, lt=1.0)
         sizes = model_sizes()

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from tts_model.batching import Batch, BucketBatchSampler, collate
 from tts_model.corpus import CorpusSpec, ensure_corpus
+from tts_model.curriculum import curriculum_subsets
 from tts_model.dataset import DataConfig, SpeechDataset, load_dataset
 from tts_model.espeak import DEFAULT_VOICE
 from tts_model.metadata import read_metadata
@@ -90,24 +91,50 @@ def load_train_data(
 
 
 class BatchStream:
-    """Bucketed batches in an order fixed by (seed, epoch), addressed by a position a checkpoint stores."""
+    """Bucketed batches in an order fixed by (seed, epoch), addressed by a position a checkpoint stores.
 
-    def __init__(self, dataset: SpeechDataset, *, batch_size: int, seed: int, reduction_factor: int) -> None:
+    With `curriculum_steps` > 0 the first epochs train on the shortest utterances only
+    (tts_model/curriculum.py); `len()` stays a full epoch's batches, which sets a run's length in steps.
+    """
+
+    def __init__(
+        self,
+        dataset: SpeechDataset,
+        *,
+        batch_size: int,
+        seed: int,
+        reduction_factor: int,
+        curriculum_steps: int = 0,
+    ) -> None:
         self._dataset = dataset
         self._r = reduction_factor
-        lengths = [ex.mel.shape[0] for ex in dataset.items]
-        self._sampler = BucketBatchSampler(lengths, batch_size=batch_size, seed=seed)
+        self._lengths = [ex.mel.shape[0] for ex in dataset.items]
+        self._batch_size, self._seed = batch_size, seed
+        self._sampler = BucketBatchSampler(self._lengths, batch_size=batch_size, seed=seed)
+        self._curriculum = curriculum_subsets(self._lengths, batch_size, curriculum_steps)
         self._epoch = -1
         self._batches: list[list[int]] = []
 
     def __len__(self) -> int:
         return len(self._sampler)
 
-    def next_batch(self, pos: _Position) -> Batch:
-        if pos.batch_index >= len(self._sampler):
-            pos.epoch, pos.batch_index = pos.epoch + 1, 0
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        if epoch >= len(self._curriculum):
+            return self._sampler.batches(epoch)
+        subset = self._curriculum[epoch]
+        inner = BucketBatchSampler([self._lengths[i] for i in subset], self._batch_size, seed=self._seed)
+        return [[int(subset[i]) for i in batch] for batch in inner.batches(epoch)]
+
+    def indices(self, pos: _Position) -> list[int]:
+        """The item indices of the batch at `pos`, advancing `pos` past it (into the next epoch if due)."""
         if pos.epoch != self._epoch:
-            self._epoch, self._batches = pos.epoch, self._sampler.batches(pos.epoch)
-        indices = self._batches[pos.batch_index]
+            self._epoch, self._batches = pos.epoch, self._epoch_batches(pos.epoch)
+        if pos.batch_index >= len(self._batches):
+            pos.epoch, pos.batch_index = pos.epoch + 1, 0
+            self._epoch, self._batches = pos.epoch, self._epoch_batches(pos.epoch)
+        found = self._batches[pos.batch_index]
         pos.batch_index += 1
-        return collate([self._dataset[i] for i in indices], self._r)
+        return found
+
+    def next_batch(self, pos: _Position) -> Batch:
+        return collate([self._dataset[i] for i in self.indices(pos)], self._r)

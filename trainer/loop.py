@@ -148,7 +148,13 @@ def _train(
     parts = Trainables(model, optimizer, torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"))
     constants = RunConstants.build(cfg, device)
     meter = PeakMeter(model)  # fp16 headroom: the forward's largest values, read with the step's numbers
-    stream = BatchStream(data.train, batch_size=cfg.batch_size, seed=cfg.seed, reduction_factor=r)
+    stream = BatchStream(
+        data.train,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        reduction_factor=r,
+        curriculum_steps=cfg.length_curriculum_steps,
+    )
     total_steps = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * len(stream)
     val_batches = data.val_batches(cfg.batch_size, r)
     ckpt_dir, warn = plan.ckpt_dir, hooks.warn
