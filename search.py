@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--report, --lr-probe, --validate, --margin, --transfer-check: not with --export-preset or "
                 "--train-best"
             )
-        from studies.evidence import margin, transfer
+        from studies.evidence import margin, transfer_plan
         from studies.evidence.validate import check_names
         from studies.execution.commands import EvidenceRun, run_evidence
 
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         margin_max = margin.MAX_MULTIPLIER if args.margin_max is None else args.margin_max
         margin.check_names(args.margin or [], args.steps, margin_max)
         if args.transfer_check is not None:
-            transfer.check(study_def, args.transfer_check, args.steps)
+            transfer_plan.check(study_def, args.transfer_check, args.steps)
         run = EvidenceRun(
             study=study_def,
             url=url,

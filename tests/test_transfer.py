@@ -24,16 +24,14 @@ from studies.evidence.transfer import (
     Source,
     TransferCheck,
     TransferRun,
-    lines,
-    pick,
     rho_all,
     rho_finished,
     rho_val_mel,
-    short_ranked,
-    source,
     spearman,
     summarize,
 )
+from studies.evidence.transfer_plan import pick, short_ranked, source
+from studies.evidence.transfer_text import lines
 from studies.execution.long_runs import LongRun, run_transfer, steps_to_train
 from studies.execution.objective import make_objective
 from studies.execution.runner import run_trial

@@ -31,6 +31,7 @@ from studies.evidence import (
     seed_form,
     tables,
     transfer,
+    transfer_text,
 )
 from studies.evidence import validate as validation
 from studies.evidence.importance import importances
@@ -274,7 +275,7 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
     if check is None:
         page.para(f"Not run yet: python search.py --study {study.study_name} --transfer-check 8")
     else:
-        page.para("<br>".join(html.escape(line) for line in transfer.lines(check)))
+        page.para("<br>".join(html.escape(line) for line in transfer_text.lines(check)))
         page.image(plots.transfer_plot(check.runs, out / "transfer.png"), "transfer")
         page.raw(html_table(tables.transfer(check), table_id="transfer-table"))
 

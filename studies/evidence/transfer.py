@@ -6,71 +6,30 @@ spread over the study's ranking (always ``basic``, ``enhanced`` and the best; so
 rest from the top, middle and bottom) run again for a long horizon (``studies.execution.long_runs``),
 and the answer is three numbers: Spearman's rank correlation between the short ranking and the long
 run's decode ratio, how many trials that diverged short diverge long (and where), and how many
-"stable" short trials speak long. This module picks the trials, holds the typed result and reads it
-back (the study user attribute ``transfer``); each long run is in the telemetry.
-
-In a study with a speech rung, the long run *is* the speech rung (the long run the user cares about),
-and most of it already exists: a trial promoted to the rung has its long run in the study, a screen not
-promoted left its state at its screen's end (``studies.promotion``). So each trial's long run comes from
-the first of (``source``): its own long rung (nothing trained), its screen's state resumed to the rung's
-end, or a run from scratch (a trial that diverged or was pruned before its screen's end left no state).
-The short ranking is then each trial as it stood at its screen's end (``short_ranked``): a promoted
-trial's study rank carries its long rung, which here is the very run it is compared with.
+"stable" short trials speak long. This module holds the typed result, computes those numbers from it
+and reads it back (the study user attribute ``transfer``); each long run is in the telemetry. Which
+trials run long, and where each long run comes from, is ``studies.evidence.transfer_plan``; the answer
+in words is ``studies.evidence.transfer_text``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from common.errors import UserError
-from studies import ranking
-from studies.evidence.ranks import MIN_PAIRS, spearman
-from studies.ranking import screen_rank, trial_rank
-from studies.record import TrialRecord, preset_trials
-from studies.registry import StudyDef
+from studies.evidence.ranks import spearman
+from studies.record import TrialRecord
 from trainer.judge import Judgement
 from trainer.outcome import Outcome
 
 ATTR = "transfer"
-MIN_TRIALS = MIN_PAIRS
-HORIZON_FACTOR = 10  # a long run is at least 10x the trial horizon
-
-
-def default_steps(study_def: StudyDef) -> int:
-    return HORIZON_FACTOR * study_def.horizon
-
-
-def check(study_def: StudyDef, k: int, steps: int | None) -> None:
-    """Fail before anything runs: too few trials asked for, or runs no longer than a trial. (Without
-    ``--steps``, a study with a speech rung runs to its rung, whatever the rung's length.)"""
-    if k < MIN_TRIALS:
-        raise UserError(f"--transfer-check {k}: needs at least {MIN_TRIALS} trials to rank")
-    least = default_steps(study_def)
-    if steps is not None and steps < least:
-        raise UserError(
-            f"--steps {steps}: a transfer check's long run is at least {HORIZON_FACTOR}x the trial horizon "
-            f"({least} steps for {study_def.name})"
-        )
-
-
-def short_ranked(records: Iterable[TrialRecord]) -> list[TrialRecord]:
-    """The finished trials, best first, each as it stood at the end of its short run: a screen by its
-    screen's facts (``ranking.screen_rank``, as promotion ranks it), any other trial as it ended
-    (``ranking.trial_rank``). In a study without a speech rung this is the study's one ranking."""
-
-    def key(r: TrialRecord):
-        return (screen_rank(r.screen) if r.screen is not None else trial_rank(r), r.number)
-
-    return sorted((r for r in records if r.finished), key=key)
 
 
 def short_outcome(r: TrialRecord) -> Outcome:
@@ -90,41 +49,6 @@ class Source(StrEnum):
     RUNG = "rung"  # its own long rung, run when it was promoted: nothing trained
     RESUMED = "resumed"  # its screen's saved state, trained on to the rung's end
     SCRATCH = "scratch"  # trained from step 0
-
-
-def source(r: TrialRecord, *, rung_end: int | None, saved: bool) -> Source:
-    """Where trial ``r``'s long run comes from. ``rung_end``: the step its long run ends at when that
-    is the study's speech rung (None: no rung, or ``--steps N``: from scratch, as a run to another end
-    cannot reuse a screen planned to the rung). ``saved``: its screen's checkpoint is on disk."""
-    if rung_end is None:
-        return Source.SCRATCH
-    if r.finished and (r.rung or 0) >= 1 and r.max_steps in (None, rung_end):
-        return Source.RUNG  # promoted, and its long rung ended (diverged or not)
-    if r.screen is not None and saved and r.screen.step < rung_end:
-        return Source.RESUMED
-    return Source.SCRATCH  # diverged or pruned before its screen's end, or a study from before screens
-
-
-def pick(
-    ranked: Sequence[TrialRecord], k: int, presets: Sequence[str] = ("basic", "enhanced")
-) -> list[TrialRecord]:
-    """K trials spread over the ranking: the presets and the best, up to a third diverged, then evenly
-    spaced ranks of the rest (top, middle, bottom)."""
-    chosen: dict[int, TrialRecord] = {}
-    for r in [*preset_trials(ranked, presets).values(), ranking.best(ranked)]:
-        if r is not None and len(chosen) < k:
-            chosen.setdefault(r.number, r)
-    diverged = [r for r in ranked if short_diverged(r) and r.number not in chosen]
-    for r in diverged[: max(1, (k - len(chosen)) // 3)]:
-        if len(chosen) < k:
-            chosen[r.number] = r
-    rest = [r for r in ranked if r.number not in chosen]
-    room = k - len(chosen)
-    if room > 0 and rest:
-        for i in sorted({round(x) for x in np.linspace(0, len(rest) - 1, min(room, len(rest)))}):
-            chosen[rest[i].number] = rest[i]
-    order = {r.number: i for i, r in enumerate(ranked)}
-    return sorted(chosen.values(), key=lambda r: order[r.number])
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -394,33 +318,3 @@ def store(study: optuna.Study, check: TransferCheck) -> None:
 def stored(study: optuna.Study) -> TransferCheck | None:
     found = study.user_attrs.get(ATTR)
     return TransferCheck.from_attr(found) if isinstance(found, dict) else None
-
-
-def _signed(rho: float | None) -> str:
-    return "not computable" if rho is None else f"{rho:+.2f}"
-
-
-def saved_line(check: TransferCheck) -> str:
-    """Where each long run came from, and the steps that saved."""
-    each = ", ".join(f"trial {r.number} {r.long.where}" for r in check.runs)
-    total = check.steps_saved + check.steps_trained
-    return (
-        f"long runs: {each}; {check.steps_saved:,} of their {total:,} steps came from the study "
-        f"({check.steps_trained:,} trained by this check)"
-    )
-
-
-def lines(check: TransferCheck) -> list[str]:
-    """The answer in three sentences, and where the long runs came from, for the terminal and the
-    report alike."""
-    return [
-        f"Spearman rank correlation, short ranking vs long-run decode ratio: {_signed(check.rho_all)} over "
-        f"{len(check.runs)} trials of {check.horizon}, diverged long runs ranked last (positive: the short "
-        f"ranking predicts the long one); over the {check.n_finished} that did not diverge long: "
-        f"{_signed(check.rho_finished)}; short ranking vs long-run val mel (teacher forced) over those: "
-        f"{_signed(check.rho_val_mel)}",
-        f"diverged short and long: {check.diverged_short_and_long} of {check.diverged_short} "
-        f"that diverged short",
-        f"stable short trials that speak long: {check.stable_short_speak_long} of {check.stable_short}",
-        saved_line(check),
-    ]

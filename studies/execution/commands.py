@@ -23,8 +23,8 @@ from studies.evidence.conclusions import marked_trials
 from studies.evidence.export import export_best, export_foreign
 from studies.evidence.margin import MAX_MULTIPLIER
 from studies.evidence.report import write_report
-from studies.evidence.transfer import MIN_TRIALS
-from studies.evidence.transfer import lines as transfer_lines
+from studies.evidence.transfer_plan import MIN_TRIALS
+from studies.evidence.transfer_text import lines as transfer_lines
 from studies.evidence.validate import resolve
 from studies.execution.cores import counts
 from studies.execution.launch import note_other_data, open_existing, threads_per_worker

@@ -21,7 +21,7 @@ from rich.console import Console
 
 from common.errors import UserError
 from studies.binding import recipe_config, trial_config
-from studies.evidence import lr_probe, transfer, validate
+from studies.evidence import lr_probe, transfer, transfer_plan, validate
 from studies.evidence.diagnoses import measured_edge
 from studies.execution import continuation
 from studies.execution.pool import run_jobs
@@ -168,7 +168,7 @@ def _warmup(study_def: StudyDef, params: dict[str, Any]) -> int:
 def plan_long_run(
     r: TrialRecord, setup: RunSetup, *, steps: int, to_rung: bool
 ) -> tuple[transfer.Source, LongRun]:
-    """Where trial ``r``'s long run comes from (``transfer.source``), and the run to train when it is
+    """Where trial ``r``'s long run comes from (``transfer_plan.source``), and the run to train when it is
     not its long rung: to the study's speech rung (``to_rung``: ``steps`` past its warmup), resumed
     from its screen's state when the screen left one, else from scratch."""
     study_def = setup.study
@@ -180,7 +180,7 @@ def plan_long_run(
         else None
     )
     saved = state is not None and state.exists()
-    source = transfer.source(r, rung_end=None if rung is None else end, saved=saved)
+    source = transfer_plan.source(r, rung_end=None if rung is None else end, saved=saved)
     job = LongRun(
         r.number,
         dict(r.params),
@@ -223,14 +223,14 @@ def run_transfer(
     if to_rung:
         assert study_def.speech_rung is not None
         steps = study_def.speech_rung.horizon
-    steps = steps or transfer.default_steps(study_def)
-    ranked = transfer.short_ranked(load_records(study))
-    if len(ranked) < transfer.MIN_TRIALS:
+    steps = steps or transfer_plan.default_steps(study_def)
+    ranked = transfer_plan.short_ranked(load_records(study))
+    if len(ranked) < transfer_plan.MIN_TRIALS:
         raise UserError(
             f"--transfer-check: study {study.study_name!r} has {len(ranked)} finished trials; "
-            f"needs at least {transfer.MIN_TRIALS} (run more trials first)"
+            f"needs at least {transfer_plan.MIN_TRIALS} (run more trials first)"
         )
-    chosen = transfer.pick(ranked, k, study_def.presets)
+    chosen = transfer_plan.pick(ranked, k, study_def.presets)
     position = {r.number: i + 1 for i, r in enumerate(ranked)}
     done: dict[int, transfer.TransferRun] = {}
 
