@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from studies.continuations_fold import fold_continuations
 from studies.record_keys import (
     ATTEMPT,
     C_DIVERGED,
@@ -335,44 +336,6 @@ def load_records(study: optuna.Study, states: Iterable[TrialState] | None = None
     records = fold_continuations([TrialRecord.from_trial(t) for t in sorted(trials, key=lambda t: t.number)])
     wanted = None if states is None else set(states)
     return [r for r in records if wanted is None or r.state in wanted]
-
-
-def is_continuation(t: FrozenTrial) -> bool:
-    """A trial that runs another trial's long rung: not one more trial of ``--trials N``."""
-    return CONTINUES in t.user_attrs
-
-
-def fold_continuations(records: list[TrialRecord]) -> list[TrialRecord]:
-    """Optuna cannot reopen a finished trial, so a screen promoted after it ended runs its long rung in a
-    continuation trial (``studies.promotion``). Readers see one trial: the screen's number, params, preset
-    and screen, with the continuation's state, result and curve past the screen. A continuation that
-    failed (interrupted, or a claim that lost a race) is left out: the screen stands as it ended."""
-    by_number = {r.number: r for r in records}
-    live: dict[int, TrialRecord] = {}  # screen number -> its newest continuation that did not fail
-    for r in records:
-        if r.continues is not None and r.state != TrialState.FAIL and r.continues in by_number:
-            live[r.continues] = r
-    out: list[TrialRecord] = []
-    for r in records:
-        if r.continues is not None:
-            continue
-        c = live.get(r.number)
-        if c is not None:
-            r = replace(
-                c,
-                number=r.number,
-                params=r.params,
-                intermediate={**r.intermediate, **c.intermediate},
-                preset=r.preset,
-                retry_of=r.retry_of,
-                attempt=r.attempt,
-                screen=r.screen,
-                promoted=True,
-                continues=None,
-                continued_as=c.number,
-            )
-        out.append(r)
-    return out
 
 
 def preset_trials(

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
+from studies.continuations_fold import is_continuation
 from studies.execution.runner import DUPLICATE, SURPLUS, retried_numbers
-from studies.record import FINISHED, is_continuation
+from studies.record import FINISHED
 from studies.record_keys import FAILED_BY as FAILED_BY_ATTR
 from studies.record_keys import HOST as HOST_ATTR
 from studies.record_keys import PID as PID_ATTR

@@ -31,8 +31,9 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from studies.continuations_fold import is_continuation
 from studies.promotion import Screen, due
-from studies.record import FINISHED, is_continuation
+from studies.record import FINISHED
 from studies.record_keys import ATTEMPT, CONTINUES, FAILED_BY, HOST, PID, PROMOTED, RETRY_OF, SLOT
 from studies.registry import SpeechRung
 from studies.rung_facts import RungFacts

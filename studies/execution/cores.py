@@ -21,7 +21,8 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from studies.record import FINISHED, is_continuation
+from studies.continuations_fold import is_continuation
+from studies.record import FINISHED
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,11 +41,12 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from studies.continuations_fold import is_continuation
 from studies.execution.cores import counts
 from studies.execution.objective import Objective
 from studies.execution.resilience import DatabaseUnavailable, ResilientRDBStorage, heartbeat
 from studies.execution.trainer_process import reap
-from studies.record import FINISHED, is_continuation
+from studies.record import FINISHED
 
 # The attribute keys live in studies.record_keys (defined once); the runner knows them by these names.
 from studies.record_keys import ATTEMPT as ATTEMPT_ATTR
