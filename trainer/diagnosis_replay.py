@@ -7,7 +7,7 @@ the steps before a divergence can be computed again exactly, after the fact, and
 diverged: this module rebuilds the run from its seed, trains up to ``window`` steps before the
 divergence at the loop's own speed (``trainer.step.train_step``, the same code), then replays the last
 steps with a hook on every module and every loss term on the host, and probes the weights just before
-the divergent step:
+the divergent step (the instruments: ``trainer.diagnosis_probes``):
 
 - the divergent step's batch, its items' features, and each item left out of it in turn;
 - other batches at the same weights (a batch that breaks every recipe is the data's fault);
@@ -24,19 +24,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from trainer import adaptive
 from trainer.checkpoints import rng_state, set_rng_state
 from trainer.config import TrainConfig, with_overrides
 from trainer.data import TrainData
-from trainer.diagnosis import Cause, Diagnosis, Edge, Evidence, ModuleEvent, TermValues, decide
+from trainer.diagnosis import Cause, Diagnosis, Edge, Evidence, decide
+from trainer.diagnosis_probes import Probes, Watch, bad_features, term_values
 from trainer.guards import StepHistory, Verdict, check_step
 from trainer.loop import build_model, device_settings
 from trainer.peaks import PeakMeter
@@ -51,7 +51,6 @@ WINDOW = 32  # steps replayed under full instrumentation (and at the lower lr) b
 LOWER_LR_FACTOR = 1 / 16  # four doublings below: a run this far from its lr that still breaks is not the lr's
 OTHER_BATCHES = 3
 STEP_GUARDS = ("nonfinite", "explosion", "spike", "ceiling")  # judged per step, so a replay can see them
-_ALIGN_WORDS = {"kl": "KL", "guided": "guided", "prior": "forward-sum"}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -121,63 +120,6 @@ def _over_evals(cfg: TrainConfig, data: TrainData, verdict: Verdict, plan: Repla
 def _total(cfg: TrainConfig, n_batches: int) -> int:
     """The run's planned steps, as the loop counts them."""
     return cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * n_batches
-
-
-class _Watch:
-    """A forward hook on every module: during a watched forward, the first module (innermost first, as
-    hooks fire on completion) whose output turned NaN or Inf from inputs without NaN or +Inf, and whether
-    every output stayed finite. Reads values back on every module: a replay's cost, never a run's."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.on = False
-        self.step = 0
-        self.first: ModuleEvent | None = None
-        self.all_finite = True
-        self._handles = [
-            module.register_forward_hook(self._hook(name), with_kwargs=True)
-            for name, module in model.named_modules()
-            if name
-        ]
-
-    def start(self, step: int) -> None:
-        self.on, self.step, self.all_finite = True, step, True
-
-    def _hook(self, name: str):
-        def hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
-            if not self.on:
-                return
-            outs = list(_floats(output))
-            if not outs or all(bool(torch.isfinite(o).all()) for o in outs):
-                return
-            self.all_finite = False
-            if self.first is not None:
-                return
-            ins = list(_floats(args)) + list(_floats(kwargs))
-            if all(not bool((torch.isnan(x) | torch.isposinf(x)).any()) for x in ins):
-                peak = max(float(o.detach().abs().float().nan_to_num(math.nan).max()) for o in outs)
-                self.first = ModuleEvent(module=name, step=self.step, peak=peak)
-
-        return hook
-
-    def close(self) -> None:
-        for h in self._handles:
-            h.remove()
-
-
-def _floats(x: object) -> Iterator[Tensor]:
-    """The floating-point tensors in a module's inputs or output (tensors, tuples, lists, dicts, records)."""
-    if isinstance(x, Tensor):
-        if x.is_floating_point():
-            yield x.detach()
-    elif isinstance(x, tuple | list):
-        for y in x:
-            yield from _floats(y)
-    elif isinstance(x, Mapping):
-        for y in x.values():
-            yield from _floats(y)
-    elif dataclasses.is_dataclass(x) and not isinstance(x, type):
-        for f in dataclasses.fields(x):
-            yield from _floats(getattr(x, f.name))
 
 
 class _Replay:
@@ -271,7 +213,7 @@ class _Replay:
         at_start = self.snapshot(pos, mean, history)
 
         # the last steps, every module and every term watched
-        watch = _Watch(self.model)
+        watch = Watch(self.model)
         log: list[StepMetrics] = []
         fired: Verdict | None = None
         before: tuple[dict, Tensor, StepHistory] | None = None  # the state before the last replayed step
@@ -294,14 +236,14 @@ class _Replay:
         step = log[-1].step if log else target
         reproduced = fired is not None and fired.step == verdict.step and fired.kind == verdict.kind
         first, forward_finite = watch.first, watch.all_finite
-        terms = _terms(log, cfg)
+        terms = term_values(log, cfg)
         lr = log[-1].lr if log else self.lr(step, pos)
 
         # probes at the weights before the divergent step
-        probes = _Probes(self, before) if before is not None else None
+        probes = Probes(self, before) if before is not None else None
         items = tuple(self.data.train[i].id for i in bad_step_indices)
         bad = {
-            self.data.train[i].id: w for i in bad_step_indices if (w := _bad_features(self.data.train[i].mel))
+            self.data.train[i].id: w for i in bad_step_indices if (w := bad_features(self.data.train[i].mel))
         }
         batch_finite = probes.finite(bad_step_indices) if probes else None
         breaking: tuple[str, ...] = ()
@@ -353,58 +295,3 @@ class _Replay:
             if self.guard(history, metrics) is not None:
                 return lr * LOWER_LR_FACTOR, False
         return lr * LOWER_LR_FACTOR, True
-
-
-class _Probes:
-    """Single steps at the weights before the divergent step, each from the same restored state."""
-
-    def __init__(self, replay: _Replay, snap: tuple[dict, Tensor, StepHistory]) -> None:
-        self.replay, self.snap = replay, snap
-
-    def finite(self, indices: list[int], *, cfg: TrainConfig | None = None) -> bool:
-        """The step on these items: finite loss and gradient norm."""
-        replay = self.replay
-        pos, mean, _ = replay.restore(self.snap)
-        scaler = replay.parts.scaler
-        if cfg is not None and cfg.precision == "fp32" and scaler.is_enabled():
-            replay.parts = dataclasses.replace(
-                replay.parts, scaler=torch.amp.GradScaler(replay.device.type, enabled=False)
-            )
-        try:
-            m, _ = replay.step(pos.step + 1, replay.batch(indices), replay.lr(pos.step + 1, pos), mean, cfg)
-        finally:
-            replay.parts = dataclasses.replace(replay.parts, scaler=scaler)
-        return math.isfinite(m.loss) and math.isfinite(m.grad_norm)
-
-    def other_batches(self, n: int) -> list[bool]:
-        """The next ``n`` batches of the run's order after the divergent one, each at the same weights."""
-        replay = self.replay
-        pos = replay.parts.restore(copy.deepcopy(self.snap[0]))
-        replay.indices(pos)  # the divergent batch itself
-        found = []
-        for _ in range(min(n, len(replay.sampler) - 1)):
-            found.append(self.finite(replay.indices(pos)))
-        return found
-
-
-def _terms(log: list[StepMetrics], cfg: TrainConfig) -> tuple[TermValues, ...]:
-    """Each unweighted loss term at the last replayed step and the step before it."""
-    if not log:
-        return ()
-    at, prev = log[-1], (log[-2] if len(log) > 1 else None)
-    align = f"align ({_ALIGN_WORDS.get(cfg.alignment_loss, cfg.alignment_loss)})"
-    names = (("mel", "mel"), (align, "kl"), ("stop", "stop"))
-    return tuple(
-        TermValues(name=name, before=math.nan if prev is None else getattr(prev, key), at=getattr(at, key))
-        for name, key in names
-    )
-
-
-def _bad_features(mel: Tensor) -> str | None:
-    """What is wrong with an item's (T, n_mels) features, in words; None when nothing is."""
-    bad = int((~torch.isfinite(mel)).sum())
-    if bad:
-        return f"{bad} of {mel.numel()} feature values are NaN or Inf"
-    if mel.numel() and float(mel.max() - mel.min()) == 0.0:
-        return f"every feature value is {float(mel.flatten()[0]):.4g} (a silent or all-zero clip)"
-    return None
