@@ -197,7 +197,7 @@ def test_a_diverged_study_run_carries_its_diagnosis_into_the_trial_record(train_
     assert "lr probe" in d.evidence  # the study's measured edge is named beside the lower-lr replay
     healthy = run_config(setup, BASE, "s/trial-1", plan=NO_DECODE, with_diagnosis=True)
     assert healthy.verdict.diagnosis is None
-    # runs whose records have no place for it (margin rungs, validation, the probe) are not replayed
+    # a run that asks for no diagnosis (the transfer check's long runs) is not replayed
     assert run_config(setup, cfg, "s/rung-0", plan=NO_DECODE).verdict.diagnosis is None
 
     record = record_of(run.verdict, run.result.summary)

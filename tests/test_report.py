@@ -22,7 +22,7 @@ from rich.console import Console
 
 import search
 from common.cli import run_cli
-from studies.evidence import conclusions, lr_probe, transfer, validate
+from studies.evidence import conclusions, lr_probe, margin, transfer, validate
 from studies.evidence.conclusions import Point
 from studies.evidence.plots import importance_plot
 from studies.execution.long_runs import LongRun, long_run
@@ -148,13 +148,16 @@ def test_report_holds_every_part(reported: Path) -> None:
     any_stable = any(r.outcome == Outcome.STABLE for r in load_records(study))
     assert ('id="rediscovery-table"' in html) is any_stable
     assert ("Cannot say yet" in html) is not any_stable
-    # Every diverged trial, validation seed and lr probe carries its diagnosis, and the table lists them.
+    # Every diverged trial, validation seed, margin rung and lr probe carries its diagnosis, and the table
+    # lists them.
     diverged = [r for r in load_records(study) if r.outcome.diverged]
     seeds = [run for v in validate.stored_results(study).values() for run in v.runs if run.diverged]
+    rungs = [r for m in margin.stored(study).values() for r in m.rungs if r.diverged]
     probe = lr_probe.stored(study)
     assert probe is not None and (probe.diagnosis is not None) is probe.diverged
     assert all(r.diagnosis is not None for r in diverged) and all(s.diagnosis is not None for s in seeds)
-    assert ('id="why-table"' in html) is bool(diverged or seeds or probe.diverged)
+    assert all(r.diagnosis is not None for r in rungs)
+    assert ('id="why-table"' in html) is bool(diverged or seeds or rungs or probe.diverged)
 
 
 def test_report_renders_in_headless_chromium(reported: Path, tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ import torch
 from corpus_fixture import cache_env, corpus_paths, train_data  # noqa: F401  (pytest fixtures)
 
 from trainer.cli import cli
+from trainer.diagnosis import Cause
+from trainer.diagnosis_full import read_diagnoses
 from trainer.telemetry import read_run, read_steps
 from tts_model.corpus import CorpusPaths
 
@@ -144,6 +146,11 @@ def test_fp16_nan_preset_ends_nonfinite_at_the_step_the_loss_turns(
     assert 1 <= step <= 12, record
     assert record["verdict_detail"] == f"loss is nan at step {step} (forward overflow under fp16)"
     assert len(read_steps(out / "telemetry.db", out.name)) == step
+    # why: replayed after the run (trainer/diagnosis_full.py), kept in the run folder, said in one line
+    (found,) = read_diagnoses(out)
+    d = found.diagnosis
+    assert d.cause is Cause.FP16_OVERFLOW and d.reproduced and d.step == step, d.line()
+    assert f"why it diverged (ended the run): step {step}: fp16-overflow:" in proc.stderr
 
 
 def test_describe_device_says_what_runs(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,6 +23,7 @@ from common.device import describe_device, resolve_device
 from common.errors import UserError
 from trainer.config import TrainConfig, apply_overrides
 from trainer.data import TrainData, load_train_data
+from trainer.diagnosis_full import DIAGNOSES_FILE, diagnose_run, write_diagnoses
 from trainer.hooks import RunHooks
 from trainer.judge import Judgement, judge
 from trainer.loop import RunPlan, StepMetrics, TrainResult, train
@@ -92,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     data = load_train_data(args.train_data, args.val_data, DataConfig(), console=console)
     out.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        (out / DIAGNOSES_FILE).unlink(
+            missing_ok=True
+        )  # an earlier run's, in a folder it left no checkpoint in
     console.print(f"device: {describe_device(device)}")
     recipe = (
         f"preset {args.preset} (on level {args.optimization_level})"
@@ -105,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = _train_with_progress(cfg, data, device, out, resume=args.resume, console=console)
     verdict = judge(result, cfg.guards, warmup_steps=cfg.warmup_steps)
     _report(result, verdict, console, out)
+    _why_diverged(cfg, data, result, device, console, out)
     console.print(speech_line(verdict, cfg), soft_wrap=True)
     return 0 if verdict.divergence is None and verdict.oom is None else 1
 
@@ -184,6 +190,21 @@ def _train_with_progress(
             warn=lambda msg: progress.console.print(f"[yellow]{msg}[/]"),
         )
         return train(cfg, data, device=device, plan=plan, hooks=hooks)
+
+
+def _why_diverged(
+    cfg: TrainConfig, data: TrainData, result: TrainResult, device: torch.device, console: Console, out: Path
+) -> None:
+    """Each divergence's diagnosis (a replay of the run, only for a run that diverged), one line each,
+    kept in the run folder."""
+    if not result.recoveries and result.verdict is None:
+        return
+    console.print("diagnosing the divergence (a replay of the run's last steps before it) ...")
+    found = diagnose_run(cfg, data, result, device=device)
+    path = write_diagnoses(out, found)
+    for d in found:
+        console.print(d.line(), soft_wrap=True)
+    console.print(f"diagnoses in {path}")
 
 
 def _report(result: TrainResult, verdict: Judgement, console: Console, out: Path) -> None:

@@ -176,6 +176,7 @@ def _train(
     fp16_crossing: Crossing | None = None  # where the fp16 headroom reached (or trends to) 0, once warned
     meta = {"mode": plan.mode, "device": str(device), "data": data.fingerprint}
     from_step = None if resumed is None else resumed.step
+    earlier_recoveries = 0 if resumed is None else resumed.recoveries  # pos (the same object) counts on
     writer.start_run(hooks.run_id, config_to_dict(cfg), meta, from_step=from_step)
 
     step = pos.step  # the step being trained or evaluated, for an out-of-memory report
@@ -291,6 +292,7 @@ def _train(
         baseline_mel=pos.baseline_mel,
         oom=oom,
         fp16_crossing=fp16_crossing,
+        earlier_recoveries=earlier_recoveries,
     )
 
 

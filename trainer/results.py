@@ -69,6 +69,9 @@ class TrainResult:
     # project did not write: no grad norm, no alignment, no decode...); () for the project's trainer.
     guards_off: tuple[str, ...] = ()
     fp16_crossing: Crossing | None = None  # its fp16 headroom reached 0, or trends to it by the run's end
+    # Recoveries before this process: those of the checkpoint a full training resumed from (0 when it
+    # started from scratch); a run rolled back before is no longer the one its seed rebuilds.
+    earlier_recoveries: int = 0
 
     @property
     def final_eval(self) -> EvalMetrics | None:

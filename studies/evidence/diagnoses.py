@@ -1,10 +1,11 @@
-"""Why the study's runs diverged: the diagnoses its trials carry, as a table and as one line per cause.
+"""Why the study's runs diverged: the diagnoses its runs carry, as a table and as one line per cause.
 
 A diverged trial's record holds its diagnosis (``trainer/diagnosis.py``: a cause class and its evidence,
-from a replay of the run). The report shows them run by run; the terminal summary counts them, one line
-per cause class, so "12 trials diverged" becomes "9 at the lr edge, 3 in the data". The lr edge a study
-measured (its lr probe, or the lowest lr a margin ladder diverged at) is what a trial's lr is compared
-with when it is diagnosed.
+from a replay of the run), as do a diverged validation seed, margin rung and lr probe in their records.
+The report shows them run by run; the terminal summary counts the trials', one line per cause class, so
+"12 trials diverged" becomes "9 at the lr edge, 3 in the data". The lr edge a study measured (its lr
+probe, or the lowest lr a margin ladder diverged at) is what a run's lr is compared with when it is
+diagnosed.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ def why_diverged(
     records: Sequence[TrialRecord],
     validations: Mapping[str, Validation] | None = None,
     probe: lr_probe.ProbeResult | None = None,
+    margins: Mapping[str, margin.Margin] | None = None,
 ) -> Rows:
-    """One row per diverged trial, then per diverged validation seed, then the lr probe: run, step,
-    cause (with its module, item or term), evidence."""
+    """One row per diverged trial, then per diverged validation seed, then per diverged margin rung,
+    then the lr probe: run, step, cause (with its module, item or term), evidence."""
     rows = []
     for r in records:
         if not r.outcome.diverged:
@@ -58,6 +60,20 @@ def why_diverged(
                 rows.append(
                     (where, step, "not diagnosed", f"no diagnosis stored; the guard said: {run.detail}")
                 )
+            else:
+                rows.append((where, str(d.step), _cause(d), d.evidence))
+    for m in (margins or {}).values():
+        for rung in m.rungs:
+            if not rung.diverged:
+                continue
+            where = f"margin {m.label} x{rung.multiplier:g}"
+            d = rung.diagnosis
+            if d is None:
+                step = "-" if rung.divergence_step is None else str(rung.divergence_step)
+                guard = (
+                    f"{rung.divergence_kind} at step {step}" if rung.divergence_kind else rung.outcome.value
+                )
+                rows.append((where, step, "not diagnosed", f"no diagnosis stored; the guard said: {guard}"))
             else:
                 rows.append((where, str(d.step), _cause(d), d.evidence))
     if probe is not None and probe.diagnosis is not None:
@@ -85,14 +101,18 @@ def cause_lines(records: Sequence[TrialRecord]) -> list[str]:
     return lines
 
 
-def measured_edge(study: optuna.Study) -> Edge | None:
+def measured_edge(study: optuna.Study, *, besides: str | None = None) -> Edge | None:
     """The lowest lr at which this study measured training to break: the lr probe's divergence, or a
-    margin ladder's first diverged rung; None when neither has run (or neither diverged)."""
+    margin ladder's first diverged rung; None when neither has run (or neither diverged). ``besides``:
+    leave out the margin of that recipe (its own ladder, which a margin rung of it is measuring again:
+    comparing a rung with the edge it is part of would say nothing)."""
     found: list[Edge] = []
     probe = lr_probe.stored(study)
     if probe is not None and probe.diverged and probe.divergence_lr:
         found.append(Edge(float(probe.divergence_lr), "lr probe"))
-    for m in margin.stored(study).values():
+    for name, m in margin.stored(study).items():
+        if name == besides:
+            continue
         edge = m.first_diverged
         if edge is not None:
             found.append(Edge(edge.lr, f"margin of {m.label}"))

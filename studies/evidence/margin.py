@@ -32,6 +32,7 @@ import optuna
 
 from common.errors import UserError
 from studies.evidence.validate import known_names
+from trainer.diagnosis import Diagnosis
 from trainer.headroom import TENSORS, headroom
 from trainer.outcome import Outcome
 
@@ -73,6 +74,7 @@ class Rung:
     peaks: Mapping[str, float] = field(
         default_factory=dict
     )  # TENSORS key -> its max |value| at the last step
+    diagnosis: Diagnosis | None = None  # why a diverged rung diverged (trainer/diagnosis.py), from a replay
 
     @property
     def diverged(self) -> bool:
@@ -95,6 +97,7 @@ class Rung:
             "val_mel": self.val_mel,
             "baseline_mel": self.baseline_mel,
             "peaks": {k: _json(v) for k, v in self.peaks.items()},
+            "diagnosis": None if self.diagnosis is None else self.diagnosis.to_attr(),
         }
 
     @classmethod
@@ -114,6 +117,7 @@ class Rung:
                 for k, v in (d.get("peaks") or {}).items()
                 if k in TENSORS
             },
+            diagnosis=Diagnosis.from_attr(d["diagnosis"]) if isinstance(d.get("diagnosis"), dict) else None,
         )
 
 

@@ -167,17 +167,17 @@ def write_report(study: optuna.Study, study_def: AnyStudy, paths: StudyPaths) ->
     if project:
         report_parts.probe(page, probe, tele, study_def, out)
 
-    # --- why the diverged trials diverged (each replayed after its divergence: trainer/diagnosis.py) ------
+    # --- why the diverged runs diverged (each replayed after its divergence: trainer/diagnosis.py) --------
     if project:
         page.section("why", "Why it diverged")
-        why = diagnoses.why_diverged(records, results, probe)
+        why = diagnoses.why_diverged(records, results, probe, margins)
         if why.rows:
             page.raw(html_table(why, table_id="why-table"))
             lines = diagnoses.cause_lines(records)  # the trials' causes (a seed or the probe alone: none)
             if lines:
                 page.para("<br>".join(html.escape(line) for line in lines))
         else:
-            page.para("No trial, validation seed or lr probe diverged.")
+            page.para("No trial, validation seed, margin rung or lr probe diverged.")
 
     # --- curves ----------------------------------------------------------------------------------------
     page.section("curves", "Learning curves")

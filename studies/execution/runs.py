@@ -87,8 +87,8 @@ def run_config(
     the study's, as ``studies.binding`` builds every config). ``with_diagnosis``: a run that diverged is
     replayed for its diagnosis (``trainer.diagnosis_replay``; ``edge``: the lr at which the study
     measured training to break, when it has), which the verdict carries; a healthy run pays nothing for
-    it. Off for the runs whose records have no place for it yet (margin rungs, validation, the lr probe,
-    long runs), so they do not pay for a replay nobody reads."""
+    it. Trials, validation seeds, margin rungs and the lr probe ask for it; off for the transfer check's
+    long runs, whose record has no place for it yet, so they do not pay for a replay nobody reads."""
     hooks = RunHooks(
         on_step=on_step, on_eval=on_eval, on_rung=on_rung, telemetry=setup.paths.telemetry, run_id=run_id
     )

@@ -1,0 +1,201 @@
+"""Every diverged run is diagnosed, not only trials: a margin rung (stored with its margin, listed in the
+report's table) and a full training (each divergence it rolled back from and the one that ended it,
+kept in its run folder and printed in its closing lines). Real short runs of the tiny model on CPU,
+forced to diverge by an lr far above the edge."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from corpus_fixture import cache_env, corpus_paths, train_data  # noqa: F401  (pytest fixtures)
+from rich.console import Console
+
+from studies.evidence import diagnoses, lr_probe, margin
+from studies.evidence.lr_probe import ProbeResult
+from studies.execution.margin_runs import MarginJob, run_rung
+from studies.execution.runs import RunSetup
+from studies.paths import StudyPaths
+from studies.registry import get_study
+from trainer.cli import cli
+from trainer.config import config_to_dict, with_overrides
+from trainer.diagnosis import Cause, Edge
+from trainer.diagnosis_controls import BASE
+from trainer.diagnosis_full import DIAGNOSES_FILE, diagnose_run, read_diagnoses
+from trainer.guards import Verdict
+from trainer.loop import RunPlan, train
+from trainer.outcome import Outcome
+from trainer.presets import preset
+from trainer.results import TrainResult
+from trainer.summary import summarize
+from tts_model.corpus import CorpusPaths
+
+CPU = torch.device("cpu")
+SMOKE = get_study("stability-smoke")
+# A recipe of the smoke study's space with nothing to hold a high lr: no warmup, no clip.
+BARE = {
+    **SMOKE.space.preset_params(config_to_dict(preset("basic"))),
+    "lr": 1e-3,
+    "warmup_steps": 0,
+    "grad_clip": 0.0,
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# -- margin rungs ---------------------------------------------------------------------------------------
+def test_a_diverged_margin_rung_is_diagnosed_stored_and_listed(train_data, tmp_path: Path):  # noqa: F811
+    setup = RunSetup(SMOKE, train_data, CPU, StudyPaths(tmp_path, SMOKE.name), 0)
+    job = MarginJob("bare", dict(BARE), None, 12, edge=Edge(0.05, "lr probe"))
+    lines = Console(record=True, width=400)
+    # lr 0.512: far above the edge (the smoke study's guards judge from step 10 on)
+    rung = run_rung(setup, job, 512.0, lines)
+    d = rung.diagnosis
+    assert rung.diverged and d is not None, rung
+    assert d.reproduced and d.step == rung.divergence_step
+    # the ladder measures its own edge: its lr-edge rests on the replay at a lower lr, and names the
+    # edge measured outside the ladder beside it
+    assert d.cause is Cause.LR_EDGE, d.line()
+    assert "the same last steps replayed at lr" in d.evidence and "lr 0.05 (lr probe)" in d.evidence
+    assert f"margin bare x512: why: {d.line()}" in lines.export_text()
+
+    # stored with the margin in the study, listed in the report's table; a margin stored before the
+    # diagnosis existed still loads, and its diverged rung says it was not diagnosed
+    healthy = margin.Rung(multiplier=1.0, lr=1e-3, outcome=Outcome.STABLE, steps_run=12)
+    study = optuna.create_study()
+    margin.store(study, margin.Margin(name="bare", trial=None, base_lr=1e-3, steps=12, rungs=(healthy, rung)))
+    back = margin.stored(study)
+    assert back["bare"].rungs[1].diagnosis == d and back["bare"].rungs[0].diagnosis is None
+    rows = diagnoses.why_diverged([], None, None, back).rows
+    assert rows == (("margin bare x512", str(d.step), "lr-edge", d.evidence),)
+    old = margin.Rung.from_attr({k: v for k, v in rung.to_attr().items() if k != "diagnosis"})
+    stored_before = margin.Margin(name="bare", trial=None, base_lr=1e-3, steps=12, rungs=(old,))
+    (row,) = diagnoses.why_diverged([], None, None, {"bare": stored_before}).rows
+    guard = f"{rung.divergence_kind} at step {d.step}"
+    assert row[2:] == ("not diagnosed", f"no diagnosis stored; the guard said: {guard}")
+
+
+def test_a_margin_rung_is_compared_with_the_edge_measured_outside_its_own_ladder():
+    study = optuna.create_study()
+    assert diagnoses.measured_edge(study, besides="basic") is None
+    rungs = (
+        margin.Rung(multiplier=8.0, lr=0.008, outcome=Outcome.STABLE, steps_run=50),
+        margin.Rung(multiplier=16.0, lr=0.016, outcome=Outcome.EXPLOSION, steps_run=20, divergence_step=20),
+    )
+    margin.store(study, margin.Margin(name="basic", trial=None, base_lr=1e-3, steps=50, rungs=rungs))
+    assert diagnoses.measured_edge(study) == Edge(0.016, "margin of basic")
+    assert diagnoses.measured_edge(study, besides="basic") is None  # its own ladder: no edge to compare
+    assert diagnoses.measured_edge(study, besides="enhanced") == Edge(0.016, "margin of basic")
+    fields = {
+        "steps": 50,
+        "steps_run": 40,
+        "start_lr": 1e-7,
+        "end_lr": 10.0,
+        "diverged": True,
+        "verdict": "explosion",
+        "divergence_step": 40,
+        "divergence_lr": 0.4,
+        "detail": "x",
+        "min_loss_lr": 0.01,
+        "grad_clip": 1.0,
+        "mel_weight": 1.0,
+        "kl_weight": 0.5,
+    }
+    lr_probe.store(study, ProbeResult(**fields))
+    assert diagnoses.measured_edge(study, besides="basic") == Edge(0.4, "lr probe")
+
+
+# -- full training ----------------------------------------------------------------------------------------
+HOT = with_overrides(
+    BASE,
+    lr=0.1,
+    warmup_steps=0,
+    scheduler="constant",
+    grad_clip=0.0,
+    guards={"ceiling_min_steps": 0},
+    max_recoveries=1,
+    recovery_lr_factor=0.9,  # still far above the edge after the rollback: it diverges again
+    checkpoint_every=1000,
+)
+
+
+def test_a_full_training_diagnoses_its_first_divergence_by_replay_and_says_why_not_the_rolled_back_one(
+    train_data,  # noqa: F811
+    tmp_path: Path,
+):
+    result = train(
+        HOT, train_data, device=CPU, plan=RunPlan(mode="full", out_dir=tmp_path, decode_sentences=0)
+    )
+    assert len(result.recoveries) == 1 and result.verdict is not None, result
+    found = diagnose_run(HOT, train_data, result, device=CPU)
+    first, last = found
+    assert first.recovery == 1 and first.verdict == result.recoveries[0].verdict
+    d = first.diagnosis
+    # up to its first divergence a full training is the run its seed rebuilds: replayed, reproduced
+    assert d.reproduced and d.cause is Cause.LR_EDGE and d.step == first.verdict.step, d.line()
+    assert first.line() == f"why it diverged (rolled back: recovery 1): {d.line()}"
+    # after the rollback it is not: said plainly, no cause named
+    assert last.recovery is None and last.verdict == result.verdict
+    assert last.diagnosis.cause is Cause.UNKNOWN and not last.diagnosis.reproduced
+    assert last.diagnosis.evidence.startswith(
+        "not replayed: recovery 1 had rolled the run back to step 0 at x0.9"
+    )
+    assert math.isnan(last.diagnosis.replay_s)
+
+
+def test_a_healthy_full_training_replays_nothing_and_a_resumed_one_says_it_was_rolled_back_before():
+    healthy = TrainResult(
+        steps=5, verdict=None, evals=(), recoveries=(), stopped_by_callback=False, summary=summarize([], 0)
+    )
+    assert diagnose_run(BASE, None, healthy, device=CPU) == ()  # type: ignore[arg-type]  (never read)
+    v = Verdict(kind="nonfinite", step=9, detail="loss is nan at step 9")
+    resumed = TrainResult(
+        steps=9,
+        verdict=v,
+        evals=(),
+        recoveries=(),
+        stopped_by_callback=False,
+        summary=summarize([], 0),
+        earlier_recoveries=2,
+    )
+    (only,) = diagnose_run(BASE, None, resumed, device=CPU)  # type: ignore[arg-type]
+    assert only.diagnosis.cause is Cause.UNKNOWN and "written after 2 recoveries" in only.diagnosis.evidence
+
+
+def test_the_trainer_cli_prints_and_keeps_each_divergences_diagnosis(
+    corpus_paths: CorpusPaths,  # noqa: F811
+    train_data,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+):
+    out = tmp_path / "run"
+    argv = ["--model-size", "tiny", "--batch-size", "4", "--max-steps", "12", "--device", "cpu"]
+    argv += ["--out", str(out)]
+    argv += ["--train-data", str(corpus_paths.train), "--val-data", str(corpus_paths.eval)]
+    hot = tmp_path / "hot.json"
+    hot.write_text(
+        '{"lr": 0.1, "warmup_steps": 0, "scheduler": "constant", "grad_clip": 0, "max_recoveries": 0, '
+        '"guards": {"ceiling_min_steps": 0}}',
+        encoding="utf-8",
+    )
+    assert cli([*argv, "--preset", str(hot)]) == 1
+    err = capsys.readouterr().err
+    (found,) = read_diagnoses(out)
+    d = found.diagnosis
+    assert found.recovery is None and d.cause is Cause.LR_EDGE and d.reproduced, d.line()
+    assert f"why it diverged (ended the run): step {d.step}: lr-edge:" in " ".join(err.split())
+    assert err.strip().splitlines()[-1].startswith("does not speak")  # the speech line stays the last
+    # a fresh run in the same folder does not keep the earlier run's diagnoses
+    healthy = tmp_path / "calm.json"
+    healthy.write_text('{"max_recoveries": 0}', encoding="utf-8")
+    assert cli([*argv, "--max-steps", "2", "--preset", str(healthy)]) == 0
+    assert not (out / DIAGNOSES_FILE).exists() and read_diagnoses(out) == ()
