@@ -111,7 +111,7 @@ class Probes:
         pos = replay.parts.restore(copy.deepcopy(self.snap[0]))
         replay.indices(pos)  # the divergent batch itself
         found = []
-        for _ in range(min(n, len(replay.sampler) - 1)):
+        for _ in range(min(n, len(replay.stream) - 1)):
             found.append(self.finite(replay.indices(pos)))
         return found
 

@@ -34,7 +34,7 @@ from torch import Tensor
 from trainer import adaptive
 from trainer.checkpoints import rng_state, set_rng_state
 from trainer.config import TrainConfig, with_overrides
-from trainer.data import TrainData
+from trainer.data import BatchStream, TrainData
 from trainer.diagnosis import Cause, Diagnosis, Edge, Evidence, decide
 from trainer.diagnosis_probes import Probes, Watch, bad_features, term_values
 from trainer.guards import StepHistory, Verdict, check_step
@@ -44,7 +44,7 @@ from trainer.results import StepMetrics
 from trainer.run_state import Position, Trainables
 from trainer.schedules import lr_at
 from trainer.step import RunConstants, read_step, train_step
-from tts_model.batching import Batch, BucketBatchSampler, collate
+from tts_model.batching import Batch, collate
 from tts_model.model import TransformerTTS
 
 WINDOW = 32  # steps replayed under full instrumentation (and at the lower lr) before the divergence
@@ -94,9 +94,7 @@ def diagnose(
 
 def _over_evals(cfg: TrainConfig, data: TrainData, verdict: Verdict, plan: ReplayPlan) -> Diagnosis:
     """A guard judged over evals (collapse): the lr against the study's edge, nothing replayed."""
-    n_batches = len(
-        BucketBatchSampler([ex.mel.shape[0] for ex in data.train.items], batch_size=cfg.batch_size)
-    )
+    n_batches = len(_stream(cfg, data, reduction_factor=1))
     schedule = plan.lr_schedule
     step = verdict.step
     lr = (
@@ -115,6 +113,17 @@ def _over_evals(cfg: TrainConfig, data: TrainData, verdict: Verdict, plan: Repla
         else f"its lr {lr:.3g} is below the study's edge, lr {edge.lr:.3g} ({edge.source})"
     )
     return dataclasses.replace(found, evidence=f"{why}, and {against}")
+
+
+def _stream(cfg: TrainConfig, data: TrainData, *, reduction_factor: int) -> BatchStream:
+    """The loop's own batch order (its curriculum included), so the replay trains the run's batches."""
+    return BatchStream(
+        data.train,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        reduction_factor=reduction_factor,
+        curriculum_steps=cfg.length_curriculum_steps,
+    )
 
 
 def _total(cfg: TrainConfig, n_batches: int) -> int:
@@ -139,18 +148,13 @@ class _Replay:
         )
         self.constants = RunConstants.build(cfg, device)
         self.meter = PeakMeter(model)
-        lengths = [ex.mel.shape[0] for ex in data.train.items]
-        self.sampler = BucketBatchSampler(lengths, batch_size=cfg.batch_size, seed=cfg.seed)
-        self.total = _total(cfg, len(self.sampler))
+        self.stream = _stream(cfg, data, reduction_factor=self.r)
+        self.total = _total(cfg, len(self.stream))
 
     # -- the run's batches and lr, as the loop's BatchStream and schedule give them -------------------
     def indices(self, pos: Position) -> list[int]:
         """The batch at ``pos`` (advanced past it), as ``trainer.data.BatchStream.next_batch`` takes it."""
-        if pos.batch_index >= len(self.sampler):
-            pos.epoch, pos.batch_index = pos.epoch + 1, 0
-        found = self.sampler.batches(pos.epoch)[pos.batch_index]
-        pos.batch_index += 1
-        return found
+        return self.stream.indices(pos)
 
     def batch(self, indices: list[int]) -> Batch:
         return collate([self.data.train[i] for i in indices], self.r).to(self.device)
