@@ -150,6 +150,7 @@ def test_fp16_nan_preset_ends_nonfinite_at_the_step_the_loss_turns(
     (found,) = read_diagnoses(out)
     d = found.diagnosis
     assert d.cause is Cause.FP16_OVERFLOW and d.reproduced and d.step == step, d.line()
+    assert "went Inf/NaN from finite inputs" in d.evidence, d.line()  # not float32's max as a number
     assert f"why it diverged (ended the run): step {step}: fp16-overflow:" in proc.stderr
 
 

@@ -58,7 +58,8 @@ class Watch:
                 return
             ins = list(_floats(args)) + list(_floats(kwargs))
             if all(not bool((torch.isnan(x) | torch.isposinf(x)).any()) for x in ins):
-                peak = max(float(o.detach().abs().float().nan_to_num(math.nan).max()) for o in outs)
+                peaks = [float(o.detach().abs().float().max()) for o in outs]
+                peak = next((v for v in peaks if not math.isfinite(v)), max(peaks))  # inf / NaN as found
                 self.first = ModuleEvent(module=name, step=self.step, peak=peak)
 
         return hook
