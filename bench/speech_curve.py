@@ -13,9 +13,16 @@ prior and a narrower KL prior:
              forward-sum loss at weight 1 (not 0.1); the prior and that loss on the alignment layer only
     narrow   the KL prior at alignment_width 0.1 instead of 0.2
     basic, enhanced   the seed's levels themselves (no preset file), the same budget
+    curriculum, anneal-early, curriculum-anneal-early   accelerators tried for a sooner speech in the
+             prior form: a length curriculum over the first 600 steps (length_curriculum_steps), the
+             prior faded out over steps 50-300 instead of 250-1,000, and both
+    r4, r5   the prior form at a larger reduction factor (mel frames per decoder step; tiny's own is 3),
+             for the whole run: fewer, coarser decoder steps
 
     python bench/speech_curve.py --preset runs/stability-quick/best_preset.json --steps 6300
     python bench/speech_curve.py --out runs/speech-curve --plot-only     # re-plot finished runs
+    python bench/speech_curve.py --preset P --as-in-study --steps 2000 --eval-every 250 \
+        --variants prior,curriculum,anneal-early,curriculum-anneal-early   # as the speech rung trains
 
 Runs go side by side (`--parallel`, default 2), each with cores / parallel torch threads: on a 2-core
 machine two one-thread trainings do more steps per second in total than one two-thread one. Writes
@@ -51,6 +58,17 @@ VARIANTS: dict[str, dict | None] = {
     "prior-fs1": {"alignment_loss": "prior", "forward_sum_weight": 1.0},
     "prior-last": {"alignment_loss": "prior", "prior_layers": "alignment"},
     "narrow": {"alignment_loss": "kl", "alignment_width": 0.1},
+    # accelerators tried for a sooner speech in the prior form (run them with --as-in-study)
+    "curriculum": {"alignment_loss": "prior", "length_curriculum_steps": 600},
+    "anneal-early": {"alignment_loss": "prior", "prior_anneal_start": 50, "prior_anneal_end": 300},
+    "r4": {"alignment_loss": "prior", "reduction_factor": 4},  # tiny's own is 3
+    "r5": {"alignment_loss": "prior", "reduction_factor": 5},
+    "curriculum-anneal-early": {
+        "alignment_loss": "prior",
+        "length_curriculum_steps": 600,
+        "prior_anneal_start": 50,
+        "prior_anneal_end": 300,
+    },  # fmt: skip
     "basic": None,
     "enhanced": None,
 }
@@ -60,13 +78,19 @@ METRICS = (
 )  # fmt: skip
 
 
-def variant_preset(base: Path, name: str, out: Path) -> Path | None:
+def variant_preset(base: Path, name: str, out: Path, *, as_in_study: bool = False) -> Path | None:
     """The variant's preset file; None for a named level, which `launch` trains on the base preset's
-    model size and batch size (the levels' own default model is 'normal': not the same budget)."""
+    model size and batch size (the levels' own default model is 'normal': not the same budget).
+    `as_in_study`: at the warmup the recipe had in its study (the export scales it up for a full
+    training), so the curve is the one a trial or the speech rung trains."""
     changes = VARIANTS[name]
     if changes is None:
         return None
     preset = json.loads(base.read_text())
+    if as_in_study:
+        preset["warmup_steps"] = int(
+            preset.get("provenance", {}).get("warmup_in_study", preset["warmup_steps"])
+        )
     preset.update(changes)
     preset.setdefault("provenance", {})["speech_curve_variant"] = name
     path = out / f"{name}.json"
@@ -162,6 +186,11 @@ def main() -> int:
     p.add_argument("--parallel", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("runs/speech-curve"))
     p.add_argument("--plot-only", action="store_true", help="read the finished runs in --out, train nothing")
+    p.add_argument(
+        "--as-in-study",
+        action="store_true",
+        help="at the warmup the recipe had in its study, as a rung trains",
+    )
     args = p.parse_args()
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in VARIANTS]
@@ -172,7 +201,9 @@ def main() -> int:
         )
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"preset": str(args.preset), "steps": args.steps, "eval_every": args.eval_every}
+    meta = {
+        "preset": str(args.preset), "steps": args.steps, "eval_every": args.eval_every, "as_in_study": args.as_in_study,
+    }  # fmt: skip
     if not args.plot_only:
         if not args.preset.is_file():
             print(
@@ -185,7 +216,7 @@ def main() -> int:
         while queue or running:
             while queue and len(running) < args.parallel:
                 name = queue.pop(0)
-                preset = variant_preset(args.preset, name, args.out)
+                preset = variant_preset(args.preset, name, args.out, as_in_study=args.as_in_study)
                 running[name] = launch(
                     preset,
                     name,

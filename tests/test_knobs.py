@@ -98,6 +98,7 @@ KNOBS = (
     Knob("length_curriculum_steps", 100, "forward"),  # step 1 on the shortest utterances only
     Knob("seed", 1, "forward"),
     Knob("model_size", "small", "forward"),
+    Knob("reduction_factor", 4, "forward"),  # tiny's own is 3
     Knob("norm", "pre", "forward"),
 )
 

@@ -201,6 +201,9 @@ class TrainConfig:
     keep_checkpoints: int = 3
     seed: int = 0
     model_size: str = "normal"  # our "normal" = the seed's "tiny" dims
+    # Mel frames per decoder step; 0 = the model size's own (tts_model/config.py). Larger means fewer,
+    # coarser decoder steps: Tacotron's lever for an early alignment (Coqui trains with a large one first).
+    reduction_factor: int = 0
     norm: Norm = "post"
     max_recoveries: int = 3
     recovery_lr_factor: float = 0.5
@@ -226,7 +229,7 @@ class TrainConfig:
         _check_range("huber_delta", self.huber_delta, gt=0.0)
         for name in ("batch_size", "epochs", "eval_every", "checkpoint_every", "keep_checkpoints"):
             _check_range(name, getattr(self, name), ge=1)
-        for name in ("max_steps", "seed", "max_recoveries", "length_curriculum_steps"):
+        for name in ("max_steps", "seed", "max_recoveries", "length_curriculum_steps", "reduction_factor"):
             _check_range(name, getattr(self, name), ge=0)
         _check_range("recovery_lr_factor", self.recovery_lr_factor, gt=0.0, lt=1.0)
         sizes = model_sizes()

@@ -88,7 +88,8 @@ TRIAL = RunPlan()  # the default: a trial's plan
 
 
 def build_model(cfg: TrainConfig, data: TrainData) -> TransformerTTS:
-    mcfg = model_config(cfg.model_size, norm=cfg.norm)
+    overrides = {"reduction_factor": cfg.reduction_factor} if cfg.reduction_factor else {}
+    mcfg = model_config(cfg.model_size, norm=cfg.norm, **overrides)
     return TransformerTTS(mcfg, n_symbols=data.n_symbols, n_mels=data.n_mels)
 
 
