@@ -1,11 +1,14 @@
 """Every diverged run is diagnosed, not only trials: a margin rung (stored with its margin, listed in the
 report's table) and a full training (each divergence it rolled back from and the one that ended it,
 kept in its run folder and printed in its closing lines). Real short runs of the tiny model on CPU,
-forced to diverge by an lr far above the edge."""
+forced to diverge by an lr far above the edge or a NaN clip (each divergence after a rollback replayed
+from the state the rollback left)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import shutil
 from pathlib import Path
 
 import optuna
@@ -20,18 +23,23 @@ from studies.execution.margin_runs import MarginJob, run_rung
 from studies.execution.runs import RunSetup
 from studies.paths import StudyPaths
 from studies.registry import get_study
+from trainer.checkpoints import REPLAY_DIR, checkpoint_name
 from trainer.cli import cli
 from trainer.config import config_to_dict, with_overrides
+from trainer.data import TrainData
 from trainer.diagnosis import Cause, Edge
 from trainer.diagnosis_controls import BASE
 from trainer.diagnosis_full import DIAGNOSES_FILE, diagnose_run, read_diagnoses
+from trainer.faults import corrupt_clip, loader_lets_through
 from trainer.guards import Verdict
 from trainer.loop import RunPlan, train
 from trainer.outcome import Outcome
 from trainer.presets import preset
 from trainer.results import TrainResult
 from trainer.summary import summarize
+from tts_model.batching import BucketBatchSampler
 from tts_model.corpus import CorpusPaths
+from tts_model.dataset import load_dataset
 
 CPU = torch.device("cpu")
 SMOKE = get_study("stability-smoke")
@@ -128,7 +136,7 @@ HOT = with_overrides(
 )
 
 
-def test_a_full_training_diagnoses_its_first_divergence_by_replay_and_says_why_not_the_rolled_back_one(
+def test_a_full_training_diagnoses_its_first_divergence_by_replay_and_the_rolled_back_one_from_its_start(
     train_data,  # noqa: F811
     tmp_path: Path,
 ):
@@ -143,16 +151,81 @@ def test_a_full_training_diagnoses_its_first_divergence_by_replay_and_says_why_n
     # up to its first divergence a full training is the run its seed rebuilds: replayed, reproduced
     assert d.reproduced and d.cause is Cause.LR_EDGE and d.step == first.verdict.step, d.line()
     assert first.line() == f"why it diverged (rolled back: recovery 1): {d.line()}"
-    # after the rollback it is not: said plainly, no cause named
+    # after the rollback (to its initial state: no checkpoint yet) it is the run from that state, at the
+    # data position the heal kept and x0.9 the lr: replayed from there, the cause named
     assert last.recovery is None and last.verdict == result.verdict
-    assert last.diagnosis.cause is Cause.UNKNOWN and not last.diagnosis.reproduced
-    assert last.diagnosis.evidence.startswith(
-        "not replayed: recovery 1 had rolled the run back to step 0 at x0.9"
+    d = last.diagnosis
+    assert d.reproduced and d.cause is Cause.LR_EDGE and d.step == result.verdict.step, d.line()
+    assert d.lr == pytest.approx(0.09)
+    assert d.evidence.endswith(
+        "replayed from recovery 1's rollback (to its initial state, the data position kept, "
+        "x0.9 the schedule's lr)"
     )
-    assert math.isnan(last.diagnosis.replay_s)
 
 
-def test_a_healthy_full_training_replays_nothing_and_a_resumed_one_says_it_was_rolled_back_before():
+def test_a_divergence_after_a_rollback_to_a_pruned_checkpoint_is_replayed_and_so_is_a_resumed_run(
+    train_data,  # noqa: F811
+    tmp_path: Path,
+):
+    # a NaN clip let through by the loader (the data control's fault): the run rolls back to step 2 past
+    # its batch at step 3, and diverges again when the next epoch brings it back; by then the checkpoint
+    # of step 2 is pruned (keep 1), its copy kept for the replay
+    run_data, victim = _with_nan_clip(train_data, tmp_path)
+    cfg = with_overrides(BASE, checkpoint_every=2, keep_checkpoints=1, max_recoveries=1)
+    full = RunPlan(mode="full", out_dir=tmp_path / "run", decode_sentences=0)
+    ckpts = tmp_path / "run" / "checkpoints"
+    with loader_lets_through():
+        result = train(cfg, run_data, device=CPU, plan=full)
+        (rec,) = result.recoveries
+        assert rec.rolled_back_to == 2 and result.verdict is not None and result.verdict.step > 6, result
+        assert not (ckpts / checkpoint_name(2)).exists() and rec.restart is not None
+        first, last = diagnose_run(cfg, run_data, result, device=CPU)
+        for d in (first.diagnosis, last.diagnosis):
+            assert d.reproduced and d.cause is Cause.DATA and d.items == (victim,), d.line()
+        assert last.diagnosis.step == result.verdict.step
+        assert "replayed from recovery 1's rollback (to step 2, the data" in last.diagnosis.evidence
+        # the copies are removed once diagnosed; a replay whose checkpoint is gone says so, names nothing
+        assert not (ckpts / REPLAY_DIR).exists()
+        _, gone = diagnose_run(cfg, run_data, result, device=CPU)
+        d = gone.diagnosis
+        assert d.cause is Cause.UNKNOWN and not d.reproduced and math.isnan(d.replay_s)
+        assert d.evidence.startswith(
+            "not replayed: recovery 1 had rolled the run back to step 2 at x0.5 the schedule's lr, "
+            f"and checkpoint {rec.restart.checkpoint} is missing; the guard said: loss is nan"
+        )
+
+        # stopped before the clip comes back, then resumed: the checkpoint it resumes from was written
+        # after the rollback, and its divergence is replayed from there
+        shutil.rmtree(tmp_path / "run")
+        early = train(with_overrides(cfg, max_steps=6), run_data, device=CPU, plan=full)
+        assert len(early.recoveries) == 1 and early.verdict is None, early
+        resumed = dataclasses.replace(full, resume=True)
+        result = train(cfg, run_data, device=CPU, plan=resumed)
+        assert result.earlier_recoveries == 1 and result.resumed is not None and len(result.recoveries) == 1
+        (only,) = diagnose_run(cfg, run_data, result, device=CPU)  # this process's own max_recoveries
+        d = only.diagnosis
+        assert only.recovery == 2 and d.step == result.recoveries[0].step
+        assert d.reproduced and d.cause is Cause.DATA and d.items == (victim,), d.line()
+        assert d.evidence.endswith(
+            "replayed from the checkpoint it resumed from (step 6, written after 1 recovery, x0.5 the "
+            "schedule's lr)"
+        )
+
+
+def _with_nan_clip(data: TrainData, tmp_path: Path) -> tuple[TrainData, str]:
+    """A copy of the training set whose item in the batch of step 3 has NaN audio, and that item's id."""
+    folder = tmp_path / "train"
+    shutil.copytree(data.train_dir, folder)
+    lengths = [ex.mel.shape[0] for ex in data.train.items]
+    batch = BucketBatchSampler(lengths, batch_size=BASE.batch_size, seed=BASE.seed).batches(0)[2]
+    victim = data.train[batch[0]].id
+    corrupt_clip(folder / "wavs" / f"{victim}.wav", "nan")
+    with loader_lets_through():
+        train_set = load_dataset(folder, data.data_cfg, cache_dir=tmp_path / "cache")
+    return dataclasses.replace(data, train=train_set, train_dir=folder), victim
+
+
+def test_a_healthy_full_training_replays_nothing_and_a_resumed_one_without_its_start_says_so():
     healthy = TrainResult(
         steps=5, verdict=None, evals=(), recoveries=(), stopped_by_callback=False, summary=summarize([], 0)
     )
@@ -168,7 +241,12 @@ def test_a_healthy_full_training_replays_nothing_and_a_resumed_one_says_it_was_r
         earlier_recoveries=2,
     )
     (only,) = diagnose_run(BASE, None, resumed, device=CPU)  # type: ignore[arg-type]
-    assert only.diagnosis.cause is Cause.UNKNOWN and "written after 2 recoveries" in only.diagnosis.evidence
+    d = only.diagnosis
+    assert d.cause is Cause.UNKNOWN and not d.reproduced
+    assert d.evidence == (
+        "not replayed: the run resumed from a checkpoint written after 2 recoveries, and no record of the "
+        "state it went on from was kept; the guard said: loss is nan at step 9"
+    )
 
 
 def test_the_trainer_cli_prints_and_keeps_each_divergences_diagnosis(

@@ -5,6 +5,8 @@ Layout of a checkpoint directory:
     step_00001000.json  {"file", "step", "bytes", "sha256", "val_mel"}: written after the .pt, so a
                         .pt without its sidecar is an interrupted save
     best.pt / best.json the checkpoint with the lowest validation mel so far; never pruned
+    replay/             the checkpoints a full training went on from after a heal or a resume, kept
+                        until its divergences were diagnosed (a replay starts there); never pruned
 
 Files hold only plain types, so they load with `torch.load(weights_only=True)`: a checkpoint from
 elsewhere cannot run code. `save_checkpoint` checks that rule up front, so a bad state fails at the
@@ -13,6 +15,7 @@ first save, not at resume time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -32,6 +35,7 @@ from common.errors import UserError
 from tts_model.cache import atomic_write, atomic_write_text
 
 BEST = "best"
+REPLAY_DIR = "replay"  # copies of the checkpoints a diagnosis replay starts from, never pruned
 _STEP_RE = re.compile(r"^step_(\d{8,})\.pt$")
 _PLAIN = (int, float, str, bool, bytes, type(None), torch.dtype, torch.device)
 
@@ -86,16 +90,11 @@ def load_latest(
         return None
     bad: list[tuple[Path, str]] = []
     for path in candidates:
-        reason = _verify(path)
-        if reason is None:
-            try:
-                state = torch.load(path, map_location=map_location, weights_only=True)
-            except Exception as exc:  # any unpickling failure means the file is unusable
-                reason = f"cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
-            else:
-                for bad_path, why in bad:
-                    warn(f"checkpoint {bad_path.name} is {why}; using {path.name}")
-                return state, path
+        state, reason = _load(path, map_location)
+        if state is not None:
+            for bad_path, why in bad:
+                warn(f"checkpoint {bad_path.name} is {why}; using {path.name}")
+            return state, path
         bad.append((path, reason))
     newest, why = bad[0]
     raise CheckpointError(
@@ -115,6 +114,40 @@ def copy_checkpoint(path: Path, dir: Path) -> Path:
         except OSError:
             shutil.copyfile(src, dst)
     return dir / path.name
+
+
+def keep_for_replay(path: Path, dir: Path, name: str) -> Path:
+    """Checkpoint ``path`` and its checksum file kept as ``dir/replay/<name>.pt``, out of reach of the
+    pruning of step files, until the diagnosis that may replay from it has run (``release_kept``). A
+    hard link where the file system allows it (no copy of a large state), else a copy."""
+    kept = dir / REPLAY_DIR / f"{name}.pt"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    for src, dst in ((path, kept), (_sidecar(path), _sidecar(kept))):
+        dst.unlink(missing_ok=True)  # a copy left by an earlier process of the same run
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+    return kept
+
+
+def release_kept(path: Path) -> None:
+    """Remove a checkpoint ``keep_for_replay`` kept, and its folder once empty."""
+    path.unlink(missing_ok=True)
+    _sidecar(path).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # other copies are still kept there
+        path.parent.rmdir()
+
+
+def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The state in checkpoint ``path``, checked against its checksum; CheckpointError (one line saying
+    why) when it is missing, truncated or cannot be loaded."""
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} is missing")
+    state, reason = _load(path, map_location)
+    if state is None:
+        raise CheckpointError(f"checkpoint {path} is {reason}")
+    return state
 
 
 def rng_state() -> dict[str, Any]:
@@ -172,6 +205,17 @@ def _check_plain(value: Any, where: str) -> None:
         f"checkpoint {where} is a {type(value).__name__}: store tensors, numbers, strings, lists or dicts "
         "(e.g. float(x), dataclasses.asdict(x))"
     )
+
+
+def _load(path: Path, map_location: str | torch.device) -> tuple[dict[str, Any] | None, str]:
+    """(the state, "") when ``path`` passes its checksum and loads, else (None, why not)."""
+    reason = _verify(path)
+    if reason is not None:
+        return None, reason
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True), ""
+    except Exception as exc:  # any unpickling failure means the file is unusable
+        return None, f"cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
 
 
 def _digest(path: Path) -> dict[str, Any]:

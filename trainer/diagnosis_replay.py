@@ -17,7 +17,11 @@ the divergent step (the instruments: ``trainer.diagnosis_probes``):
 What that costs: the run's steps once more, plus ``window`` instrumented steps, the lower-lr steps and
 a handful of single-step probes; nothing at all for a run that did not diverge. A collapse is judged
 over evals, which the replay does not re-run: its diagnosis rests on the study's measured edge alone.
-A full training that healed (rolled back) is not replayed here.
+
+A full training that healed (rolled back) is no longer the run its seed rebuilds, but it is the run
+that starts from the state the heal left (``ReplayPlan.start``): the checkpoint it rolled back to (or
+its initial state), the data position it kept and the lr scale it lowered, with a fresh guard history,
+as ``trainer.run_state.heal`` leaves the loop. A replay given that start trains from there.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import torch
 from torch import Tensor
 
 from trainer import adaptive
-from trainer.checkpoints import rng_state, set_rng_state
+from trainer.checkpoints import CheckpointError, load_checkpoint, rng_state, set_rng_state
 from trainer.config import TrainConfig, with_overrides
 from trainer.data import BatchStream, TrainData
 from trainer.diagnosis import Cause, Diagnosis, Edge, Evidence, decide
@@ -40,7 +44,7 @@ from trainer.diagnosis_probes import Probes, Watch, bad_features, term_values
 from trainer.guards import StepHistory, Verdict, check_step
 from trainer.loop import build_model, device_settings
 from trainer.peaks import PeakMeter
-from trainer.results import StepMetrics
+from trainer.results import Restart, StepMetrics
 from trainer.run_state import Position, Trainables
 from trainer.schedules import lr_at
 from trainer.step import RunConstants, read_step, train_step
@@ -56,10 +60,12 @@ STEP_GUARDS = ("nonfinite", "explosion", "spike", "ceiling")  # judged per step,
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ReplayPlan:
     """What the replay needs of the run besides its config and data: its lr schedule when the caller
-    drove it (the lr probe), and the study's measured edge."""
+    drove it (the lr probe), the study's measured edge, and where the run went on from when that was not
+    its seed (a full training's heal or resume)."""
 
     lr_schedule: Callable[[int], float] | None = None  # as RunPlan.lr_schedule (the lr probe's)
     edge: Edge | None = None
+    start: Restart | None = None  # None: the run from its seed
     window: int = WINDOW
     other_batches: int = OTHER_BATCHES
 
@@ -72,8 +78,9 @@ def diagnose(
     device: torch.device,
     plan: ReplayPlan = ReplayPlan(),
 ) -> Diagnosis:
-    """The diagnosis of the run ``cfg`` on ``data`` that ``verdict`` stopped (trial mode: no healing).
-    The process's random streams are as they were afterwards: the replay reseeds them as the run did."""
+    """The diagnosis of the run ``cfg`` on ``data`` that ``verdict`` stopped, trained from its seed or
+    from ``plan.start``. The process's random streams are as they were afterwards: the replay reseeds
+    them as the run did. Raises CheckpointError when the start's checkpoint is gone or unusable."""
     t0 = time.perf_counter()
     streams = rng_state()
     try:
@@ -101,7 +108,7 @@ def _over_evals(cfg: TrainConfig, data: TrainData, verdict: Verdict, plan: Repla
         float(schedule(step))
         if schedule is not None
         else lr_at(step, cfg, total_steps=_total(cfg, n_batches))
-    )
+    ) * (plan.start.lr_scale if plan.start is not None else 1.0)
     found = decide(Evidence(step=step, kind=verdict.kind, reproduced=True, lr=lr, edge=plan.edge))
     why = f"a {verdict.kind} is judged over evals, which the replay does not re-run"
     if found.named:
@@ -187,6 +194,21 @@ class _Replay:
         )
         return metrics, t.adaptive_mean
 
+    def begin(self) -> tuple[Position, Tensor]:
+        """The position and adaptive mean the run trained on from: its seed's, or those a heal or a
+        resume left (``plan.start``: its checkpoint, or the initial state, with the heal's position)."""
+        start, pos = self.plan.start, Position()
+        if start is None:
+            return pos, adaptive.initial_mean(None, self.device)
+        if start.checkpoint is not None:
+            pos = self.parts.restore(load_checkpoint(start.checkpoint))
+            if pos.step != start.step:
+                raise CheckpointError(
+                    f"checkpoint {start.checkpoint} holds step {pos.step}, not step {start.step}"
+                )
+        pos.epoch, pos.batch_index, pos.lr_scale = start.epoch, start.batch_index, start.lr_scale
+        return pos, adaptive.initial_mean(pos.adaptive_mean, self.device)
+
     def snapshot(self, pos: Position, mean: Tensor, history: StepHistory) -> tuple[dict, Tensor, StepHistory]:
         return copy.deepcopy(self.parts.state_dict(pos, self.cfg)), mean.clone(), copy.deepcopy(history)
 
@@ -203,13 +225,13 @@ class _Replay:
     # -- the evidence ----------------------------------------------------------------------------------
     def evidence(self, verdict: Verdict) -> Evidence:
         cfg, target = self.cfg, verdict.step
-        start = max(0, target - self.plan.window)
-        pos, history = Position(), StepHistory(cfg.guards)
-        mean = adaptive.initial_mean(None, self.device)
+        pos, mean = self.begin()
+        history = StepHistory(cfg.guards)
+        start = max(pos.step, target - self.plan.window)
         self.model.train()
         # up to the window at the loop's speed, no instrumentation; the guards see these steps as the
         # run's did (one firing here means the replay will not reproduce the run, and will say so)
-        for step in range(1, start + 1):
+        for step in range(pos.step + 1, start + 1):
             batch = self.batch(self.indices(pos))
             metrics, mean = self.step(step, batch, self.lr(step, pos), mean)
             pos.step = step

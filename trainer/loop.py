@@ -162,7 +162,8 @@ def _train(
     pos = Position()
     # Rollback target before the first checkpoint; only a healing run needs the copy.
     rollback = Rollback(ckpt_dir, copy.deepcopy(parts.state_dict(pos, cfg))) if plan.heals else None
-    resumed = resume_latest(ckpt_dir, parts, warn) if plan.resume and ckpt_dir is not None else None
+    found = resume_latest(ckpt_dir, parts, warn) if plan.resume and ckpt_dir is not None else None
+    resumed, restart = found if found is not None else (None, None)
     pos = resumed or pos
 
     adaptive_mean = adaptive.initial_mean(pos.adaptive_mean, device)
@@ -294,6 +295,7 @@ def _train(
         oom=oom,
         fp16_crossing=fp16_crossing,
         earlier_recoveries=earlier_recoveries,
+        resumed=restart,
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from trainer.evaluate import EvalMetrics, EvalSample
 from trainer.guards import Verdict
@@ -38,11 +39,24 @@ class StepMetrics:
 
 
 @dataclass(frozen=True, slots=True)
+class Restart:
+    """The state a full training went on from after a heal or a resume, as a replay of its later steps
+    rebuilds it (``trainer.diagnosis_replay``): a checkpoint, then the position the heal set."""
+
+    checkpoint: Path | None  # the copy kept for the replay (never pruned); None: the run's initial state
+    step: int
+    epoch: int  # the data position: a heal keeps the diverged run's, so the bad batches are skipped
+    batch_index: int
+    lr_scale: float
+
+
+@dataclass(frozen=True, slots=True)
 class Recovery:
     step: int  # where the guard fired
     verdict: Verdict
     rolled_back_to: int  # the checkpoint step training resumed from
     lr_scale: float  # multiplier on the schedule's lr from then on
+    restart: Restart | None = None  # the state right after the heal (None: not recorded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +86,7 @@ class TrainResult:
     # Recoveries before this process: those of the checkpoint a full training resumed from (0 when it
     # started from scratch); a run rolled back before is no longer the one its seed rebuilds.
     earlier_recoveries: int = 0
+    resumed: Restart | None = None  # the checkpoint it resumed from, when written after a rollback
 
     @property
     def final_eval(self) -> EvalMetrics | None:

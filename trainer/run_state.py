@@ -2,7 +2,9 @@
 
 A checkpoint holds the weights, the optimizer and scaler, the RNG streams and this position (step,
 data position, adaptive mean, lr scale, evals so far), so a resumed run repeats an uninterrupted one and
-a healed run (rolled back after a divergence) goes on past the batches that diverged.
+a healed run (rolled back after a divergence) goes on past the batches that diverged. Each heal (and a
+resume after one) records the state it went on from (``trainer.results.Restart``), which the diagnosis
+of a later divergence replays from.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from trainer.checkpoints import load_latest, rng_state, set_rng_state
+from trainer.checkpoints import keep_for_replay, load_latest, rng_state, set_rng_state
 from trainer.config import TrainConfig, config_to_dict
 from trainer.evaluate import DecodeMetrics, EvalMetrics
 from trainer.guards import Verdict
-from trainer.results import Recovery
+from trainer.results import Recovery, Restart
 
 
 @dataclass(slots=True)
@@ -70,19 +72,26 @@ class Rollback:
     ckpt_dir: Path | None
     initial: dict
 
-    def state(self, warn: Callable[[str], None]) -> dict:
+    def state(self, warn: Callable[[str], None]) -> tuple[dict, Path | None]:
+        """The state to roll back to, and its checkpoint file (None: the initial copy)."""
         found = load_latest(self.ckpt_dir, warn=warn) if self.ckpt_dir is not None else None
-        return found[0] if found is not None else self.initial
+        return found if found is not None else (self.initial, None)
 
 
-def resume_latest(ckpt_dir: Path, parts: Trainables, warn: Callable[[str], None]) -> Position | None:
-    """The newest good checkpoint restored into the run, or None when there is none to resume."""
+def resume_latest(
+    ckpt_dir: Path, parts: Trainables, warn: Callable[[str], None]
+) -> tuple[Position, Restart | None] | None:
+    """The newest good checkpoint restored into the run, or None when there is none to resume. With it,
+    for a checkpoint written after a rollback, where the run went on from (the checkpoint kept for a
+    replay of what follows: one from the seed no longer rebuilds the run); None for any other."""
     found = load_latest(ckpt_dir, warn=warn)
     if found is None:
         return None
     pos = parts.restore(found[0])
     warn(f"resumed from {found[1]} at step {pos.step}")
-    return pos
+    if pos.recoveries == 0:
+        return pos, None
+    return pos, _restart(keep_for_replay(found[1], ckpt_dir, "resumed"), pos)
 
 
 def heal(
@@ -95,7 +104,8 @@ def heal(
 ) -> Recovery:
     """Roll back to the last good checkpoint, lower the lr, and go on past the batches that diverged."""
     epoch, batch_index = pos.epoch, pos.batch_index  # keep the data position: skip the bad batches
-    restored = parts.restore(rollback.state(warn))
+    state, path = rollback.state(warn)
+    restored = parts.restore(state)
     restored.epoch, restored.batch_index = epoch, batch_index
     restored.lr_scale = pos.lr_scale * cfg.recovery_lr_factor
     restored.recoveries = pos.recoveries + 1
@@ -106,7 +116,24 @@ def heal(
         f"recovery {pos.recoveries}: {verdict.kind} at step {verdict.step} ({verdict.detail}); "
         f"rolled back to step {pos.step}, lr x{pos.lr_scale:g}"
     )
-    return Recovery(step=verdict.step, verdict=verdict, rolled_back_to=pos.step, lr_scale=pos.lr_scale)
+    # the state it goes on from, for a replay of a later divergence (trainer.diagnosis_full)
+    kept = None
+    if path is not None and rollback.ckpt_dir is not None:
+        kept = keep_for_replay(path, rollback.ckpt_dir, f"recovery_{pos.recoveries}")
+    restart = _restart(kept, pos)
+    return Recovery(
+        step=verdict.step, verdict=verdict, rolled_back_to=pos.step, lr_scale=pos.lr_scale, restart=restart
+    )
+
+
+def _restart(checkpoint: Path | None, pos: Position) -> Restart:
+    return Restart(
+        checkpoint=checkpoint,
+        step=pos.step,
+        epoch=pos.epoch,
+        batch_index=pos.batch_index,
+        lr_scale=pos.lr_scale,
+    )
 
 
 def eval_from_dict(d: dict) -> EvalMetrics:
