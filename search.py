@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         study_def = dataclasses.replace(study_def, model_size=args.model_size)
     if args.check_data:  # before the device and folder checks: the audit names every problem, not the first
-        return _check_data(args, study_def.model_size)
+        return _check_data(args, study_def.model_size, study_def.reduction_factor)
     study_def = scaled(study_def, args.horizon_scale)
     trials = study_def.n_trials if args.trials is None else args.trials
     if trials <= 0:
@@ -219,7 +219,7 @@ def _foreign(parser: OneLineParser, args: argparse.Namespace, rest: list[str]) -
     return _search(run, _worker_argv(args, trials, study_def.name))
 
 
-def _check_data(args: argparse.Namespace, model_size: str) -> int:
+def _check_data(args: argparse.Namespace, model_size: str, reduction_factor: int) -> int:
     """``--check-data``: audit the folders (or the embedded corpus) with the loader's settings and the
     reduction factor of the model the study trains; nothing else runs, nothing is written."""
     others = args.report or args.lr_probe or args.validate or args.margin or args.transfer_check is not None
@@ -236,7 +236,7 @@ def _check_data(args: argparse.Namespace, model_size: str) -> int:
 
         paths = ensure_corpus(console=make_console(stderr=True))
         folders = [paths.train, paths.eval]
-    r = model_config(model_size).reduction_factor
+    r = reduction_factor or model_config(model_size).reduction_factor  # the study's, else the size's own
     return check_data(folders, DataConfig(), r, make_console())
 
 

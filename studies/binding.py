@@ -32,6 +32,7 @@ def train_overrides(study: StudyDef) -> dict[str, Any]:
         "model_size": study.model_size,
         "precision": study.precision,
         "batch_size": study.batch_size,
+        "reduction_factor": study.reduction_factor,
         "eval_every": study.eval_every,
         "alignment_loss": study.alignment_loss,
         "guards": dict(study.scoring.guard_overrides),

@@ -132,6 +132,9 @@ class StudyDef:
     needs_gpu: bool = False
     # The long rung where the best screens are judged on speech (None: every trial is its screen only).
     speech_rung: SpeechRung | None = None
+    # Mel frames per decoder step for every run of the study (TrainConfig.reduction_factor; 0 = the model
+    # size's own). The exported preset keeps it: a recipe is exported in the form it was judged in.
+    reduction_factor: int = 0
 
     def __post_init__(self) -> None:
         if self.model_size not in MODEL_SIZES:
@@ -146,6 +149,8 @@ class StudyDef:
             raise ValueError(
                 f"StudyDef.alignment_loss must be one of {', '.join(ALIGNMENT_FORMS)}, got {self.alignment_loss!r}"
             )
+        if self.reduction_factor < 0:
+            raise ValueError(f"StudyDef.reduction_factor must be >= 0, got {self.reduction_factor}")
         for name in ("batch_size", "n_trials", "horizon", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"StudyDef.{name} must be >= 1, got {getattr(self, name)}")
@@ -174,10 +179,14 @@ class StudyDef:
         return "val_mel"
 
     @property
+    def _frames_words(self) -> str:
+        return f" at {self.reduction_factor} frames a decoder step" if self.reduction_factor else ""
+
+    @property
     def trial_words(self) -> str:
         return (
-            f"model {self.model_size}, {self.precision}, batch {self.batch_size}; each trial is its warmup "
-            f"plus {self.horizon} steps at peak lr"
+            f"model {self.model_size}{self._frames_words}, {self.precision}, batch {self.batch_size}; each "
+            f"trial is its warmup plus {self.horizon} steps at peak lr"
         )
 
 

@@ -82,6 +82,8 @@ def test_best_feasible_trial_exports_a_preset_the_trainer_accepts(tmp_path: Path
     args = build_parser().parse_args(["--preset", str(out), "--max-steps", "2"])
     cfg = config_from_args(args)
     assert cfg.lr == 2e-3 and cfg.model_size == "tiny" and cfg.max_steps == 2
+    # the decoder's frames a step as the trials trained (the study's, not the model size's own)
+    assert cfg.reduction_factor == exported["reduction_factor"] == get_study(STUDY).reduction_factor
 
 
 def test_export_without_a_feasible_trial_says_why(tmp_path: Path, capsys) -> None:

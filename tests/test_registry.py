@@ -11,7 +11,7 @@ from test_space import BASIC, ENHANCED
 
 from common.errors import UserError
 from space.stability import distributions, preset_params, suggest
-from studies.binding import base_config, train_overrides, trial_config, trial_steps
+from studies.binding import base_config, recipe_config, train_overrides, trial_config, trial_steps
 from studies.evidence.ranks import MIN_PAIRS
 from studies.presets_seed import enqueue_presets, seeded_presets
 from studies.pruner import PrunerSettings, StabilityPruner
@@ -95,6 +95,8 @@ def test_study_def_checks_its_fields() -> None:
         dataclasses.replace(quick, eval_every=quick.horizon + 1)
     with pytest.raises(ValueError, match="alignment_loss"):
         dataclasses.replace(quick, alignment_loss="ctc")
+    with pytest.raises(ValueError, match="reduction_factor"):
+        dataclasses.replace(quick, reduction_factor=-1)
     with pytest.raises(ValueError, match="keep_fraction"):
         PrunerSettings(keep_fraction=0.0)
     with pytest.raises(ValueError, match="twice"):
@@ -246,3 +248,13 @@ def test_a_scaled_study_shrinks_every_step_count_and_keeps_its_own_name() -> Non
         for param, value in preset_params(values, small.space).items():
             assert dists[param]._contains(dists[param].to_internal_repr(value)), param
     assert scaled(gpu, 1.0) is gpu
+
+
+def test_the_study_s_reduction_factor_reaches_every_run_s_config() -> None:
+    quick = get_study("stability-quick")
+    params = preset_params(dict(PRESETS["basic"]), quick.space)
+    for r in (0, 4):
+        study = dataclasses.replace(quick, reduction_factor=r)
+        cfg = recipe_config(study, params, seed=0, steps=10, where="test")
+        assert cfg.reduction_factor == r
+        assert (f"at {r} frames a decoder step" in study.trial_words) == bool(r)

@@ -49,6 +49,7 @@ def export_best(study: optuna.Study, study_def: StudyDef, path: Path) -> Path:
     overrides.update(
         {
             "model_size": study_def.model_size,
+            "reduction_factor": study_def.reduction_factor,
             "precision": study_def.precision,
             "alignment_loss": study_def.alignment_loss,
         }
