@@ -18,6 +18,11 @@ prior and a narrower KL prior:
              prior faded out over steps 50-300 instead of 250-1,000, and both
     r4, r5   the prior form at a larger reduction factor (mel frames per decoder step; tiny's own is 3),
              for the whole run: fewer, coarser decoder steps
+    fs-low, fs-none   the forward-sum loss at weight 0.1 and 0 (the prior alone), at the model's own
+             reduction factor: at 5 most utterances have more symbols than decoder steps, and the loss
+             counts those as 0
+    fs-fade, fs-fade-early   the forward-sum loss faded with the prior (forward_sum_final_share 0.17:
+             0.6 -> 0.1 on the base preset), over the prior's steps 250-1,000 or 50-300
 
     python bench/speech_curve.py --preset runs/stability-quick/best_preset.json --steps 6300
     python bench/speech_curve.py --out runs/speech-curve --plot-only     # re-plot finished runs
@@ -63,6 +68,17 @@ VARIANTS: dict[str, dict | None] = {
     "anneal-early": {"alignment_loss": "prior", "prior_anneal_start": 50, "prior_anneal_end": 300},
     "r4": {"alignment_loss": "prior", "reduction_factor": 4},  # tiny's own is 3
     "r5": {"alignment_loss": "prior", "reduction_factor": 5},
+    # r5 drops the forward-sum loss on most utterances (more symbols than decoder steps): is that its lever?
+    "fs-low": {"alignment_loss": "prior", "forward_sum_weight": 0.1},
+    "fs-none": {"alignment_loss": "prior", "forward_sum_weight": 0.0},
+    # the forward-sum loss faded with the prior to a sixth of its weight (0.6 -> 0.1 on the base preset)
+    "fs-fade": {"alignment_loss": "prior", "forward_sum_final_share": 0.17},
+    "fs-fade-early": {
+        "alignment_loss": "prior",
+        "forward_sum_final_share": 0.17,
+        "prior_anneal_start": 50,
+        "prior_anneal_end": 300,
+    },  # fmt: skip
     "curriculum-anneal-early": {
         "alignment_loss": "prior",
         "length_curriculum_steps": 600,

@@ -86,6 +86,7 @@ KNOBS = (
     Knob("prior_layers", "alignment", "forward", base=PRIOR_BASE),
     Knob("prior_anneal_start", 2, "update", base=PRIOR_BASE),  # step 2 at the whole prior, not half
     Knob("prior_anneal_end", 4, "update", base=PRIOR_BASE),  # step 2 at 2/3 of the prior, not half
+    Knob("forward_sum_final_share", 0.5, "update", base=PRIOR_BASE),  # step 2's loss at 3/4 weight
     Knob("adaptive_loss_weights", True, "forward"),  # x0.7 from step 1
     Knob("adaptive_momentum", 0.5, "update", base=ADAPTIVE_BASE),
     Knob("label_smoothing", False, "forward"),

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from trainer.config import TrainConfig, with_overrides
-from trainer.schedules import COSINE_FLOOR, lr_at, lr_factor, prior_strength
+from trainer.schedules import COSINE_FLOOR, forward_sum_share, lr_at, lr_factor, prior_strength
 
 
 def test_noam_reaches_peak_at_end_of_warmup_then_inverse_sqrt():
@@ -78,3 +78,15 @@ def test_prior_strength_is_whole_then_fades_then_gone():
     assert [prior_strength(s, with_overrides(cfg, prior_anneal_start=300)) for s in (299, 300)] == [1.0, 0.0]
     assert prior_strength(1, with_overrides(cfg, alignment_loss="kl")) == 0.0
     assert prior_strength(1, with_overrides(cfg, prior_anneal_start=0, prior_anneal_end=100)) == 0.99
+
+
+def test_the_forward_sum_loss_fades_with_the_prior_to_its_final_share():
+    cfg = TrainConfig(
+        alignment_loss="prior", prior_anneal_start=100, prior_anneal_end=300, forward_sum_final_share=0.2
+    )
+    shares = [forward_sum_share(s, cfg) for s in (1, 100, 200, 300, 10_000)]
+    assert shares == pytest.approx([1.0, 1.0, 0.6, 0.2, 0.2])
+    # 1.0, the default: the weight holds for the whole run, as before the knob
+    assert {
+        forward_sum_share(s, with_overrides(cfg, forward_sum_final_share=1.0)) for s in (1, 200, 10_000)
+    } == {1.0}

@@ -179,6 +179,10 @@ class TrainConfig:
     # attention; at 0.1 it aligned as early with guided attention's mel, and decoded closer to speech
     # (figures: docs/measurements.md).
     forward_sum_weight: float = 0.1
+    # The share of that weight left once the prior has faded out: the loss fades with the prior, from its
+    # whole weight at prior_anneal_start to this share at prior_anneal_end. 1.0 = no fade. The loss is what
+    # aligns the attention early, but held at its weight it slows the mel (figures: docs/measurements.md).
+    forward_sum_final_share: float = 1.0
     # Which decoder layers get the prior and the forward-sum loss: "all" (NeMo's default, every layer
     # that attends to the text) or "alignment", the one layer the KL and guided losses act on.
     prior_layers: PriorLayers = "all"
@@ -224,6 +228,7 @@ class TrainConfig:
         _check_range("prior_anneal_start", self.prior_anneal_start, ge=0)
         _check_range("prior_anneal_end", self.prior_anneal_end, ge=self.prior_anneal_start)
         _check_range("forward_sum_weight", self.forward_sum_weight, ge=0.0)
+        _check_range("forward_sum_final_share", self.forward_sum_final_share, ge=0.0, le=1.0)
         _check_range("adaptive_momentum", self.adaptive_momentum, ge=0.0, lt=1.0)
         _check_range("label_smoothing_amount", self.label_smoothing_amount, ge=0.0, le=0.5)
         _check_range("huber_delta", self.huber_delta, gt=0.0)

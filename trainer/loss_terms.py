@@ -62,11 +62,13 @@ def compute_losses(
     mel_weight: float | torch.Tensor,
     reduction_factor: int,
     stop_pos_weight: torch.Tensor | None = None,
+    align_share: float = 1.0,
 ) -> LossTerms:
     """Combine the model's losses with the preset's weights; `mel_weight` may be adapted per step (a 0-dim
     float32 tensor then, so the step need not wait for the device). The loop builds `stop_pos_weight`
     (cfg.stop_pos_weight on the device) once per run: a tensor made from a Python number every step is a
-    host-to-device copy every step. Nothing here reads a value back to the host."""
+    host-to-device copy every step. `align_share`: the share of `forward_sum_weight` this step applies
+    (`trainer.schedules.forward_sum_share`). Nothing here reads a value back to the host."""
     huber = cfg.huber_delta if cfg.huber_loss else None
     # Losses in fp32 whatever the autocast dtype: F.huber_loss cannot back-propagate a bf16/fp16
     # prediction against an fp32 target ("Found dtype Float but expected BFloat16").
@@ -93,7 +95,7 @@ def compute_losses(
         else:
             unbiased = out.unbiased_attentions[out.alignment_layer].float()
         align = forward_sum_loss(unbiased, batch.text_lengths, dec_lengths)
-        align_weight = cfg.forward_sum_weight
+        align_weight = cfg.forward_sum_weight * align_share  # the step's share (schedules.forward_sum_share)
 
     smoothing = cfg.label_smoothing_amount if cfg.label_smoothing else 0.0
     stop = stop_loss(

@@ -65,3 +65,12 @@ def prior_strength(step: int, cfg: TrainConfig) -> float:
     if step <= cfg.prior_anneal_start:
         return 1.0
     return (cfg.prior_anneal_end - step) / (cfg.prior_anneal_end - cfg.prior_anneal_start)
+
+
+def forward_sum_share(step: int, cfg: TrainConfig) -> float:
+    """The share of `forward_sum_weight` a training step at `step` applies: whole while the prior is, then
+    falling with the prior's fade to `forward_sum_final_share`, held there once the prior is gone."""
+    final = cfg.forward_sum_final_share
+    if final == 1.0:
+        return 1.0
+    return final + (1.0 - final) * prior_strength(step, cfg)

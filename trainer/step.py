@@ -19,6 +19,7 @@ from trainer.config import TrainConfig
 from trainer.loss_terms import compute_losses, training_log_prior
 from trainer.peaks import PeakMeter
 from trainer.results import StepMetrics
+from trainer.schedules import forward_sum_share
 from tts_model.batching import Batch
 from tts_model.losses import masked_mel_loss
 from tts_model.model import ModelOutput, TransformerTTS
@@ -116,6 +117,7 @@ def train_step(
         mel_weight=loss_weight,
         reduction_factor=model.cfg.reduction_factor,
         stop_pos_weight=constants.stop_pos_weight,
+        align_share=forward_sum_share(step, cfg),
     )
 
     # --- backward, then the global gradient norm measured before clipping -------------------------
