@@ -35,6 +35,7 @@ def train_overrides(study: StudyDef) -> dict[str, Any]:
         "reduction_factor": study.reduction_factor,
         "eval_every": study.eval_every,
         "alignment_loss": study.alignment_loss,
+        **dict(study.form_settings),
         "guards": dict(study.scoring.guard_overrides),
     }
 

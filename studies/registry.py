@@ -97,6 +97,12 @@ class SpeechRung:
             raise ValueError(f"SpeechRung.max_promoted must be >= 1 or None, got {self.max_promoted}")
 
 
+# The alignment form's settings a study may fix for all its runs (StudyDef.form_settings).
+FORM_SETTINGS = frozenset(
+    {"prior_anneal_start", "prior_anneal_end", "forward_sum_final_share", "prior_scaling"}
+)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StudyDef:
     """Everything that makes one named study; the objective and CLI read it, never mutate it.
@@ -128,6 +134,9 @@ class StudyDef:
     # on a form the judge rules out. The space's alignment weight (the seed's "KL" knob) weights this
     # form's loss (studies.binding.form_overrides).
     alignment_loss: AlignmentLoss = "prior"
+    # The form's own settings every run of the study shares and the exported preset keeps (TrainConfig
+    # fields, FORM_SETTINGS); the trainer's defaults where not named.
+    form_settings: tuple[tuple[str, float | int], ...] = ()
     # Sized for a CUDA GPU: refused on a CPU unless forced with --device cpu (a trial would take hours).
     needs_gpu: bool = False
     # The long rung where the best screens are judged on speech (None: every trial is its screen only).
@@ -148,6 +157,11 @@ class StudyDef:
         if self.alignment_loss not in ALIGNMENT_FORMS:
             raise ValueError(
                 f"StudyDef.alignment_loss must be one of {', '.join(ALIGNMENT_FORMS)}, got {self.alignment_loss!r}"
+            )
+        names = [name for name, _ in self.form_settings]
+        if len(set(names)) != len(names) or not set(names) <= FORM_SETTINGS:
+            raise ValueError(
+                f"StudyDef.form_settings: each of {', '.join(sorted(FORM_SETTINGS))} at most once, got {names}"
             )
         if self.reduction_factor < 0:
             raise ValueError(f"StudyDef.reduction_factor must be >= 0, got {self.reduction_factor}")
@@ -222,13 +236,21 @@ def _registry() -> dict[str, StudyDef]:
         horizon=300,
         eval_every=50,
         pruner=PrunerSettings(keep_fraction=0.5, min_step=100, n_startup_trials=4, n_min_peers=3),
+        # The prior and the forward-sum loss do their work, the alignment, by step 250: both fade out by
+        # step 300, the loss to a sixth of its weight. Held at its weight the loss slows the mel: the same
+        # recipe first spoke after 2,000 steps with it held and at 1,500 with it faded so
+        # (figures: docs/measurements.md).
+        form_settings=(
+            ("prior_anneal_start", 50),
+            ("prior_anneal_end", 300),
+            ("forward_sum_final_share", 0.17),
+        ),
         # Speech is judged at a long rung: a good recipe aligns early in a trial, but its decodes only
-        # creep towards speech over the first 1,500 steps and first speak some 2,500 steps in, so the rung
-        # sits at 2,400 steps past the warmup (figures: docs/measurements.md). The best 1 in 3 screens, at
-        # most 3 a study: 3 is the fewest trials at both rungs that the rung agreement can rank (with 2 it
-        # is not computable). Each promotion is ~2,100 steps more, so with 3 the rung is about two thirds of
-        # a quick study's steps; 10 screens, not more, pay for the third (docs/speech.md).
-        speech_rung=SpeechRung(horizon=2400, eta=3, min_peers=3, max_promoted=3),
+        # creep towards speech and first speak some 1,500 steps in with the faded loss, so the rung sits at
+        # 1,500 steps past the warmup (figures: docs/measurements.md). The best 1 in 3 screens, at most 3 a
+        # study: 3 is the fewest trials at both rungs that the rung agreement can rank (with 2 it is not
+        # computable). Each promotion is ~1,200 steps more; 10 screens pay for the third (docs/speech.md).
+        speech_rung=SpeechRung(horizon=1500, eta=3, min_peers=3, max_promoted=3),
         # gamma 0.25, not Optuna's 0.1: replayed on a finished quick study's history, it put about twice
         # the share of TPE's proposals in the lr decade where that study's good trials were
         # (figures: docs/measurements.md). 6 random start-up trials (the 2 presets among them), so 4 of

@@ -84,6 +84,8 @@ def test_best_feasible_trial_exports_a_preset_the_trainer_accepts(tmp_path: Path
     assert cfg.lr == 2e-3 and cfg.model_size == "tiny" and cfg.max_steps == 2
     # the decoder's frames a step as the trials trained (the study's, not the model size's own)
     assert cfg.reduction_factor == exported["reduction_factor"] == get_study(STUDY).reduction_factor
+    for name, value in get_study(STUDY).form_settings:  # and the form's settings (the loss's fade...)
+        assert getattr(cfg, name) == exported[name] == value
 
 
 def test_export_without_a_feasible_trial_says_why(tmp_path: Path, capsys) -> None:

@@ -37,7 +37,7 @@ def test_known_studies() -> None:
     assert (gpu.model_size, gpu.precision, gpu.n_trials, gpu.space.warmup_max) == ("normal", "fp16", 50, 4000)
     assert (quick.model_size, quick.precision, quick.n_trials) == ("tiny", "fp32", 10)
     # the speech rung: long enough for speech (README, The speech rung), past the screen, capped
-    assert quick.speech_rung is not None and quick.speech_rung.horizon > 5 * quick.horizon
+    assert quick.speech_rung is not None and quick.speech_rung.horizon >= 5 * quick.horizon
     assert gpu.speech_rung is None and gpu.alignment_loss == quick.alignment_loss == "prior"
     assert quick.presets == gpu.presets == ("basic", "enhanced")
     assert quick.scoring.decode_sentences > 0
@@ -97,6 +97,10 @@ def test_study_def_checks_its_fields() -> None:
         dataclasses.replace(quick, alignment_loss="ctc")
     with pytest.raises(ValueError, match="reduction_factor"):
         dataclasses.replace(quick, reduction_factor=-1)
+    with pytest.raises(ValueError, match="form_settings"):
+        dataclasses.replace(quick, form_settings=(("lr", 1.0),))  # a searched knob, not the form's
+    with pytest.raises(ValueError, match="form_settings"):
+        dataclasses.replace(quick, form_settings=(("prior_anneal_end", 300), ("prior_anneal_end", 400)))
     with pytest.raises(ValueError, match="keep_fraction"):
         PrunerSettings(keep_fraction=0.0)
     with pytest.raises(ValueError, match="twice"):
@@ -250,11 +254,13 @@ def test_a_scaled_study_shrinks_every_step_count_and_keeps_its_own_name() -> Non
     assert scaled(gpu, 1.0) is gpu
 
 
-def test_the_study_s_reduction_factor_reaches_every_run_s_config() -> None:
+def test_the_study_s_frames_a_step_and_loss_fade_reach_every_run_s_config() -> None:
     quick = get_study("stability-quick")
     params = preset_params(dict(PRESETS["basic"]), quick.space)
-    for r in (0, 4):
-        study = dataclasses.replace(quick, reduction_factor=r)
+    for r, share in ((0, 1.0), (4, 0.25)):
+        study = dataclasses.replace(
+            quick, reduction_factor=r, form_settings=(("forward_sum_final_share", share),)
+        )
         cfg = recipe_config(study, params, seed=0, steps=10, where="test")
-        assert cfg.reduction_factor == r
+        assert (cfg.reduction_factor, cfg.forward_sum_final_share) == (r, share)
         assert (f"at {r} frames a decoder step" in study.trial_words) == bool(r)

@@ -52,6 +52,7 @@ def export_best(study: optuna.Study, study_def: StudyDef, path: Path) -> Path:
             "reduction_factor": study_def.reduction_factor,
             "precision": study_def.precision,
             "alignment_loss": study_def.alignment_loss,
+            **dict(study_def.form_settings),
         }
     )
     cfg = apply_overrides(preset(BASE_LEVEL), overrides, where=f"trial {best.number}")
