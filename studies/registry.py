@@ -236,18 +236,17 @@ def _registry() -> dict[str, StudyDef]:
         horizon=300,
         eval_every=50,
         pruner=PrunerSettings(keep_fraction=0.5, min_step=100, n_startup_trials=4, n_min_peers=3),
-        # The prior and the forward-sum loss do their work, the alignment, by step 250: both fade out by
-        # step 300, the loss to a sixth of its weight. Held at its weight the loss slows the mel: the same
-        # recipe first spoke after 2,000 steps with it held and at 1,500 with it faded so
-        # (figures: docs/measurements.md).
+        # The prior and the forward-sum loss do their work, the alignment, in the first few hundred steps:
+        # both fade out by step 300, the loss to a sixth of its weight. Held at its weight the loss slows
+        # the mel, and a recipe speaks later (figures: docs/measurements.md).
         form_settings=(
             ("prior_anneal_start", 50),
             ("prior_anneal_end", 300),
             ("forward_sum_final_share", 0.17),
         ),
         # Speech is judged at a long rung: a good recipe aligns early in a trial, but its decodes only
-        # creep towards speech and first speak some 1,500 steps in with the faded loss, so the rung sits at
-        # 1,500 steps past the warmup (figures: docs/measurements.md). The best 1 in 3 screens, at most 3 a
+        # creep towards speech, so the rung sits where a good recipe with the faded loss first spoke, 1,500
+        # steps past the warmup (figures: docs/measurements.md). The best 1 in 3 screens, at most 3 a
         # study: 3 is the fewest trials at both rungs that the rung agreement can rank (with 2 it is not
         # computable). Each promotion is ~1,200 steps more; 10 screens pay for the third (docs/speech.md).
         speech_rung=SpeechRung(horizon=1500, eta=3, min_peers=3, max_promoted=3),
