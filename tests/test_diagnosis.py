@@ -267,9 +267,9 @@ def test_a_validation_seed_keeps_its_diagnosis_and_the_report_table_lists_it():
     )
 
 
-def test_the_lr_probe_keeps_its_diagnosis_and_old_probes_still_load():
-    d = Diagnosis(step=40, cause=Cause.LR_EDGE, evidence="lr 2 at step 40: ...", lr=2.0)
-    fields = {
+def probe_fields(*, divergence_lr: float) -> dict:
+    """A stored lr probe that diverged at step 40 (``ProbeResult``'s fields, no diagnosis)."""
+    return {
         "steps": 50,
         "steps_run": 40,
         "start_lr": 1e-7,
@@ -277,13 +277,18 @@ def test_the_lr_probe_keeps_its_diagnosis_and_old_probes_still_load():
         "diverged": True,
         "verdict": "explosion",
         "divergence_step": 40,
-        "divergence_lr": 2.0,
+        "divergence_lr": divergence_lr,
         "detail": "x",
         "min_loss_lr": 0.01,
         "grad_clip": 1.0,
         "mel_weight": 1.0,
         "kl_weight": 0.5,
     }
+
+
+def test_the_lr_probe_keeps_its_diagnosis_and_old_probes_still_load():
+    d = Diagnosis(step=40, cause=Cause.LR_EDGE, evidence="lr 2 at step 40: ...", lr=2.0)
+    fields = probe_fields(divergence_lr=2.0)
     probe = ProbeResult(**fields, diagnosis=d)
     assert ProbeResult.from_attr(probe.to_attr()) == probe
     assert ProbeResult.from_attr(fields).diagnosis is None  # stored before the diagnosis existed
@@ -293,21 +298,7 @@ def test_the_lr_probe_keeps_its_diagnosis_and_old_probes_still_load():
 def test_the_measured_edge_is_the_lowest_lr_the_study_saw_break():
     study = optuna.create_study()
     assert diagnoses.measured_edge(study) is None
-    fields = {
-        "steps": 50,
-        "steps_run": 40,
-        "start_lr": 1e-7,
-        "end_lr": 10.0,
-        "diverged": True,
-        "verdict": "explosion",
-        "divergence_step": 40,
-        "divergence_lr": 0.4,
-        "detail": "x",
-        "min_loss_lr": 0.01,
-        "grad_clip": 1.0,
-        "mel_weight": 1.0,
-        "kl_weight": 0.5,
-    }
+    fields = probe_fields(divergence_lr=0.4)
     lr_probe.store(study, ProbeResult(**fields))
     assert diagnoses.measured_edge(study) == Edge(0.4, "lr probe")
     rungs = (

@@ -16,6 +16,7 @@ import pytest
 import torch
 from corpus_fixture import cache_env, corpus_paths, train_data  # noqa: F401  (pytest fixtures)
 from rich.console import Console
+from test_diagnosis import probe_fields
 
 from studies.evidence import diagnoses, lr_probe, margin
 from studies.evidence.lr_probe import ProbeResult
@@ -103,21 +104,7 @@ def test_a_margin_rung_is_compared_with_the_edge_measured_outside_its_own_ladder
     assert diagnoses.measured_edge(study) == Edge(0.016, "margin of basic")
     assert diagnoses.measured_edge(study, besides="basic") is None  # its own ladder: no edge to compare
     assert diagnoses.measured_edge(study, besides="enhanced") == Edge(0.016, "margin of basic")
-    fields = {
-        "steps": 50,
-        "steps_run": 40,
-        "start_lr": 1e-7,
-        "end_lr": 10.0,
-        "diverged": True,
-        "verdict": "explosion",
-        "divergence_step": 40,
-        "divergence_lr": 0.4,
-        "detail": "x",
-        "min_loss_lr": 0.01,
-        "grad_clip": 1.0,
-        "mel_weight": 1.0,
-        "kl_weight": 0.5,
-    }
+    fields = probe_fields(divergence_lr=0.4)
     lr_probe.store(study, ProbeResult(**fields))
     assert diagnoses.measured_edge(study, besides="basic") == Edge(0.4, "lr probe")
 

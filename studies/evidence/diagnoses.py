@@ -39,47 +39,36 @@ def why_diverged(
     then the lr probe: run, step, cause (with its module, item or term), evidence."""
     rows = []
     for r in records:
-        if not r.outcome.diverged:
-            continue
-        d = r.diagnosis
-        if d is None:
+        if r.outcome.diverged:
             step = r.divergence.step if r.divergence is not None else None
-            rows.append(
-                (f"trial {r.number}", "-" if step is None else str(step), "not diagnosed", _undiagnosed(r))
-            )
-            continue
-        rows.append((f"trial {r.number}", str(d.step), _cause(d), d.evidence))
+            rows.append(_row(f"trial {r.number}", r.diagnosis, step, undiagnosed=_undiagnosed(r)))
     for v in (validations or {}).values():
         for run in v.runs:
-            if not run.diverged:
-                continue
-            where = f"validation {v.label}, seed {run.seed}"
-            d = run.diagnosis
-            if d is None:
-                step = "-" if run.divergence_step is None else str(run.divergence_step)
-                rows.append(
-                    (where, step, "not diagnosed", f"no diagnosis stored; the guard said: {run.detail}")
-                )
-            else:
-                rows.append((where, str(d.step), _cause(d), d.evidence))
+            if run.diverged:
+                where = f"validation {v.label}, seed {run.seed}"
+                rows.append(_row(where, run.diagnosis, run.divergence_step, guard=run.detail))
     for m in (margins or {}).values():
         for rung in m.rungs:
-            if not rung.diverged:
-                continue
-            where = f"margin {m.label} x{rung.multiplier:g}"
-            d = rung.diagnosis
-            if d is None:
-                step = "-" if rung.divergence_step is None else str(rung.divergence_step)
+            if rung.diverged:
+                step = rung.divergence_step
                 guard = (
                     f"{rung.divergence_kind} at step {step}" if rung.divergence_kind else rung.outcome.value
                 )
-                rows.append((where, step, "not diagnosed", f"no diagnosis stored; the guard said: {guard}"))
-            else:
-                rows.append((where, str(d.step), _cause(d), d.evidence))
+                rows.append(_row(f"margin {m.label} x{rung.multiplier:g}", rung.diagnosis, step, guard=guard))
     if probe is not None and probe.diagnosis is not None:
         d = probe.diagnosis
         rows.append(("lr probe", str(d.step), _cause(d), d.evidence))
     return Rows("Why it diverged", ("run", "step", "cause", "evidence"), tuple(rows))
+
+
+def _row(
+    where: str, d: Diagnosis | None, step: int | None, *, guard: str = "", undiagnosed: str | None = None
+) -> tuple[str, str, str, str]:
+    """A diverged run's row: its diagnosis, or "not diagnosed" with what its guard said."""
+    if d is not None:
+        return (where, str(d.step), _cause(d), d.evidence)
+    why = undiagnosed if undiagnosed is not None else f"no diagnosis stored; the guard said: {guard}"
+    return (where, "-" if step is None else str(step), "not diagnosed", why)
 
 
 def cause_lines(records: Sequence[TrialRecord]) -> list[str]:
