@@ -41,9 +41,10 @@ run: setup
 	-$(PY) search.py --study stability-quick --export-preset runs/stability-quick/best_preset.json
 
 # The suite with the `coqui`, `lightning` and `hf` extras installed, so tests/test_coqui.py runs its Coqui
-# study and the adapters' tests run their trainers.
+# study and the adapters' tests run their trainers. One pytest worker a core (each test trains at one torch
+# thread, tests/conftest.py), a test file's tests on one worker so its module fixtures are built once.
 test: setup-coqui
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n auto --dist loadfile --durations=25
 
 lint: setup
 	$(VENV)/bin/ruff check .
