@@ -25,7 +25,7 @@ from studies.execution.runs import RunSetup
 from studies.paths import StudyPaths
 from studies.registry import get_study
 from trainer.checkpoints import REPLAY_DIR, checkpoint_name
-from trainer.cli import cli
+from trainer.cli import cli, why_diverged
 from trainer.config import config_to_dict, with_overrides
 from trainer.data import TrainData
 from trainer.diagnosis import Cause, Edge
@@ -264,3 +264,26 @@ def test_the_trainer_cli_prints_and_keeps_each_divergences_diagnosis(
     healthy.write_text('{"max_recoveries": 0}', encoding="utf-8")
     assert cli([*argv, "--max-steps", "2", "--preset", str(healthy)]) == 0
     assert not (out / DIAGNOSES_FILE).exists() and read_diagnoses(out) == ()
+
+
+def test_a_resumed_run_that_never_diverges_again_removes_the_checkpoint_kept_for_a_replay(
+    train_data,  # noqa: F811
+    tmp_path: Path,
+):
+    # a run that rolled back once (the NaN clip at step 3) and stopped at step 6; resumed to step 8, before
+    # the next epoch brings the clip back: the checkpoint it resumed from was kept for a replay that never
+    # comes, and the trainer's closing diagnosis (the one the CLI runs) removes it
+    run_data, _ = _with_nan_clip(train_data, tmp_path)
+    cfg = with_overrides(BASE, checkpoint_every=2, keep_checkpoints=1, max_recoveries=1)
+    full = RunPlan(mode="full", out_dir=tmp_path / "run", decode_sentences=0)
+    with loader_lets_through():
+        early = train(with_overrides(cfg, max_steps=6), run_data, device=CPU, plan=full)
+        assert len(early.recoveries) == 1 and early.verdict is None, early
+        resumed = dataclasses.replace(full, resume=True)
+        result = train(with_overrides(cfg, max_steps=8), run_data, device=CPU, plan=resumed)
+    assert result.verdict is None and not result.recoveries and result.resumed is not None, result
+    kept = result.resumed.checkpoint
+    assert kept is not None and kept.exists() and kept.parent.name == REPLAY_DIR
+    why_diverged(cfg, run_data, result, CPU, Console(quiet=True), tmp_path / "run")
+    assert not kept.exists() and not kept.with_suffix(".json").exists()
+    assert not (tmp_path / "run" / DIAGNOSES_FILE).exists()

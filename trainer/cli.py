@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = _train_with_progress(cfg, data, device, out, resume=args.resume, console=console)
     verdict = judge(result, cfg.guards, warmup_steps=cfg.warmup_steps)
     _report(result, verdict, console, out)
-    _why_diverged(cfg, data, result, device, console, out)
+    why_diverged(cfg, data, result, device, console, out)
     console.print(speech_line(verdict, cfg), soft_wrap=True)
     return 0 if verdict.divergence is None and verdict.oom is None else 1
 
@@ -192,15 +192,17 @@ def _train_with_progress(
         return train(cfg, data, device=device, plan=plan, hooks=hooks)
 
 
-def _why_diverged(
+def why_diverged(
     cfg: TrainConfig, data: TrainData, result: TrainResult, device: torch.device, console: Console, out: Path
 ) -> None:
     """Each divergence's diagnosis (a replay of the run, only for a run that diverged), one line each,
-    kept in the run folder."""
-    if not result.recoveries and result.verdict is None:
-        return
-    console.print("diagnosing the divergence (a replay of the run's last steps before it) ...")
+    kept in the run folder. Called for every run: a resumed run that never diverged again still has the
+    checkpoint it resumed from kept for a replay, which ``diagnose_run`` removes."""
+    if result.recoveries or result.verdict is not None:
+        console.print("diagnosing the divergence (a replay of the run's last steps before it) ...")
     found = diagnose_run(cfg, data, result, device=device)
+    if not found:
+        return
     path = write_diagnoses(out, found)
     for d in found:
         console.print(d.line(), soft_wrap=True)
