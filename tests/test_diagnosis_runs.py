@@ -51,6 +51,9 @@ BARE = {
     "warmup_steps": 0,
     "grad_clip": 0.0,
 }
+# Past the NaN clip of `_with_nan_clip` a run rolls back once (to its step-2 checkpoint, kept for the replay
+# while the step files are pruned to 1) and ends at the next divergence.
+ROLLS_BACK_ONCE = with_overrides(BASE, checkpoint_every=2, keep_checkpoints=1, max_recoveries=1)
 
 
 @pytest.fixture(autouse=True)
@@ -158,7 +161,7 @@ def test_a_divergence_after_a_rollback_to_a_pruned_checkpoint_is_replayed_and_so
     # its batch at step 3, and diverges again when the next epoch brings it back; by then the checkpoint
     # of step 2 is pruned (keep 1), its copy kept for the replay
     run_data, victim = _with_nan_clip(train_data, tmp_path)
-    cfg = with_overrides(BASE, checkpoint_every=2, keep_checkpoints=1, max_recoveries=1)
+    cfg = ROLLS_BACK_ONCE
     full = RunPlan(mode="full", out_dir=tmp_path / "run", decode_sentences=0)
     ckpts = tmp_path / "run" / "checkpoints"
     with loader_lets_through():
@@ -274,7 +277,7 @@ def test_a_resumed_run_that_never_diverges_again_removes_the_checkpoint_kept_for
     # the next epoch brings the clip back: the checkpoint it resumed from was kept for a replay that never
     # comes, and the trainer's closing diagnosis (the one the CLI runs) removes it
     run_data, _ = _with_nan_clip(train_data, tmp_path)
-    cfg = with_overrides(BASE, checkpoint_every=2, keep_checkpoints=1, max_recoveries=1)
+    cfg = ROLLS_BACK_ONCE
     full = RunPlan(mode="full", out_dir=tmp_path / "run", decode_sentences=0)
     with loader_lets_through():
         early = train(with_overrides(cfg, max_steps=6), run_data, device=CPU, plan=full)
