@@ -187,9 +187,7 @@ def test_a_divergence_after_a_rollback_to_a_pruned_checkpoint_is_replayed_and_so
         # stopped before the clip comes back, then resumed: the checkpoint it resumes from was written
         # after the rollback, and its divergence is replayed from there
         shutil.rmtree(tmp_path / "run")
-        early = train(with_overrides(cfg, max_steps=6), run_data, device=CPU, plan=full)
-        assert len(early.recoveries) == 1 and early.verdict is None, early
-        resumed = dataclasses.replace(full, resume=True)
+        resumed = _stopped_after_the_rollback(run_data, full)
         result = train(cfg, run_data, device=CPU, plan=resumed)
         assert result.earlier_recoveries == 1 and result.resumed is not None and len(result.recoveries) == 1
         (only,) = diagnose_run(cfg, run_data, result, device=CPU)  # this process's own max_recoveries
@@ -213,6 +211,14 @@ def _with_nan_clip(data: TrainData, tmp_path: Path) -> tuple[TrainData, str]:
     with loader_lets_through():
         train_set = load_dataset(folder, data.data_cfg, cache_dir=tmp_path / "cache")
     return dataclasses.replace(data, train=train_set, train_dir=folder), victim
+
+
+def _stopped_after_the_rollback(run_data: TrainData, full: RunPlan) -> RunPlan:
+    """Train `full` to step 6 (one rollback past the NaN clip at step 3, stopped before the next epoch
+    brings it back) and return the plan that resumes it. Call inside `loader_lets_through()`."""
+    early = train(with_overrides(ROLLS_BACK_ONCE, max_steps=6), run_data, device=CPU, plan=full)
+    assert len(early.recoveries) == 1 and early.verdict is None, early
+    return dataclasses.replace(full, resume=True)
 
 
 def test_a_healthy_full_training_replays_nothing_and_a_resumed_one_without_its_start_says_so():
@@ -277,16 +283,13 @@ def test_a_resumed_run_that_never_diverges_again_removes_the_checkpoint_kept_for
     # the next epoch brings the clip back: the checkpoint it resumed from was kept for a replay that never
     # comes, and the trainer's closing diagnosis (the one the CLI runs) removes it
     run_data, _ = _with_nan_clip(train_data, tmp_path)
-    cfg = ROLLS_BACK_ONCE
     full = RunPlan(mode="full", out_dir=tmp_path / "run", decode_sentences=0)
     with loader_lets_through():
-        early = train(with_overrides(cfg, max_steps=6), run_data, device=CPU, plan=full)
-        assert len(early.recoveries) == 1 and early.verdict is None, early
-        resumed = dataclasses.replace(full, resume=True)
-        result = train(with_overrides(cfg, max_steps=8), run_data, device=CPU, plan=resumed)
+        resumed = _stopped_after_the_rollback(run_data, full)
+        result = train(with_overrides(ROLLS_BACK_ONCE, max_steps=8), run_data, device=CPU, plan=resumed)
     assert result.verdict is None and not result.recoveries and result.resumed is not None, result
     kept = result.resumed.checkpoint
     assert kept is not None and kept.exists() and kept.parent.name == REPLAY_DIR
-    why_diverged(cfg, run_data, result, CPU, Console(quiet=True), tmp_path / "run")
+    why_diverged(ROLLS_BACK_ONCE, run_data, result, CPU, Console(quiet=True), tmp_path / "run")
     assert not kept.exists() and not kept.with_suffix(".json").exists()
     assert not (tmp_path / "run" / DIAGNOSES_FILE).exists()
