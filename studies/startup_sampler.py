@@ -14,6 +14,11 @@ the same point, twice, in a chaos test of restarted workers.) TPE keeps each pro
 Start-up lasts exactly as long as TPE's own: while fewer than ``n_startup_trials`` trials are COMPLETE
 or PRUNED (the presets among them, FAIL trials not), so TPE takes over where it would have stopped
 drawing at random.
+
+TPE models the study's screens only, never its continuation trials (``studies.promotion``): a
+continuation trains a screen's params on to the long rung, so its val mel is measured at another horizon
+(lower than any screen's: seen by TPE, the promoted points fill its "good" set twice over), and while it
+runs, the constant liar counts it among the bad trials, at the very params of the best screen.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
+
+from studies.continuations_fold import is_continuation
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what TPE's n_startup_trials counts
 
@@ -64,8 +71,8 @@ class SobolStartupTPESampler(optuna.samplers.TPESampler):
         self._sobol_trial_ids: set[int] = set()  # trials told "start-up" by infer_relative_search_space
 
     def in_startup(self, study: optuna.Study) -> bool:
-        """TPE's own test: fewer finished (COMPLETE or PRUNED) trials than ``n_startup_trials``."""
-        return len(study.get_trials(deepcopy=False, states=FINISHED)) < self._startup_trials
+        """TPE's own test: fewer finished (COMPLETE or PRUNED) screens than ``n_startup_trials``."""
+        return len(_Screens(study).get_trials(deepcopy=False, states=FINISHED)) < self._startup_trials
 
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
@@ -89,7 +96,32 @@ class SobolStartupTPESampler(optuna.samplers.TPESampler):
             enqueued = sum(t.number < trial.number and "fixed_params" in t.system_attrs for t in earlier)
             self._sobol.index = trial.number - enqueued
             return self._sobol.sample_relative(study, trial, search_space)
-        return super().sample_relative(study, trial, search_space)
+        return super().sample_relative(_Screens(study), trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return super().sample_independent(_Screens(study), trial, param_name, param_distribution)
+
+
+class _Screens:
+    """The study as TPE reads it: every trial but the continuations; all else is the study's own."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
+        return [t for t in self._study._get_trials(*args, **kwargs) if not is_continuation(t)]
+
+    def get_trials(self, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
+        return [t for t in self._study.get_trials(*args, **kwargs) if not is_continuation(t)]
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self.get_trials()
 
 
 class _NumberedSobol(optuna.samplers.QMCSampler):

@@ -16,7 +16,7 @@ from scipy.stats import qmc
 
 from studies.execution.seeds import stream_seed
 from studies.presets_seed import enqueue_presets
-from studies.record_keys import PRESET
+from studies.record_keys import CONTINUES, PRESET
 from studies.registry import get_study, make_sampler, tpe_gamma
 from studies.startup_sampler import FINISHED, to_unit_cube
 
@@ -179,3 +179,35 @@ def test_a_resumed_study_goes_on_along_the_sequence(tmp_path: Path) -> None:
     assert [sobol_index(t.params, seed=11) for t in trials[2:6]] == [0, 1, 2, 3]
     assert all(sobol_index(t.params, seed=11) is None for t in trials[6:])
     assert all(any(k.startswith(TPE_MARK) for k in t.system_attrs) for t in trials[6:])
+
+
+def test_tpe_models_the_screens_and_not_their_continuations() -> None:
+    """A continuation trains a screen's params on to the long rung: its val mel is measured at another
+    horizon, and while it runs the constant liar would count it bad at the best screen's params. So a
+    study with continuations, finished and running, gets TPE's proposal of the same study without them;
+    plain TPE's proposal moves (the control: the test can fail)."""
+    screens = optuna.create_study(sampler=make_sampler(QUICK, 7))
+    run_workers([screens], n_trials=8)
+    best, second = sorted(screens.trials, key=lambda t: t.value)[:2]
+
+    def continuation(of: optuna.trial.FrozenTrial, state: TrialState) -> optuna.trial.FrozenTrial:
+        return optuna.trial.create_trial(
+            params=of.params,
+            distributions=of.distributions,
+            value=of.value / 2 if state == TrialState.COMPLETE else None,
+            user_attrs={CONTINUES: of.number},
+            state=state,
+        )
+
+    def proposal(sampler: optuna.samplers.BaseSampler, with_continuations: bool) -> dict:
+        study = optuna.create_study(sampler=sampler)
+        study.add_trials(screens.trials)
+        if with_continuations:
+            study.add_trial(continuation(best, TrialState.COMPLETE))
+            study.add_trial(continuation(second, TrialState.RUNNING))
+        trial = study.ask()
+        QUICK.space.suggest(trial)
+        return dict(trial.params)
+
+    assert proposal(make_sampler(QUICK, 8), True) == proposal(make_sampler(QUICK, 8), False)
+    assert proposal(todays_sampler(8), True) != proposal(todays_sampler(8), False)
