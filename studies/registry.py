@@ -79,12 +79,11 @@ class SpeechRung:
     """The long rung of successive halving (``studies.promotion``): the best aligned screens go on to
     ``horizon`` steps past their warmup, where speech can show; the screens among the top 1/``eta`` of
     the study's trials that have ended, once ``min_peers`` + 1 have (by rank among all, not by arrival),
-    and at most ``max_promoted`` in a study."""
+    and at most 1/``eta`` of the trials asked for (``most_promoted``)."""
 
     horizon: int
     eta: int = 3
     min_peers: int = 3
-    max_promoted: int | None = None
 
     def __post_init__(self) -> None:
         if self.horizon < 1:
@@ -93,8 +92,13 @@ class SpeechRung:
             raise ValueError(f"SpeechRung.eta must be >= 2, got {self.eta}")
         if self.min_peers < 1:
             raise ValueError(f"SpeechRung.min_peers must be >= 1, got {self.min_peers}")
-        if self.max_promoted is not None and self.max_promoted < 1:
-            raise ValueError(f"SpeechRung.max_promoted must be >= 1 or None, got {self.max_promoted}")
+
+    def most_promoted(self, planned: int) -> int:
+        """The cap on promotions in a study of ``planned`` trials (``--trials N``): floor(N / eta), what
+        the rule keeps once all N have ended. A promotion once made stands, so without the cap screens
+        that led early and better ones that ended later could all go on. It grows with N: a study resumed
+        with more trials promotes more (10 trials: 3, 20: 6)."""
+        return planned // self.eta
 
 
 # The alignment form's settings a study may fix for all its runs (StudyDef.form_settings).
@@ -246,10 +250,10 @@ def _registry() -> dict[str, StudyDef]:
         ),
         # Speech is judged at a long rung: a good recipe aligns early in a trial, but its decodes only
         # creep towards speech, so the rung sits where a good recipe with the faded loss first spoke, 1,500
-        # steps past the warmup (figures: docs/measurements.md). The best 1 in 3 screens, at most 3 a
-        # study: 3 is the fewest trials at both rungs that the rung agreement can rank (with 2 it is not
+        # steps past the warmup (figures: docs/measurements.md). The best 1 in 3 screens, so 3 of 10 trials:
+        # 3 is the fewest trials at both rungs that the rung agreement can rank (with 2 it is not
         # computable). Each promotion is ~1,200 steps more; 10 screens pay for the third (docs/speech.md).
-        speech_rung=SpeechRung(horizon=1500, eta=3, min_peers=3, max_promoted=3),
+        speech_rung=SpeechRung(horizon=1500, eta=3, min_peers=3),
         # gamma 0.25, not Optuna's 0.1: replayed on a finished quick study's history, it put about twice
         # the share of TPE's proposals in the lr decade where that study's good trials were
         # (figures: docs/measurements.md). 6 random start-up trials (the 2 presets among them), so 4 of

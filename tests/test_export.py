@@ -111,4 +111,6 @@ def test_export_without_a_trial_that_speaks_at_the_long_rung_says_so(tmp_path: P
     assert run_cli(search.main, ["--study", STUDY, "--runs-dir", str(runs), "--export-preset", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no trial speaks at the long rung" in err[0]
+    # What to do is something that can help: a resumed study with twice the trials promotes more.
+    assert "--trials 3 goes on from here, up to 1 promoted" in err[0], err[0]
     assert not out.exists()

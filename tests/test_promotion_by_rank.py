@@ -25,7 +25,7 @@ from studies.rung_facts import RungFacts
 from trainer.checkpoints import checkpoint_name
 from trainer.outcome import Outcome
 
-QUICK = SpeechRung(horizon=2400, eta=3, min_peers=3, max_promoted=3)  # stability-quick's rung
+QUICK = SpeechRung(horizon=1500, eta=3, min_peers=3)  # stability-quick's rung
 
 
 def facts(val: float, verdict: Outcome = Outcome.STABLE) -> RungFacts:
@@ -33,17 +33,23 @@ def facts(val: float, verdict: Outcome = Outcome.STABLE) -> RungFacts:
 
 
 def arrive(
-    vals: Sequence[float | tuple[float, Outcome] | None], rung: SpeechRung, *, count_pruned: bool = True
+    vals: Sequence[float | tuple[float, Outcome] | None],
+    rung: SpeechRung,
+    *,
+    count_pruned: bool = True,
+    resumed_after: int | None = None,
 ) -> dict[int, int]:
     """Trials ending one by one in trial-number order (None: pruned before its screen's end), a worker
-    calling ``due`` after each: for each screen promoted, how many trials had ended when it was."""
+    calling ``due`` after each: for each screen promoted, how many trials had ended when it was.
+    All of ``vals`` asked for at once, or (``resumed_after``) the first that many, then the rest."""
     ended: list[Screen] = []
     when: dict[int, int] = {}
     for number, v in enumerate(vals, start=1):
         if v is not None:
             f = facts(*v) if isinstance(v, tuple) else facts(v)
             ended.append(Screen(number=number - 1, facts=f))
-        for n in due(ended, rung, ended=number if count_pruned else None):
+        planned = resumed_after if resumed_after is not None and number <= resumed_after else len(vals)
+        for n in due(ended, rung, planned=planned, ended=number if count_pruned else None):
             when[n] = number
             ended = [
                 Screen(number=s.number, facts=s.facts, promoted=s.promoted or s.number == n) for s in ended
@@ -56,7 +62,7 @@ def test_the_first_screen_goes_on_after_its_peers_when_it_ranks_on_top() -> None
     when = arrive([1.0, 2.5, 2.4, 2.6, 2.7, 2.8], QUICK)
     assert when[0] == 4  # no decision before min_peers + 1 screens; then the best of 4 goes on
     # The arrival rule (promote at its own end, against the screens so far) never could.
-    assert not promote(facts(1.0), [], QUICK, promoted_so_far=0)
+    assert not promote(facts(1.0), [], QUICK, promoted_so_far=0, planned=10)
 
 
 def test_a_screen_passed_over_goes_on_later_and_a_later_better_one_takes_the_next_slot() -> None:
@@ -80,9 +86,9 @@ def test_only_aligned_screens_go_on_and_the_cap_counts_every_promotion() -> None
         vals[number] = (2.0 + number / 10, Outcome.STABLE)
     assert set(arrive(vals, QUICK)) == {1, 6, 9}
     held = [Screen(number=n, facts=facts(1.0 + n), promoted=n < 3) for n in range(9)]
-    assert due(held, QUICK) == []  # 3 held (e.g. promoted in their own trial, before this rule)
-    assert due(held, SpeechRung(horizon=10, eta=3, min_peers=3)) == []  # the top 3 of 9 hold theirs
-    assert due(held, SpeechRung(horizon=10, eta=2, min_peers=3)) == [3]  # the top 4 of 9: one more
+    assert due(held, QUICK, planned=10) == []  # 3 held (e.g. promoted in their own trial, before this rule)
+    assert due(held, SpeechRung(horizon=10, eta=3, min_peers=3), planned=9) == []  # the top 3 of 9 hold theirs
+    assert due(held, SpeechRung(horizon=10, eta=2, min_peers=3), planned=9) == [3]  # the top 4 of 9: one more
 
 
 def test_trials_pruned_before_their_screen_count_among_the_n_and_rank_last() -> None:
@@ -94,9 +100,25 @@ def test_trials_pruned_before_their_screen_count_among_the_n_and_rank_last() -> 
     assert len(arrive(vals, QUICK, count_pruned=False)) == 2
 
 
+def test_a_study_resumed_with_more_trials_promotes_more_and_the_passed_over_screens_can_go_on() -> None:
+    # A 10-trial study spends its 3 promotions (floor(10/3)); trial 9, the best of all, ended after
+    # the cap was spent and 8 was passed over. "Run more trials": resumed to 20, the cap is 6, and
+    # the old screens compete for the new slots with the new ones, by rank.
+    first = [2.0, 2.9, 2.8, 1.5, 2.7, 1.0, 2.6, 2.65, 2.05, 0.9]
+    assert arrive(first, QUICK) == {3: 4, 5: 6, 0: 9}
+    more = [3.0, 3.1, 1.2, 3.2, 3.3, 3.4, 3.5, 3.6, 3.7, 3.8]
+    when = arrive([*first, *more], QUICK, resumed_after=10)
+    assert {n: w for n, w in when.items() if w <= 10} == {3: 4, 5: 6, 0: 9}  # the first run, as before
+    # Resumed, the three new slots go to trial 9 (the best of all, from the first run) at the first look
+    # (here, as the 11th trial ends), to 12 (a new one, third best) as soon as it ends, and to 8 (passed
+    # over in the first run, sixth) when floor(18 / 3) makes room for it.
+    assert {n: w for n, w in when.items() if w > 10} == {9: 11, 12: 13, 8: 18}
+    assert len(arrive([*first, *more], QUICK)) == 6  # 20 asked for at once: 6 as well
+
+
 # -- the claim, in a real storage ----------------------------------------------------------------------
 SPACE = {"lr": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)}
-RUNG = SpeechRung(horizon=100, eta=2, min_peers=2, max_promoted=2)
+RUNG = SpeechRung(horizon=100, eta=2, min_peers=2)
 
 
 def screens_study(tmp_path: Path, vals: Sequence[float]) -> tuple[str, Path]:
@@ -123,15 +145,15 @@ def worker_study(url: str) -> optuna.Study:
 def test_a_claim_makes_a_running_continuation_with_the_screens_params_outside_the_n(tmp_path: Path) -> None:
     url, states = screens_study(tmp_path, [1.0, 2.0, 3.0, 4.0])  # top floor(4/2): trials 0 and 1
     study = worker_study(url)
-    first = continuation.claim(study, RUNG, lambda n: states / f"trial-{n}")
+    first = continuation.claim(study, RUNG, lambda n: states / f"trial-{n}", 4)
     assert first is not None
     t = study._storage.get_trial(first._trial_id)
     assert t.state == TrialState.RUNNING and t.params == {"lr": 1e-3}
     assert (t.user_attrs[CONTINUES], t.user_attrs[SLOT]) == (0, 0) and PRESET not in t.user_attrs
     assert counts(study).finished == 4 and counts(study).running == 0 and counts(study).continuing == 1
-    second = continuation.claim(study, RUNG, lambda n: states / f"trial-{n}")
+    second = continuation.claim(study, RUNG, lambda n: states / f"trial-{n}", 4)
     assert second is not None and study._storage.get_trial(second._trial_id).user_attrs[CONTINUES] == 1
-    assert continuation.claim(study, RUNG, lambda n: states / f"trial-{n}") is None  # the cap is spent
+    assert continuation.claim(study, RUNG, lambda n: states / f"trial-{n}", 4) is None  # the cap is spent
     for trial, val in ((first, 0.5), (second, 0.7)):
         trial.set_user_attr("rung", 1)
         study.tell(trial, val)
@@ -146,14 +168,14 @@ def test_a_claim_makes_a_running_continuation_with_the_screens_params_outside_th
 def test_a_screen_whose_state_is_elsewhere_is_left_to_its_machine(tmp_path: Path) -> None:
     url, states = screens_study(tmp_path, [1.0, 2.0, 3.0, 4.0])
     study = worker_study(url)
-    elsewhere = continuation.claim(study, RUNG, lambda n: states / f"not-here-{n}")
+    elsewhere = continuation.claim(study, RUNG, lambda n: states / f"not-here-{n}", 4)
     assert elsewhere is None and len(study.get_trials()) == 4
 
 
 def test_a_claim_that_loses_the_race_steps_back(tmp_path: Path) -> None:
     url, states = screens_study(tmp_path, [1.0, 2.0, 3.0, 4.0])
     a, b = worker_study(url), worker_study(url)
-    won = continuation.claim(a, RUNG, lambda n: states / f"trial-{n}")
+    won = continuation.claim(a, RUNG, lambda n: states / f"trial-{n}", 4)
     assert won is not None
     # Worker b read the study before a's claim landed: it claims the same screen for the same slot.
     screen = b.get_trials()[0]
@@ -173,7 +195,7 @@ def test_a_claim_that_loses_the_race_steps_back(tmp_path: Path) -> None:
 def test_workers_claiming_at_once_never_exceed_the_cap_or_claim_a_screen_twice(
     tmp_path: Path, workers: int
 ) -> None:
-    url, states = screens_study(tmp_path, [1.0, 1.1, 1.2, 1.3, 2.0, 2.1, 3.0, 3.1])  # 4 due, cap 2
+    url, states = screens_study(tmp_path, [1.0, 1.1, 1.2, 1.3, 2.0, 2.1, 3.0, 3.1])  # 4 due; 4 asked for: cap 2
     studies = [worker_study(url) for _ in range(workers)]
     go = threading.Barrier(workers)
     claimed: list[int] = []
@@ -181,7 +203,7 @@ def test_workers_claiming_at_once_never_exceed_the_cap_or_claim_a_screen_twice(
     def work(study: optuna.Study) -> None:
         go.wait()
         for _ in range(3):
-            trial = continuation.claim(study, RUNG, lambda n: states / f"trial-{n}")
+            trial = continuation.claim(study, RUNG, lambda n: states / f"trial-{n}", 4)
             if trial is not None:
                 claimed.append(trial._trial_id)
 

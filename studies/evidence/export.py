@@ -33,10 +33,15 @@ def export_best(study: optuna.Study, study_def: StudyDef, path: Path) -> Path:
             "decode without diverging); run more trials before exporting"
         )
     if study_def.speech_rung is not None and not (best.speaks and best.rung == 1):
-        agreement = rung_agreement(load_records(study))
+        records = load_records(study)
+        agreement = rung_agreement(records)
+        # Twice the study's trials (its continuations folded in), and at least one more promotion's worth.
+        rung = study_def.speech_rung
+        more = max(2 * len(records), rung.eta * (agreement.promoted + 1))
         raise UserError(
             f"study {study.study_name!r}: no trial speaks at the long rung ({agreement.promoted} promoted, "
-            f"{agreement.reached} finished it); nothing exported: run more trials"
+            f"{agreement.reached} finished it); nothing exported: run more trials (--trials {more} goes on "
+            f"from here, up to {rung.most_promoted(more)} promoted)"
         )
     if path.exists() and path.is_dir():
         raise UserError(f"--export-preset {path}: is a folder; give a file path like best.json")

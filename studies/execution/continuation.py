@@ -85,17 +85,20 @@ def screens(trials: Sequence[FrozenTrial]) -> list[Screen]:
     return out
 
 
-def claim(study: optuna.Study, rung: SpeechRung, state_dir: Callable[[int], Path]) -> optuna.Trial | None:
+def claim(
+    study: optuna.Study, rung: SpeechRung, state_dir: Callable[[int], Path], planned: int
+) -> optuna.Trial | None:
     """The continuation trial of the best screen due now whose state is in ``state_dir(number)``
     (a checkpoint at its screen's step), created RUNNING for this process; None when none is due here,
-    or another worker's claim came first."""
+    or another worker's claim came first. ``planned``: the trials asked for (``--trials N``), which
+    set the cap on promotions."""
     trials = study.get_trials(deepcopy=False)
     by_number = {t.number: t for t in trials}
     failed = [t for t in trials if is_continuation(t) and t.state == TrialState.FAIL]
     facts = {s.number: s.facts for s in screens(trials)}
     # n: every trial of the N that has ended; one pruned or diverged before its screen's end ranks last
     ended = sum(t.state in FINISHED and not is_continuation(t) for t in trials)
-    for number in due(screens(trials), rung, ended=ended):
+    for number in due(screens(trials), rung, planned=planned, ended=ended):
         tries = [
             t
             for t in failed

@@ -150,9 +150,9 @@ def make_objective(
         write_record(trial, record)
         return record
 
-    def claim(s: optuna.Study) -> optuna.Trial | None:
+    def claim(s: optuna.Study, planned: int) -> optuna.Trial | None:
         assert rung is not None
-        return continuation.claim(s, rung, lambda n: state_dir(n) / "checkpoints")
+        return continuation.claim(s, rung, lambda n: state_dir(n) / "checkpoints", planned)
 
     if rung is not None:
         objective.claim = claim  # type: ignore[attr-defined]

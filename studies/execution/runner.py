@@ -183,7 +183,7 @@ def run_worker(
     with _interrupt_once():
         while True:
             requeue_interrupted(study)
-            claimed = claim(study) if claim is not None else None
+            claimed = claim(study, n_trials) if claim is not None else None
             c = counts(study)
             if claimed is None and c.finished >= n_trials:
                 return
