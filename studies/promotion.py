@@ -77,9 +77,7 @@ def promote(
     return better < keep
 
 
-def due(
-    screens: Sequence[Screen], rung: SpeechRung, *, planned: int, ended: int | None = None
-) -> list[int]:
+def due(screens: Sequence[Screen], rung: SpeechRung, *, planned: int, ended: int | None = None) -> list[int]:
     """The trial numbers of the screens to promote now, best first: each unpromoted screen that
     ``promote`` lets go on against all the others, as long as the cap has room. ``planned``: the
     trials asked for (``--trials N``); ``ended``: the study's trials that have ended, screens or not

@@ -83,7 +83,9 @@ def trials_of(runs: Path, study: str) -> list[FrozenTrial]:
     """The study's trials as a poller sees them: it never creates the schema, so it cannot race the search
     creating it (a poller that did made the search fail once: "table study_directions already exists")."""
     try:
-        storage = optuna.storages.RDBStorage(f"sqlite:///{runs / study / 'study.db'}", skip_table_creation=True)
+        storage = optuna.storages.RDBStorage(
+            f"sqlite:///{runs / study / 'study.db'}", skip_table_creation=True
+        )
         try:
             return optuna.load_study(study_name=study, storage=storage).get_trials()
         finally:

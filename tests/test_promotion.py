@@ -44,7 +44,8 @@ def screen(val: float, verdict: str = Outcome.STABLE, speaks: bool = False) -> R
 def test_the_top_third_of_aligned_screens_go_on_once_there_are_peers() -> None:
     peers = [screen(2.0), screen(2.5), screen(3.0)]
     assert not promote(screen(1.0), peers[:2], RUNG, promoted_so_far=0, planned=10)  # too few peers yet
-    assert promote(screen(1.0), peers, RUNG, promoted_so_far=0, planned=10)  # best of 4: floor(4/3) = 1 goes on
+    # best of 4: floor(4/3) = 1 goes on
+    assert promote(screen(1.0), peers, RUNG, promoted_so_far=0, planned=10)
     assert not promote(screen(2.2), peers, RUNG, promoted_so_far=0, planned=10)  # second of 4
     assert not promote(screen(0.5, verdict=Outcome.UNALIGNED), peers, RUNG, promoted_so_far=0, planned=10)
     # A decode that does not stop yet may stop at the long rung; a feasible screen still ranks above it.
@@ -66,12 +67,15 @@ def test_the_top_third_of_aligned_screens_go_on_once_there_are_peers() -> None:
     ]
     assert promote(screen(1.7, verdict=Outcome.NO_STOP), unaligned, RUNG, promoted_so_far=0, planned=10)
     more = [*peers, screen(2.6), screen(2.7)]
-    assert promote(screen(2.2), more, RUNG, promoted_so_far=0, planned=10)  # second of 6: floor(6/3) = 2 go on
+    # second of 6: floor(6/3) = 2 go on
+    assert promote(screen(2.2), more, RUNG, promoted_so_far=0, planned=10)
     # The cap: at most 1/eta of the trials asked for, however many rank on top now.
     assert not promote(screen(1.0), peers, RUNG, promoted_so_far=1, planned=5)
     assert promote(screen(1.0), peers, RUNG, promoted_so_far=1, planned=6)
     # A screen that already speaks ranks above one with a lower val mel that does not.
-    assert promote(screen(2.9, speaks=True), [screen(1.0), screen(1.1), screen(1.2)], RUNG, promoted_so_far=0, planned=10)
+    assert promote(
+        screen(2.9, speaks=True), [screen(1.0), screen(1.1), screen(1.2)], RUNG, promoted_so_far=0, planned=10
+    )
 
 
 def test_a_run_not_promoted_ends_finished_at_its_rung(train_data: TrainData) -> None:  # noqa: F811
@@ -273,7 +277,8 @@ def test_a_small_study_promotes_by_rank_and_resumes_each_screen(
     records = load_records(optuna.load_study(study_name=study_def.name, storage=url))
     screened = [r for r in records if r.screen is not None]
     promoted = [r for r in screened if r.promoted]
-    assert len(records) == len(screened) == 6 and len(promoted) == 3, [(r.number, r.promoted) for r in records]
+    assert len(records) == len(screened) == 6, [r.number for r in records]
+    assert len(promoted) == 3, [(r.number, r.promoted) for r in records]
     top = sorted(screened, key=lambda r: (screen_rank(r.screen), r.number))[:3]
     assert {r.number for r in promoted} == {r.number for r in top}
     third = next(r for r in promoted if r.number not in (0, 1))

@@ -87,8 +87,12 @@ def test_only_aligned_screens_go_on_and_the_cap_counts_every_promotion() -> None
     assert set(arrive(vals, QUICK)) == {1, 6, 9}
     held = [Screen(number=n, facts=facts(1.0 + n), promoted=n < 3) for n in range(9)]
     assert due(held, QUICK, planned=10) == []  # 3 held (e.g. promoted in their own trial, before this rule)
-    assert due(held, SpeechRung(horizon=10, eta=3, min_peers=3), planned=9) == []  # the top 3 of 9 hold theirs
-    assert due(held, SpeechRung(horizon=10, eta=2, min_peers=3), planned=9) == [3]  # the top 4 of 9: one more
+    by_thirds, by_halves = (
+        SpeechRung(horizon=10, eta=3, min_peers=3),
+        SpeechRung(horizon=10, eta=2, min_peers=3),
+    )
+    assert due(held, by_thirds, planned=9) == []  # the top 3 of 9 hold theirs
+    assert due(held, by_halves, planned=9) == [3]  # the top 4 of 9: one more
 
 
 def test_trials_pruned_before_their_screen_count_among_the_n_and_rank_last() -> None:
@@ -195,7 +199,8 @@ def test_a_claim_that_loses_the_race_steps_back(tmp_path: Path) -> None:
 def test_workers_claiming_at_once_never_exceed_the_cap_or_claim_a_screen_twice(
     tmp_path: Path, workers: int
 ) -> None:
-    url, states = screens_study(tmp_path, [1.0, 1.1, 1.2, 1.3, 2.0, 2.1, 3.0, 3.1])  # 4 due; 4 asked for: cap 2
+    # 4 due; a study of 4 trials asked for: a cap of 2
+    url, states = screens_study(tmp_path, [1.0, 1.1, 1.2, 1.3, 2.0, 2.1, 3.0, 3.1])
     studies = [worker_study(url) for _ in range(workers)]
     go = threading.Barrier(workers)
     claimed: list[int] = []
