@@ -20,7 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import pytest
+from optuna.trial import FrozenTrial
 
 REQUIRE_ENV = "TTS_REQUIRE_POSTGRES"
 DB_NAME = "tts_search"
@@ -159,3 +161,17 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def poll_trials(url: str, study: str) -> list[FrozenTrial]:
+    """A study's trials as a test polls them while a search runs: it never creates the schema, so it cannot
+    race the search creating it (a poller that did once held a new SQLite file while the search switched it
+    to WAL, and once made the search fail "table study_directions already exists"). [] until it exists."""
+    try:
+        storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
+        try:
+            return optuna.load_study(study_name=study, storage=storage).get_trials()
+        finally:
+            storage.engine.dispose()
+    except Exception:  # not created yet, or a table mid-creation
+        return []

@@ -23,7 +23,7 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from studies.execution.runner import DIED, FAILED_BY_ATTR, INTERRUPT, PID_ATTR, RETRY_ATTR
-from tests.pg_harness import wait_for
+from tests.pg_harness import poll_trials, wait_for
 from tests.test_command_study import SPACE, TRAINER, alive, trace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,18 +80,7 @@ def marked(mark: str) -> list[tuple[int, str]]:
 
 
 def trials_of(runs: Path, study: str) -> list[FrozenTrial]:
-    """The study's trials as a poller sees them: it never creates the schema, so it cannot race the search
-    creating it (a poller that did made the search fail once: "table study_directions already exists")."""
-    try:
-        storage = optuna.storages.RDBStorage(
-            f"sqlite:///{runs / study / 'study.db'}", skip_table_creation=True
-        )
-        try:
-            return optuna.load_study(study_name=study, storage=storage).get_trials()
-        finally:
-            storage.engine.dispose()
-    except Exception:  # not created yet, or a table mid-creation
-        return []
+    return poll_trials(f"sqlite:///{runs / study / 'study.db'}", study)
 
 
 def in_progress(runs: Path, study: str) -> FrozenTrial | None:

@@ -21,10 +21,10 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from studies.execution.runner import FAILED_BY_ATTR, PID_ATTR, RETRY_ATTR
-from studies.execution.storage import HEARTBEAT_ENV, resolve_storage
+from studies.execution.storage import HEARTBEAT_ENV, StorageError, resolve_storage
 from studies.record_keys import PRESET as PRESET_ATTR
 from tests.corpus_fixture import cache_env, corpus_paths  # noqa: F401  (session fixtures)
-from tests.pg_harness import PgServer, postgres, wait_for  # noqa: F401
+from tests.pg_harness import PgServer, poll_trials, postgres, wait_for  # noqa: F401
 
 STUDY = "stability-smoke"
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,18 +60,11 @@ def load(url: str) -> optuna.Study:
 
 
 def trials_of(url: str) -> list[FrozenTrial]:
-    """The study's trials as a poller sees them: it never creates the schema, so it cannot race the search
-    creating it (a poller that did once held a new SQLite file while the search switched it to WAL)."""
     try:
-        storage = optuna.storages.RDBStorage(
-            resolve_storage(url, STUDY, Path("runs")), skip_table_creation=True
-        )
-        try:
-            return optuna.load_study(study_name=STUDY, storage=storage).get_trials()
-        finally:
-            storage.engine.dispose()
-    except Exception:  # not created yet, or a table mid-creation
+        resolved = resolve_storage(url, STUDY, Path("runs"))
+    except StorageError:  # its SQLite folder is not there yet
         return []
+    return poll_trials(resolved, STUDY)
 
 
 def running_with_progress(url: str, exclude_pids: set[int] = frozenset()) -> FrozenTrial | None:

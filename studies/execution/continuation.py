@@ -95,10 +95,11 @@ def claim(
     trials = study.get_trials(deepcopy=False)
     by_number = {t.number: t for t in trials}
     failed = [t for t in trials if is_continuation(t) and t.state == TrialState.FAIL]
-    facts = {s.number: s.facts for s in screens(trials)}
+    found = screens(trials)
+    facts = {s.number: s.facts for s in found}
     # n: every trial of the N that has ended; one pruned or diverged before its screen's end ranks last
     ended = sum(t.state in FINISHED and not is_continuation(t) for t in trials)
-    for number in due(screens(trials), rung, planned=planned, ended=ended):
+    for number in due(found, rung, planned=planned, ended=ended):
         tries = [
             t
             for t in failed
