@@ -7,11 +7,13 @@ in what they are meant to: the seed and the number of steps.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from studies.registry import StudyDef
 from trainer.config import GuardConfig, TrainConfig, apply_overrides
 from trainer.presets import preset
+from trainer.schedules import lr_at, lr_factor
 
 BASE_LEVEL = "basic"  # knobs the space does not search (stop weight, alignment form...) come from here
 
@@ -79,3 +81,28 @@ def recipe_config(
     """The TrainConfig of a recipe given as the study's Optuna params (a preset's or a trial's), run
     again for ``steps`` steps: validation seeds and a transfer check's long runs."""
     return trial_config(study, study.space.to_overrides(params), seed=seed, where=where, steps=steps)
+
+
+def rung_lr(study: StudyDef, cfg: TrainConfig, params: Mapping[str, Any]) -> Callable[[int], float] | None:
+    """The lr of a run planned to the study's speech rung (``cfg``, the trial's config; ``params``, its
+    Optuna params): the study's schedule through the screen, then, past the screen's end, the lr the
+    exported preset's full training has at that step (its warmup on the seed's scale, as the export
+    maps it). Under ``noam`` a study's short warmup also sets a fast decay: a rung that kept it trained
+    at a fifth of the full training's lr, and judged silent a recipe that speaks in its full training
+    (figures: docs/measurements.md). None for a study without a speech rung: the config's schedule."""
+    if study.speech_rung is None:
+        return None
+    space = study.space
+    warmup_param = space.warmup_param
+    assert warmup_param is not None  # a project study's space has a warmup
+    screen_end = trial_steps(study, cfg.warmup_steps)
+    full_warmup = int(space.export_overrides(dict(params))[warmup_param])
+
+    def lr(step: int) -> float:
+        if step <= screen_end:
+            return lr_at(step, cfg)
+        return cfg.lr * lr_factor(
+            step, warmup=full_warmup, scheduler=cfg.scheduler, total_steps=cfg.max_steps
+        )
+
+    return lr

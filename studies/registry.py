@@ -249,11 +249,12 @@ def _registry() -> dict[str, StudyDef]:
             ("forward_sum_final_share", 0.17),
         ),
         # Speech is judged at a long rung: a good recipe aligns early in a trial, but its decodes only
-        # creep towards speech, so the rung sits where a good recipe with the faded loss first spoke, 1,500
-        # steps past the warmup (figures: docs/measurements.md). The best 1 in 3 screens, so 3 of 10 trials:
-        # 3 is the fewest trials at both rungs that the rung agreement can rank (with 2 it is not
-        # computable). Each promotion is ~1,200 steps more; 10 screens pay for the third (docs/speech.md).
-        speech_rung=SpeechRung(horizon=1500, eta=3, min_peers=3),
+        # creep towards speech, so the rung sits where the best recipes of 10 trials first spoke in their
+        # full training, 2,000 steps past the warmup, at the full training's lr (binding.rung_lr;
+        # figures: docs/measurements.md). The best 1 in 3 screens, so 3 of 10 trials: 3 is the fewest
+        # trials at both rungs that the rung agreement can rank (with 2 it is not computable). Each
+        # promotion is ~1,700 steps more; 10 screens pay for the third (docs/speech.md).
+        speech_rung=SpeechRung(horizon=2000, eta=3, min_peers=3),
         # gamma 0.25, not Optuna's 0.1: replayed on a finished quick study's history, it put about twice
         # the share of TPE's proposals in the lr decade where that study's good trials were
         # (figures: docs/measurements.md). 6 random start-up trials (the 2 presets among them), so 4 of

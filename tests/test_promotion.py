@@ -32,7 +32,8 @@ from trainer.judge import Outcome, judge
 from trainer.loop import RunPlan, train
 from trainer.presets import preset
 from trainer.results import StepMetrics
-from trainer.telemetry import read_run
+from trainer.schedules import lr_factor
+from trainer.telemetry import read_run, step_series
 
 RUNG = SpeechRung(horizon=1000, eta=3, min_peers=3)
 
@@ -259,6 +260,15 @@ def test_a_small_study_promotes_by_rank_and_resumes_each_screen(
         assert r.resumed_from == r.screen.step
         assert read_run(telemetry, trial_run(study_def.name, r.number))["resumes"] == 1
         assert not (runs / study_def.name / "trials" / f"trial-{r.number}" / "checkpoints").exists()
+        # Through its screen the study's warmup; past it, step for step, the lr its exported preset's
+        # full training has there (the warmup on the seed's scale).
+        lrs = dict(step_series(telemetry, trial_run(study_def.name, r.number), "lr"))
+        warmup, peak = int(r.params["warmup_steps"]), float(r.params["lr"])
+        full = round(warmup / study_def.space.warmup_scale)
+        assert max(lrs) == r.steps_run and full > r.steps_run
+        for step, lr in lrs.items():
+            expected = lr_factor(step, warmup=warmup if step <= r.screen.step else full, scheduler="noam")
+            assert lr == pytest.approx(peak * expected), (r.number, step)
     for r in screened:
         if not r.promoted:
             assert r.rung == 0 and r.steps_run == r.screen.step

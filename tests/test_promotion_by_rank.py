@@ -25,7 +25,7 @@ from studies.rung_facts import RungFacts
 from trainer.checkpoints import checkpoint_name
 from trainer.outcome import Outcome
 
-QUICK = SpeechRung(horizon=1500, eta=3, min_peers=3)  # stability-quick's rung
+QUICK = SpeechRung(horizon=2000, eta=3, min_peers=3)  # stability-quick's rung
 
 
 def facts(val: float, verdict: Outcome = Outcome.STABLE) -> RungFacts:

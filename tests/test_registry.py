@@ -11,7 +11,14 @@ from test_space import BASIC, ENHANCED
 
 from common.errors import UserError
 from space.stability import distributions, preset_params, suggest
-from studies.binding import base_config, recipe_config, train_overrides, trial_config, trial_steps
+from studies.binding import (
+    base_config,
+    recipe_config,
+    rung_lr,
+    train_overrides,
+    trial_config,
+    trial_steps,
+)
 from studies.evidence.ranks import MIN_PAIRS
 from studies.presets_seed import enqueue_presets, seeded_presets
 from studies.pruner import PrunerSettings, StabilityPruner
@@ -26,6 +33,8 @@ from studies.registry import (
     study_names,
     tpe_gamma,
 )
+from trainer.config import apply_overrides
+from trainer.schedules import lr_at
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 PRESETS = {"basic": BASIC, "enhanced": ENHANCED}
@@ -54,7 +63,7 @@ def test_quick_study_and_its_rung_stay_within_their_step_budget() -> None:
     # make run's steps: every screen (unpruned, mean warmup) plus the capped rung's promotions, each
     # going on from its screen to the rung. Two 1-thread workers trained 6.9 steps/s in all on a quiet day
     # (bench/bench_model_speed.py --corpus --threads 1, twice at once) and 4.7 on a slow one (2026-12-03):
-    # 9,800 steps unpruned is 24 min on the first and 35 on the second, over the 20-minute target either
+    # 8,600 steps unpruned is 21 min on the first and 31 on the second, over the 15-minute target either
     # way (README, The speech rung). This keeps the study from growing past that without anyone deciding.
     quick = get_study("stability-quick")
     rung = quick.speech_rung
@@ -77,6 +86,33 @@ def test_presets_land_inside_every_study_space(name: str) -> None:
     for values in PRESETS.values():
         for param, value in preset_params(values, study.space).items():
             assert dists[param]._contains(dists[param].to_internal_repr(value)), (name, param)
+
+
+def test_past_its_screen_a_run_to_the_speech_rung_trains_at_the_full_training_s_lr() -> None:
+    """The rung judges speech at the lr the exported preset will have at those steps: through the screen
+    the study's schedule (its short warmup), past it the schedule of the full training (the warmup on the
+    seed's scale, as the export maps it), to the rung's end."""
+    quick = get_study("stability-quick")
+    rung = quick.speech_rung
+    assert rung is not None
+    params = preset_params(BASIC, quick.space)  # warmup 90 in the study, 3,000 in a full training
+    warmup = params["warmup_steps"]
+    end = warmup + rung.horizon
+    cfg = recipe_config(quick, params, seed=0, steps=end, where="test")
+    lr = rung_lr(quick, cfg, params)
+    assert lr is not None
+    screen_end = trial_steps(quick, warmup)
+    full = apply_overrides(cfg, quick.space.export_overrides(dict(params)), where="export")
+    assert full.warmup_steps == BASIC["warmup_steps"] and full.lr == cfg.lr
+    for step in (1, warmup, screen_end):
+        assert lr(step) == lr_at(step, cfg)
+    for step in (screen_end + 1, 1000, end):
+        assert lr(step) == pytest.approx(lr_at(step, full))
+    # what the rung gains: at its end the study's schedule had decayed to under a third of the full
+    # training's lr (0.21 of the peak against 0.70 for basic)
+    assert lr_at(end, cfg) < lr(end) / 3
+    # a study without a speech rung trains its config's schedule
+    assert rung_lr(dataclasses.replace(quick, speech_rung=None), cfg, params) is None
 
 
 def test_trial_steps() -> None:

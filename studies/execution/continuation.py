@@ -59,11 +59,12 @@ def screen_state(trial_dir: Path, step: int) -> Path:
     return trial_dir / "checkpoints" / checkpoint_name(step)
 
 
-def resume_plan(decode_sentences: int, out_dir: Path) -> RunPlan:
+def resume_plan(decode_sentences: int, out_dir: Path, lr: Callable[[int], float] | None) -> RunPlan:
     """How a screen's long rung goes on from the state in ``out_dir`` (its screen's checkpoint): the same
-    model, optimizer, data position and RNG, to the config's end, decoded at its last eval. The
-    continuation trial runs it, and so does the transfer check (``studies.execution.long_runs``)."""
-    return RunPlan(decode_sentences=decode_sentences, out_dir=out_dir, resume=True)
+    model, optimizer, data position and RNG, to the config's end at the rung's lr (``binding.rung_lr``),
+    decoded at its last eval. The continuation trial runs it, and so does the transfer check
+    (``studies.execution.long_runs``)."""
+    return RunPlan(decode_sentences=decode_sentences, out_dir=out_dir, resume=True, lr_schedule=lr)
 
 
 def resumed_at(result: TrainResult) -> int:

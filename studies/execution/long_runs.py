@@ -20,7 +20,7 @@ import optuna
 from rich.console import Console
 
 from common.errors import UserError
-from studies.binding import recipe_config, trial_config
+from studies.binding import recipe_config, rung_lr, trial_config
 from studies.evidence import lr_probe, transfer, transfer_plan, validate
 from studies.evidence.diagnoses import measured_edge
 from studies.execution import continuation
@@ -147,13 +147,14 @@ def long_run(setup: RunSetup, job: LongRun) -> transfer.LongOutcome:
     t0 = time.perf_counter()
     cfg = recipe_config(setup.study, dict(job.params), seed=setup.seed, steps=job.steps, where=job.run_id)
     decode = setup.study.scoring.decode_sentences
+    lr = rung_lr(setup.study, cfg, job.params) if job.to_rung else None  # as the study's rung trains
     if job.screen_state is None:
-        plan = RunPlan(decode_sentences=decode) if job.to_rung else TRIAL
+        plan = RunPlan(decode_sentences=decode, lr_schedule=lr) if job.to_rung else TRIAL
         run = run_config(setup, cfg, job.run_id, plan=plan)
         return transfer.LongOutcome.of(run.verdict, time.perf_counter() - t0)
     setup.paths.dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=setup.paths.dir, prefix=".transfer-") as tmp:
-        plan = continuation.resume_plan(decode, Path(tmp))  # the continuation trial's resume, to the rung
+        plan = continuation.resume_plan(decode, Path(tmp), lr)  # the continuation trial's resume, to the rung
         assert plan.ckpt_dir is not None
         copy_checkpoint(job.screen_state, plan.ckpt_dir)
         run = run_config(setup, cfg, job.run_id, plan=plan)

@@ -25,7 +25,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from studies.binding import trial_config, trial_steps
+from studies.binding import rung_lr, trial_config, trial_steps
 from studies.evidence.diagnoses import measured_edge
 from studies.execution import continuation
 from studies.execution.cores import CoreShare, Takeover
@@ -109,12 +109,15 @@ def make_objective(
             return False  # the screen ends here, its state saved; a promotion resumes it (studies.promotion)
 
         decode = study.scoring.decode_sentences
+        lr = rung_lr(study, cfg, trial.params)  # past the screen, the full training's lr
         if rung is None:
             plan = RunPlan(decode_sentences=decode)
         elif continues is None:
-            plan = RunPlan(decode_sentences=decode, rungs=(screen_end,), out_dir=state_dir(number))
+            plan = RunPlan(
+                decode_sentences=decode, rungs=(screen_end,), out_dir=state_dir(number), lr_schedule=lr
+            )
         else:
-            plan = continuation.resume_plan(decode, state_dir(number))
+            plan = continuation.resume_plan(decode, state_dir(number), lr)
         step_cb = (lambda m: on_step(number, cfg.max_steps, m)) if on_step is not None else None
         try:
             run = run_config(
