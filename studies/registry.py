@@ -249,8 +249,8 @@ def _registry() -> dict[str, StudyDef]:
             ("forward_sum_final_share", 0.17),
         ),
         # Speech is judged at a long rung: a good recipe aligns early in a trial, but its decodes only
-        # creep towards speech, so the rung sits where the best recipes of 10 trials first spoke in their
-        # full training, 2,000 steps past the warmup, at the full training's lr (binding.rung_lr;
+        # creep towards speech, so the rung sits where two exported recipes first spoke in their full
+        # training, 2,000 steps past the warmup, at the full training's lr (binding.rung_lr;
         # figures: docs/measurements.md). The best 1 in 3 screens, so 3 of 10 trials: 3 is the fewest
         # trials at both rungs that the rung agreement can rank (with 2 it is not computable). Each
         # promotion is ~1,700 steps more; 10 screens pay for the third (docs/speech.md).
