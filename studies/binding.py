@@ -99,6 +99,7 @@ def rung_lr(study: StudyDef, cfg: TrainConfig, params: Mapping[str, Any]) -> Cal
     full_warmup = int(space.export_overrides(dict(params))[warmup_param])
 
     def lr(step: int) -> float:
+        # (cosine would need the full training's length, which a rung cannot know: the run's end stands in)
         if step <= screen_end:
             return lr_at(step, cfg)
         return cfg.lr * lr_factor(
