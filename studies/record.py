@@ -25,6 +25,7 @@ from studies.record_keys import (
     DECODE_DTW,
     DECODE_LENGTH_RATIO,
     DECODE_RATIO,
+    DECODE_SENTENCE_RATIOS,
     DECODE_STOP_RATE,
     DECODE_WALK,
     DIAGNOSIS,
@@ -92,6 +93,9 @@ class DecodeFacts:
     ratio: float | None = None  # None: not measured (no anchors, or a study from before the measure)
     walk: float | None = None
     speaks: bool | None = None
+    # Each decoded sentence's ratio, in decode order (None: that sentence has no anchors); `ratio` is
+    # their median. Empty in a study from before it was recorded.
+    sentence_ratios: tuple[float | None, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -256,6 +260,7 @@ class TrialRecord:
                     DECODE_RATIO: self.decode.ratio,
                     DECODE_WALK: self.decode.walk,
                     SPEAKS: self.decode.speaks,
+                    DECODE_SENTENCE_RATIOS: list(self.decode.sentence_ratios) or None,
                 }
             )
         return {k: v for k, v in attrs.items() if v is not None}
@@ -280,6 +285,7 @@ class TrialRecord:
                 ratio=_float(a.get(DECODE_RATIO)),
                 walk=_float(a.get(DECODE_WALK)),
                 speaks=a[SPEAKS] if isinstance(a.get(SPEAKS), bool) else None,
+                sentence_ratios=tuple(_float(x) for x in a.get(DECODE_SENTENCE_RATIOS) or ()),
             )
         return cls(
             number=t.number,

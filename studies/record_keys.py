@@ -37,6 +37,7 @@ DECODE_LENGTH_RATIO = "decode_length_ratio"
 DECODE_DTW = "decode_dtw"
 DECODE_RATIO = "decode_ratio"  # median decode ratio: 0 = the words rendered at another rate, 1 = a constant
 DECODE_WALK = "decode_walk"  # median share of text positions the decode's attention visits in order
+DECODE_SENTENCE_RATIOS = "decode_sentence_ratios"  # each decoded sentence's ratio, in decode order
 SPEAKS = "speaks"
 HOST, PID = "host", "pid"  # where the trial runs: how a dead local worker's trial is found
 FAILED_BY = "failed_by"  # why a trial ended FAIL: interrupt / worker died / surplus / duplicate / exc name

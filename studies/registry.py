@@ -79,11 +79,17 @@ class SpeechRung:
     """The long rung of successive halving (``studies.promotion``): the best aligned screens go on to
     ``horizon`` steps past their warmup, where speech can show; the screens among the top 1/``eta`` of
     the study's trials that have ended, once ``min_peers`` + 1 have (by rank among all, not by arrival),
-    and at most 1/``eta`` of the trials asked for (``most_promoted``)."""
+    and at most 1/``eta`` of the trials asked for (``most_promoted``).
+
+    decode_sentences: validation sentences decoded at the rung's end, where the export's "speaks" is
+    judged; more than a screen's (``ScoringSpec.decode_sentences``), since the verdict is a median over
+    them and with 3 one sentence that stops or runs on flips it between evals 50 steps apart.
+    """
 
     horizon: int
     eta: int = 3
     min_peers: int = 3
+    decode_sentences: int = 9
 
     def __post_init__(self) -> None:
         if self.horizon < 1:
@@ -92,6 +98,8 @@ class SpeechRung:
             raise ValueError(f"SpeechRung.eta must be >= 2, got {self.eta}")
         if self.min_peers < 1:
             raise ValueError(f"SpeechRung.min_peers must be >= 1, got {self.min_peers}")
+        if self.decode_sentences < 1:
+            raise ValueError(f"SpeechRung.decode_sentences must be >= 1, got {self.decode_sentences}")
 
     def most_promoted(self, planned: int) -> int:
         """The cap on promotions in a study of ``planned`` trials (``--trials N``): floor(N / eta), what
@@ -253,8 +261,10 @@ def _registry() -> dict[str, StudyDef]:
         # training, 2,000 steps past the warmup, at the full training's lr (binding.rung_lr;
         # figures: docs/measurements.md). The best 1 in 3 screens, so 3 of 10 trials: 3 is the fewest
         # trials at both rungs that the rung agreement can rank (with 2 it is not computable). Each
-        # promotion is ~1,700 steps more; 10 screens pay for the third (docs/speech.md).
-        speech_rung=SpeechRung(horizon=2000, eta=3, min_peers=3),
+        # promotion is ~1,700 steps more; 10 screens pay for the third (docs/speech.md). Its verdict is
+        # the median over 9 decoded sentences, not a screen's 3: with 3, a recipe's full training spoke at
+        # step 2,000 and not at 2,050; 9 decodes take seconds of the rung's minutes.
+        speech_rung=SpeechRung(horizon=2000, eta=3, min_peers=3, decode_sentences=9),
         # gamma 0.25, not Optuna's 0.1: replayed on a finished quick study's history, it put about twice
         # the share of TPE's proposals in the lr decade where that study's good trials were
         # (figures: docs/measurements.md). 6 random start-up trials (the 2 presets among them), so 4 of

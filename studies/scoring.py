@@ -112,6 +112,7 @@ def decode_facts(decode: DecodeMetrics) -> DecodeFacts:
         ratio=_rounded(decode.ratio),
         walk=_rounded(decode.walk),
         speaks=decode.speaks,
+        sentence_ratios=tuple(_rounded(s.ratio) for s in decode.per_sentence),
     )
 
 

@@ -216,7 +216,7 @@ def test_a_small_study_promotes_by_rank_and_resumes_each_screen(
         name="rung-check",
         presets=("basic",),
         pruner=dataclasses.replace(smoke.pruner, keep_fraction=1.0),  # every trial ends its screen
-        speech_rung=SpeechRung(horizon=30, eta=2, min_peers=2),
+        speech_rung=SpeechRung(horizon=30, eta=2, min_peers=2, decode_sentences=3),
         scoring=ScoringSpec(decode_sentences=1, guard_overrides=(*loose, ("decode_length_ratio", 1e6))),
     )
     paths = short_corpus(tmp_path)
@@ -260,6 +260,8 @@ def test_a_small_study_promotes_by_rank_and_resumes_each_screen(
         assert r.resumed_from == r.screen.step
         assert read_run(telemetry, trial_run(study_def.name, r.number))["resumes"] == 1
         assert not (runs / study_def.name / "trials" / f"trial-{r.number}" / "checkpoints").exists()
+        # Judged at the rung's end on the rung's own count of decoded sentences, not a screen's.
+        assert r.decode is not None and len(r.decode.sentence_ratios) == 3, r.decode
         # Through its screen the study's warmup; past it, step for step, the lr its exported preset's
         # full training has there (the warmup on the seed's scale).
         lrs = dict(step_series(telemetry, trial_run(study_def.name, r.number), "lr"))
@@ -272,6 +274,7 @@ def test_a_small_study_promotes_by_rank_and_resumes_each_screen(
     for r in screened:
         if not r.promoted:
             assert r.rung == 0 and r.steps_run == r.screen.step
+            assert r.decode is not None and len(r.decode.sentence_ratios) == 1, r.decode
             # its state stays for a later promotion (a study resumed with more trials)
             ckpt = runs / study_def.name / "trials" / f"trial-{r.number}" / "checkpoints"
             assert (ckpt / checkpoint_name(r.screen.step)).exists()

@@ -26,6 +26,7 @@ from studies.record_keys import PRESET as PRESET_ATTR
 from studies.registry import (
     SamplerSpec,
     ScoringSpec,
+    SpeechRung,
     StudyDef,
     get_study,
     make_pruner,
@@ -142,6 +143,8 @@ def test_study_def_checks_its_fields() -> None:
         PrunerSettings(keep_fraction=0.0)
     with pytest.raises(ValueError, match="twice"):
         ScoringSpec(guard_overrides=(("mel_ceiling", 5.0), ("mel_ceiling", 6.0)))
+    with pytest.raises(ValueError, match="decode_sentences"):
+        SpeechRung(horizon=100, decode_sentences=0)  # a rung that decodes nothing cannot say "speaks"
     assert isinstance(quick, StudyDef)
 
 

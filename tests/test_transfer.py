@@ -47,7 +47,7 @@ from tests.corpus_fixture import cache_env, corpus_paths, subset, train_data  # 
 from trainer.checkpoints import checkpoint_name
 from trainer.data import TrainData
 from trainer.judge import Outcome
-from trainer.telemetry import read_run, step_series
+from trainer.telemetry import eval_series, read_run, step_series
 
 FEASIBLE = {C_DIVERGED: -1.0, C_UNALIGNED: -0.1, C_NO_STOP: -0.2}
 
@@ -341,7 +341,7 @@ def test_a_check_on_a_rung_study_reuses_a_long_rung_resumes_a_screen_and_runs_th
         smoke,
         name="transfer-rung",
         presets=("basic",),
-        speech_rung=SpeechRung(horizon=30, eta=2, min_peers=2),
+        speech_rung=SpeechRung(horizon=30, eta=2, min_peers=2, decode_sentences=2),
         scoring=ScoringSpec(decode_sentences=1, guard_overrides=smoke.scoring.guard_overrides),
     )
     runs = tmp_path / "runs"
@@ -391,6 +391,10 @@ def test_a_check_on_a_rung_study_reuses_a_long_rung_resumes_a_screen_and_runs_th
         # No state: from step 1.
         scratch = [s for s, _ in step_series(paths.telemetry, transfer_run(study_def.name, 2), "loss")]
         assert scratch[0] == 1 and by[2].resumed_from is None
+        # Both judged at the rung's end as the rung judges: on its 2 sentences, not a screen's 1.
+        for n in (0, 2):
+            decoded = eval_series(paths.telemetry, transfer_run(study_def.name, n), "decode_sentences")
+            assert decoded[-1] == (rung_end, 2.0), (n, decoded)
         assert check.steps_saved == screen_end + rung_end
         assert transfer.stored(study) == check
 

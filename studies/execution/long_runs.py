@@ -146,7 +146,8 @@ def long_run(setup: RunSetup, job: LongRun) -> transfer.LongOutcome:
     judge it (a typed record: it crosses a process boundary)."""
     t0 = time.perf_counter()
     cfg = recipe_config(setup.study, dict(job.params), seed=setup.seed, steps=job.steps, where=job.run_id)
-    decode = setup.study.scoring.decode_sentences
+    rung = setup.study.speech_rung if job.to_rung else None
+    decode = rung.decode_sentences if rung is not None else setup.study.scoring.decode_sentences
     lr = rung_lr(setup.study, cfg, job.params) if job.to_rung else None  # as the study's rung trains
     if job.screen_state is None:
         plan = RunPlan(decode_sentences=decode, lr_schedule=lr) if job.to_rung else TRIAL

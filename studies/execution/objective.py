@@ -117,7 +117,7 @@ def make_objective(
                 decode_sentences=decode, rungs=(screen_end,), out_dir=state_dir(number), lr_schedule=lr
             )
         else:
-            plan = continuation.resume_plan(decode, state_dir(number), lr)
+            plan = continuation.resume_plan(rung.decode_sentences, state_dir(number), lr)  # judged on more
         step_cb = (lambda m: on_step(number, cfg.max_steps, m)) if on_step is not None else None
         try:
             run = run_config(
