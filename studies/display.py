@@ -33,11 +33,14 @@ def duration(seconds: float) -> str:
 
 
 def speech_words(r: TrialRecord) -> str:
-    """The end-of-trial speech measure in a few words, shown next to the verdict everywhere."""
+    """The end-of-trial speech measure in a few words, shown next to the verdict everywhere: the word, the
+    median decode ratio, and how many decoded sentences the median is over (a study's speech rung
+    decodes more than its screens; a study from before this was recorded shows no count)."""
     d = r.decode
     if d is None or d.ratio is None:
         return "-"
-    return f"{'speaks' if d.speaks else 'silent'} {d.ratio:.2f}"
+    over = f" (median of {len(d.sentence_ratios)})" if d.sentence_ratios else ""
+    return f"{'speaks' if d.speaks else 'silent'} {d.ratio:.2f}{over}"
 
 
 def shown_step(r: TrialRecord) -> str:

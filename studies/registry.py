@@ -23,6 +23,7 @@ from space.stability import SpaceSpec
 from studies.pruner import PrunerSettings, StabilityPruner
 from studies.startup_sampler import SobolStartupTPESampler
 from trainer.config import AlignmentLoss, GuardConfig, config_to_dict
+from trainer.data import SPEECH_SENTENCES
 from trainer.guards import MIN_STEPS_FIELDS
 from trainer.presets import preset
 from tts_model.config import MODEL_SIZES
@@ -82,14 +83,14 @@ class SpeechRung:
     and at most 1/``eta`` of the trials asked for (``most_promoted``).
 
     decode_sentences: validation sentences decoded at the rung's end, where the export's "speaks" is
-    judged; more than a screen's (``ScoringSpec.decode_sentences``), since the verdict is a median over
-    them and with 3 one sentence that stops or runs on flips it between evals 50 steps apart.
+    judged: as many as the exported preset's full training decodes (``SPEECH_SENTENCES``), more than a
+    screen's (``ScoringSpec.decode_sentences``).
     """
 
     horizon: int
     eta: int = 3
     min_peers: int = 3
-    decode_sentences: int = 9
+    decode_sentences: int = SPEECH_SENTENCES
 
     def __post_init__(self) -> None:
         if self.horizon < 1:
@@ -262,9 +263,8 @@ def _registry() -> dict[str, StudyDef]:
         # figures: docs/measurements.md). The best 1 in 3 screens, so 3 of 10 trials: 3 is the fewest
         # trials at both rungs that the rung agreement can rank (with 2 it is not computable). Each
         # promotion is ~1,700 steps more; 10 screens pay for the third (docs/speech.md). Its verdict is
-        # the median over 9 decoded sentences, not a screen's 3: with 3, a recipe's full training spoke at
-        # step 2,000 and not at 2,050; 9 decodes take seconds of the rung's minutes.
-        speech_rung=SpeechRung(horizon=2000, eta=3, min_peers=3, decode_sentences=9),
+        # on as many decoded sentences as the full training's (SPEECH_SENTENCES), not a screen's 3.
+        speech_rung=SpeechRung(horizon=2000, eta=3, min_peers=3),
         # gamma 0.25, not Optuna's 0.1: replayed on a finished quick study's history, it put about twice
         # the share of TPE's proposals in the lr decade where that study's good trials were
         # (figures: docs/measurements.md). 6 random start-up trials (the 2 presets among them), so 4 of

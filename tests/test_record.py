@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import optuna
@@ -230,12 +231,23 @@ def test_the_speech_measure_is_recorded_and_a_trial_that_speaks_is_best() -> Non
         sentences=3, stop_rate=1.0, length_ratio=1.0, dtw=1.0, per_sentence=rows, speaks=True
     )
     r = score(result((ev(120, decode=speaking),)), GUARDS)
-    assert r.decode.speaks and math.isclose(r.decode.ratio, 0.4) and speech_words(r) == "speaks 0.40"
+    assert r.decode.speaks and math.isclose(r.decode.ratio, 0.4)
+    assert speech_words(r) == "speaks 0.40 (median of 3)"
     study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
     trial = study.ask()
     write_record(trial, r)
     study.tell(trial, r.value)
     (back,) = load_records(study)
     assert back.speaks and math.isclose(back.decode.ratio, 0.4) and math.isclose(back.decode.walk, 0.7)
+    assert back.decode.sentence_ratios == (0.3, 0.4, 0.9)  # each sentence's, in decode order
+    older = dataclasses.replace(back, decode=dataclasses.replace(back.decode, sentence_ratios=()))
+    assert speech_words(older) == "speaks 0.40"  # a study from before the count was recorded
+    # A sentence without anchors has no ratio: kept in its place as None, not dropped or made NaN.
+    facts = rec.DecodeFacts(stop_rate=1.0, length_ratio=1.0, dtw=1.0, ratio=0.2, sentence_ratios=(0.2, None))
+    unanchored = TrialRecord(state=TrialState.COMPLETE, value=1.0, decode=facts)
+    trial = study.ask()
+    write_record(trial, unanchored)
+    study.tell(trial, 1.0)
+    assert load_records(study)[-1].decode.sentence_ratios == (0.2, None)
     silent = TrialRecord(number=9, state=TrialState.COMPLETE, value=0.5, constraints={"x": -1.0})
     assert speech_words(silent) == "-" and ranking.best([silent, back]) is back  # speaks beats a lower mel

@@ -16,12 +16,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from corpus_fixture import cache_env, corpus_paths, train_data  # noqa: F401  (pytest fixtures)
+from corpus_fixture import SMALL_SPEC, cache_env, corpus_paths, train_data  # noqa: F401  (pytest fixtures)
 
 from trainer.cli import cli
+from trainer.data import SPEECH_SENTENCES
 from trainer.diagnosis import Cause
 from trainer.diagnosis_full import read_diagnoses
-from trainer.telemetry import read_run, read_steps
+from trainer.telemetry import eval_series, read_run, read_steps
 from tts_model.corpus import CorpusPaths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,6 +94,9 @@ def test_short_real_run_leaves_checkpoints_telemetry_plots_and_audio(
     assert [r["step"] for r in rows] == list(range(1, 7))
     assert read_run(out / "telemetry.db", out.name)["status"] == "finished"
     assert "verdict" in proc.stderr + proc.stdout  # the closing report
+    # Every eval decodes as many sentences as a study's speech rung judges on (or all this corpus has).
+    n = min(SPEECH_SENTENCES, SMALL_SPEC.eval_utterances)
+    assert n > 3 and eval_series(out / "telemetry.db", out.name, "decode_sentences") == [(3, n), (6, n)]
 
     # The same folder again without --resume would mix two runs: refused, before any work.
     code, err = call(argv, capsys)

@@ -22,7 +22,7 @@ from common.console import make_console
 from common.device import describe_device, resolve_device
 from common.errors import UserError
 from trainer.config import TrainConfig, apply_overrides
-from trainer.data import TrainData, load_train_data
+from trainer.data import SPEECH_SENTENCES, TrainData, load_train_data
 from trainer.diagnosis_full import DIAGNOSES_FILE, diagnose_run, write_diagnoses
 from trainer.hooks import RunHooks
 from trainer.judge import Judgement, judge
@@ -181,7 +181,7 @@ def _train_with_progress(
                 BatchStream(data.train, batch_size=cfg.batch_size, seed=cfg.seed, reduction_factor=1)
             )
             progress.update(task, total=steps_per_epoch * cfg.epochs)
-        plan = RunPlan(mode="full", out_dir=out, resume=resume)
+        plan = RunPlan(mode="full", out_dir=out, resume=resume, decode_sentences=SPEECH_SENTENCES)
         hooks = RunHooks(
             on_step=on_step,
             on_eval=on_eval,

@@ -18,6 +18,10 @@ from tts_model.speech_anchors import DecodeReference, attach_anchors
 from tts_model.text import TextEncoder
 
 DECODE_SENTENCES = 3  # free-running decodes at the last eval: enough to see stopping, cheap on CPU
+# A full training's decodes at every eval, and a study's speech rung's at its end: the "speaks" a user
+# reads is a median over them, and over 3 one sentence that stops or runs on flipped it between evals 50
+# steps apart (docs/measurements.md, "The rung's verdict on 9 sentences").
+SPEECH_SENTENCES = 9
 
 
 class _Position(Protocol):

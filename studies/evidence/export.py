@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -20,7 +22,7 @@ from studies.foreign import ForeignStudy
 from studies.record import load_records
 from studies.record_keys import COMMAND_CWD, DATA_FINGERPRINT
 from studies.registry import StudyDef
-from trainer.config import apply_overrides
+from trainer.config import TrainConfig, apply_overrides
 from trainer.presets import preset, preset_to_json
 from tts_model.cache import atomic_write_text
 
@@ -47,20 +49,7 @@ def export_best(study: optuna.Study, study_def: StudyDef, path: Path) -> Path:
         raise UserError(f"--export-preset {path}: is a folder; give a file path like best.json")
     if not path.parent.exists():
         raise UserError(f"--export-preset {path}: folder {path.parent} does not exist")
-    # The study's short-trial settings (batch, eval spacing, guards' step minimums) stay behind: a full
-    # training judges itself on the trainer's own thresholds.
-    overrides = form_overrides(study_def, study_def.space.export_overrides(dict(best.params)))
-    # The full training aligns in the form the trials were judged in (StudyDef.alignment_loss).
-    overrides.update(
-        {
-            "model_size": study_def.model_size,
-            "reduction_factor": study_def.reduction_factor,
-            "precision": study_def.precision,
-            "alignment_loss": study_def.alignment_loss,
-            **dict(study_def.form_settings),
-        }
-    )
-    cfg = apply_overrides(preset(BASE_LEVEL), overrides, where=f"trial {best.number}")
+    cfg = exported_config(study_def, best.params, where=f"trial {best.number}")
     provenance = {
         "study": study.study_name,
         "trial": best.number,
@@ -78,6 +67,25 @@ def export_best(study: optuna.Study, study_def: StudyDef, path: Path) -> Path:
         provenance["margin"] = found.provenance()
     atomic_write_text(path, preset_to_json(cfg, provenance))
     return path
+
+
+def exported_config(study_def: StudyDef, params: Mapping[str, Any], *, where: str) -> TrainConfig:
+    """The config of the full training a trial's params export to, as the preset file holds it (also
+    what bench/speech_verdict_flicker.py trains a recipe as, one the export refused among them)."""
+    # The study's short-trial settings (batch, eval spacing, guards' step minimums) stay behind: a full
+    # training judges itself on the trainer's own thresholds.
+    overrides = form_overrides(study_def, study_def.space.export_overrides(dict(params)))
+    # The full training aligns in the form the trials were judged in (StudyDef.alignment_loss).
+    overrides.update(
+        {
+            "model_size": study_def.model_size,
+            "reduction_factor": study_def.reduction_factor,
+            "precision": study_def.precision,
+            "alignment_loss": study_def.alignment_loss,
+            **dict(study_def.form_settings),
+        }
+    )
+    return apply_overrides(preset(BASE_LEVEL), overrides, where=where)
 
 
 def export_foreign(
