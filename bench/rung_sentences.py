@@ -6,9 +6,10 @@ end (shortest text first), and each trial's record keeps every sentence's decode
 median of the first ``--first`` of them, read from the same decode of the same model: the two counts
 side by side on one run, with no training noise between them.
 
-"by ratio" is the verdict's ratio condition alone (median <= ``GuardConfig.speak_max_decode_ratio``):
-the other conditions (stop rate, length, attention walk) are recorded as medians over all sentences
-only. A sentence that did not stop has a ratio >= 1, so the ratio condition carries the stops.
+"speaks" and "silent" here are the verdict's ratio condition alone (the median at or under
+``GuardConfig.speak_max_decode_ratio``): the other conditions (stop rate, length, attention walk) are
+recorded as medians over all the sentences only. A sentence that did not stop has a ratio >= 1, so the
+ratio condition carries the stops. The outcome word beside each trial is the rung's own, over all.
 
     python bench/rung_sentences.py RUNS_DIR [RUNS_DIR ...] [--study stability-quick] [--first 3]
 """

@@ -1,9 +1,9 @@
 """Does the speech verdict hold from one eval to the next? The median over 3 decoded sentences against 9.
 
-Trains one finished study's trial as its exported preset's full training trains it (the export's config,
-``studies.evidence.export.exported_config``, whether or not the export would write it), on one thread
-count, and from ``--from-step`` on decodes ``--sentences`` validation sentences (shortest text first)
-every ``--every`` steps. Each decode is judged twice, from the same model at the same step: on its first
+Trains one finished study's trial with the config its exported preset would hold
+(``studies.evidence.export.exported_config``, whether or not the export would write it), as a trial
+runs (no healing; a collapse ends it), on ``--threads`` torch threads, and from ``--from-step`` on
+decodes ``--sentences`` validation sentences (shortest text first) every ``--every`` steps. Each decode is judged twice, from the same model at the same step: on its first
 ``--first`` sentences (the screens' count, and the speech rung's before it decoded more) and on all of
 them, with the trainer's own verdict (``trainer.speech.speaks``). Prints a row per decode and, per count,
 how often the verdict flipped between neighbouring decodes and the mean step-to-step change of the
