@@ -117,7 +117,8 @@ def make_objective(
                 decode_sentences=decode, rungs=(screen_end,), out_dir=state_dir(number), lr_schedule=lr
             )
         else:
-            plan = continuation.resume_plan(rung.decode_sentences, state_dir(number), lr)  # judged on more
+            # to the rung's end, judged there on the rung's count of sentences (more than a screen's)
+            plan = continuation.resume_plan(rung.decode_sentences, state_dir(number), lr)
         step_cb = (lambda m: on_step(number, cfg.max_steps, m)) if on_step is not None else None
         try:
             run = run_config(
